@@ -1,0 +1,689 @@
+"""Sparse convolution matrices: pattern + weights -> CSR.
+
+A :class:`ConvPlan` holds everything that depends on geometry only (the
+per-axis tables of :mod:`convmat.pattern`, shapes, nnz, bytes).  Its
+:meth:`ConvPlan.build` fills in the weights and returns the CSR matrix, or
+any contiguous block of its rows, through one code path.
+
+How the matrix is assembled
+---------------------------
+Row ``r = c * O + ravel(j)`` (``O`` output positions per channel) holds the
+entries ``(ci, p_1, ..., p_D)`` in that order: the in-group input channel,
+then one entry of each axis table.  Its columns,
+``(group*Cg + ci) * N + sum_a col_a[p_a] * N_a``, are therefore sorted,
+because each axis table is.  The columns of a row depend on the output
+channel only through its group, so they are computed once per (group,
+spatial row range) straight into the final index array, and every other
+output channel copies them with an offset.  Values come from one gather per
+output channel (per tap slot), from the kernel padded with a zero that the
+sentinel tap points at.  Temporaries are ``nnz / C_out`` long, so building
+costs about what writing the final arrays costs, in time and in memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import geometry as G
+from .backends import get_backend
+from .pattern import AxisPattern, axis_pattern
+
+__all__ = [
+    "ConvPlan",
+    "MatrixTooLargeError",
+    "conv_plan",
+    "conv_transpose_plan",
+    "conv_matrix",
+    "conv_transpose_matrix",
+]
+
+#: dtypes a matrix may hold.
+VALUE_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+class MatrixTooLargeError(MemoryError):
+    """A matrix (or row block) would not fit in the memory limit; raised before allocating."""
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(nbytes) < 1000 or unit == "TB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1000
+    return f"{nbytes:.1f} TB"  # pragma: no cover
+
+
+def _value_dtype(weight_dtype, dtype) -> np.dtype:
+    """The dtype of the matrix values, or a TypeError that lists what is allowed."""
+    allowed = ", ".join(str(t) for t in VALUE_DTYPES)
+    if dtype is not None:
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be one of {allowed}, got {dtype!r}") from None
+        if dt not in VALUE_DTYPES:
+            raise TypeError(f"dtype must be one of {allowed}, got {dtype!r}")
+        if weight_dtype.kind == "c" and dt.kind != "c":
+            raise TypeError(f"dtype {dt} would drop the imaginary part of a {weight_dtype} weight")
+        return dt
+    if weight_dtype in VALUE_DTYPES:
+        return weight_dtype
+    if weight_dtype.kind in "biu":
+        return np.dtype(np.float64)
+    raise TypeError(f"weight dtype must be one of {allowed} (or integer), got {weight_dtype}")
+
+
+def _weight_shape(weight):
+    shape = getattr(weight, "shape", None)
+    if shape is None:
+        raise TypeError(f"weight must be an array, got {type(weight).__name__}")
+    return tuple(int(v) for v in shape)
+
+
+def _as_host_weight(weight):
+    """The weight as an array whose dtype and shape can be checked (no copy for arrays)."""
+    if hasattr(weight, "shape") and hasattr(weight, "dtype"):
+        return weight
+    try:
+        arr = np.asarray(weight)
+    except (ValueError, TypeError):
+        raise TypeError(f"weight must be an array of numbers, got {type(weight).__name__}") from None
+    if arr.dtype == object or arr.dtype.kind not in "biufc":
+        raise TypeError(f"weight must be an array of numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def _normalize_rows(rows, n_rows: int) -> tuple[int, int]:
+    if rows is None:
+        return 0, n_rows
+    if isinstance(rows, slice):
+        if rows.step not in (None, 1):
+            raise ValueError(f"rows must be a contiguous range (step 1), got {rows!r}")
+        start, stop, _ = rows.indices(n_rows)
+    elif isinstance(rows, (tuple, list)) and len(rows) == 2:
+        start, stop = (G.as_int(v, "rows") for v in rows)
+    else:
+        raise TypeError(f"rows must be a slice or a (start, stop) pair, got {rows!r}")
+    if not (0 <= start <= stop <= n_rows):
+        raise ValueError(f"rows must satisfy 0 <= start <= stop <= {n_rows} (the matrix's rows), got {rows!r}")
+    return start, stop
+
+
+class ConvPlan:
+    """The sparsity pattern of a convolution matrix: build it many times, with any weights.
+
+    Create plans with :func:`conv_plan` and :func:`conv_transpose_plan`.
+    A plan knows the matrix's shape, nnz and bytes before anything is built.
+
+    Attributes
+    ----------
+    geometry : ConvGeometry
+        The forward convolution.  For a transposed plan the matrix is the
+        transpose of this geometry's matrix.
+    transposed : bool
+    input_shape, output_shape : tuple of int
+        ``(C, *spatial)`` of the operation the matrix applies: ``y = A @ x``
+        maps ``x.ravel()`` of shape ``input_shape`` to ``output_shape``.
+    shape : (int, int)
+        ``(prod(output_shape), prod(input_shape))``.
+    nnz : int
+    index_dtype : numpy.dtype
+        int32 when nnz and both dimensions fit, int64 otherwise.
+    """
+
+    def __init__(self, geometry: G.ConvGeometry, *, transposed: bool = False):
+        self.geometry = geometry
+        self.transposed = bool(transposed)
+        fwd = tuple(axis_pattern(ax) for ax in geometry.axes)
+        g = geometry
+        if self.transposed:
+            self._axes: tuple[AxisPattern, ...] = tuple(p.transpose() for p in fwd)
+            self._row_channels, self._col_channels = g.in_channels, g.out_channels
+            self.input_shape = (g.out_channels, *g.out_shape)
+            self.output_shape = (g.in_channels, *g.in_shape)
+        else:
+            self._axes = fwd
+            self._row_channels, self._col_channels = g.out_channels, g.in_channels
+            self.input_shape = (g.in_channels, *g.in_shape)
+            self.output_shape = (g.out_channels, *g.out_shape)
+        self.groups = g.groups
+        self.shape = (math.prod(self.output_shape), math.prod(self.input_shape))
+        # Per output position: entries per row = (col channels per group) * prod(axis lengths).
+        self._cols_per_group = self._col_channels // self.groups
+        self.nnz = self._row_channels * self._cols_per_group * math.prod(p.nnz for p in self._axes)
+        big = max(self.nnz, *self.shape)
+        self.index_dtype = np.dtype(np.int32 if big <= _INT32_MAX else np.int64)
+        self._slots = tuple(p.slots for p in self._axes)
+        self._xp_tables = {}
+
+    # ------------------------------------------------------------------ #
+    # sizes
+    # ------------------------------------------------------------------ #
+    @property
+    def ndim(self) -> int:
+        return len(self._axes)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        g = self.geometry
+        if self.transposed:
+            return (g.out_channels, g.in_channels // g.groups, *g.kernel_size)
+        return (g.out_channels, g.in_channels // g.groups, *g.kernel_size)
+
+    def nbytes(self, dtype=np.float64, rows=None) -> int:
+        """Bytes of the CSR matrix (or of a block of its rows) with values of ``dtype``."""
+        start, stop = _normalize_rows(rows, self.shape[0])
+        nnz = self.nnz if (start, stop) == (0, self.shape[0]) else self.row_nnz(start, stop)
+        item = np.dtype(dtype).itemsize
+        idx = self.index_dtype.itemsize
+        return nnz * (item + idx) + (stop - start + 1) * idx
+
+    def _spatial_row_lengths(self) -> np.ndarray:
+        lengths = np.ones(1, dtype=np.int64)
+        for p in self._axes:
+            lengths = np.multiply.outer(lengths, p.row_lengths).ravel()
+        return lengths * self._cols_per_group
+
+    def row_nnz(self, start: int, stop: int) -> int:
+        """Non-zeros in rows ``[start, stop)``, without building them."""
+        O = self.shape[0] // self._row_channels
+        cum = np.concatenate(([0], np.cumsum(self._spatial_row_lengths())))
+        per_channel = int(cum[-1])
+
+        def before(r):  # non-zeros in rows [0, r)
+            c, rem = divmod(r, O)
+            return c * per_channel + int(cum[rem])
+
+        return before(stop) - before(start)
+
+    def density(self) -> float:
+        return self.nnz / max(1, self.shape[0] * self.shape[1])
+
+    def __repr__(self) -> str:
+        g = self.geometry
+        kind = f"conv_transpose{self.ndim}d" if self.transposed else f"conv{self.ndim}d"
+        lines = [
+            f"ConvPlan({kind}: input {self.input_shape} -> output {self.output_shape}",
+            f"  kernel_size={g.kernel_size}, stride={g.stride}, padding={g.padding}, "
+            f"dilation={g.dilation}, groups={g.groups}, padding_mode={g.padding_mode!r}",
+            f"  matrix {self.shape[0]} x {self.shape[1]}, nnz {self.nnz:,} ({100 * self.density():.3g}% dense), "
+            f"{self.index_dtype} indices, {_human(self.nbytes(np.float32))} as float32, "
+            f"{_human(self.nbytes(np.float64))} as float64)",
+        ]
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ #
+    # weights
+    # ------------------------------------------------------------------ #
+    def _check_weight(self, weight):
+        shape = _weight_shape(weight)
+        if shape != self.weight_shape:
+            layout = "(C_in, C_out/groups, *kernel_size)" if self.transposed else "(C_out, C_in/groups, *kernel_size)"
+            raise ValueError(f"weight must have shape {self.weight_shape} {layout} for this plan, got {shape}")
+
+    def _matrix_weight(self, weight, xp, dtype, flip):
+        """Weight as ``(row channels, col channels per group * prod(k + 1))``, zero-padded."""
+        w = xp.asarray(weight)
+        if flip:
+            w = w[(Ellipsis,) + (slice(None, None, -1),) * self.ndim]
+        g = self.groups
+        if self.transposed:
+            # (C_in, C_out/g, *k) -> (C_out, C_in/g, *k): swap the channel axes within each group.
+            cin, cog = w.shape[:2]
+            w = w.reshape((g, cin // g, cog) + w.shape[2:])
+            w = xp.swapaxes(w, 1, 2).reshape((g * cog, cin // g) + w.shape[3:])
+        padded = xp.zeros(w.shape[:2] + tuple(k + 1 for k in w.shape[2:]), dtype=dtype)
+        padded[(slice(None), slice(None)) + tuple(slice(0, k) for k in w.shape[2:])] = w
+        return padded.reshape(w.shape[0], -1)
+
+    # ------------------------------------------------------------------ #
+    # building
+    # ------------------------------------------------------------------ #
+    def _tables(self, backend):
+        key = backend.name
+        if key not in self._xp_tables:
+            self._xp_tables[key] = [
+                (backend.asarray(p.cols), [backend.asarray(np.ascontiguousarray(p.taps[:, s])) for s in range(p.slots)])
+                for p in self._axes
+            ]
+        return self._xp_tables[key]
+
+    def build(self, weight, *, dtype=None, flip=False, rows=None, backend="scipy", max_bytes=None, threads=None):
+        """Fill the pattern with ``weight``: the CSR matrix, or rows ``[start, stop)`` of it.
+
+        Parameters
+        ----------
+        weight : array, shape :attr:`weight_shape`
+        dtype : {float32, float64, complex64, complex128}, optional
+            Defaults to the weight's dtype (float64 for integer weights).
+        flip : bool
+            Use the spatially flipped kernel (true convolution, as ``scipy.signal.convolve``).
+        rows : slice or (start, stop), optional
+            Build only this contiguous block of rows (same code path).
+        backend : str
+            ``'scipy'`` (NumPy arrays, ``scipy.sparse.csr_array``).
+        max_bytes : int, optional
+            Refuse (MatrixTooLargeError) to build more than this; default: the available memory.
+        threads : int, optional
+            Host threads (default: the usable cores).
+        """
+        be = get_backend(backend)
+        weight = _as_host_weight(weight)
+        self._check_weight(weight)
+        vdtype = _value_dtype(np.dtype(weight.dtype), dtype)
+        start, stop = _normalize_rows(rows, self.shape[0])
+        if not isinstance(flip, (bool, np.bool_)):
+            raise TypeError(f"flip must be a bool, got {flip!r}")
+        threads = be.threads if threads is None else G.as_int(threads, "threads")
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads!r}")
+        self._check_memory(vdtype, start, stop, be, max_bytes)
+        return self._assemble(weight, vdtype, bool(flip), start, stop, be, threads)
+
+    def _check_memory(self, vdtype, start, stop, be, max_bytes):
+        need = self.nbytes(vdtype, rows=(start, stop))
+        # temporaries: one output channel's tap indices per slot combination
+        per_channel = self.nnz // max(1, self._row_channels)
+        need_tmp = per_channel * 8 * math.prod(self._slots)
+        if max_bytes is None:
+            limit = be.memory_limit()
+            what = "available memory"
+        else:
+            limit = G.as_int(max_bytes, "max_bytes")
+            what = "limit max_bytes"
+        if limit is not None and need + need_tmp > limit:
+            raise MatrixTooLargeError(
+                f"the matrix {'block ' if (start, stop) != (0, self.shape[0]) else ''}of shape "
+                f"({stop - start}, {self.shape[1]}) with {self.row_nnz(start, stop):,} non-zeros would take "
+                f"{_human(need)} ({need:,} bytes as {vdtype}, plus {_human(need_tmp)} while building), more than "
+                f"the {what} ({_human(limit)}); build it in row blocks (rows=...) or raise max_bytes"
+            )
+
+    def _assemble(self, weight, vdtype, flip, start, stop, be, threads):
+        xp = be.xp
+        idt = self.index_dtype
+        R = self._row_channels
+        O = self.shape[0] // R
+        N = self.shape[1] // self._col_channels
+        Cg = self._cols_per_group
+        Rg = R // self.groups
+
+        lengths = self._spatial_row_lengths()
+        cum = np.zeros(O + 1, dtype=np.int64)
+        np.cumsum(lengths, out=cum[1:])
+        per_channel = int(cum[-1])
+
+        # Row blocks per output channel: (channel, a, b, dst_start) with spatial rows [a, b).
+        pieces = []
+        base = None
+        for c in range(start // O, -(-stop // O) if stop > start else start // O):
+            a = max(start - c * O, 0)
+            b = min(stop - c * O, O)
+            if a >= b:
+                continue
+            here = c * per_channel + int(cum[a])
+            if base is None:
+                base = here
+            pieces.append((c, a, b, here - base))
+        nnz = sum(int(cum[b] - cum[a]) for _, a, b, _ in pieces)
+
+        # indptr
+        row_len = np.empty(stop - start, dtype=np.int64)
+        pos = 0
+        for _, a, b, _ in pieces:
+            row_len[pos : pos + b - a] = lengths[a:b]
+            pos += b - a
+        indptr_h = np.zeros(stop - start + 1, dtype=idt)
+        np.cumsum(row_len, out=indptr_h[1:])
+        indptr = be.asarray(indptr_h)
+
+        indices = xp.empty(nnz, dtype=idt)
+        data = xp.empty(nnz, dtype=vdtype)
+        if nnz == 0:
+            return be.csr(data, indices, indptr, (stop - start, self.shape[1]))
+
+        W = self._matrix_weight(weight, xp, vdtype, flip)
+        tables = self._tables(be)
+
+        # One template per distinct spatial range: indices straight into the final array
+        # (for the first channel using it), tap indices into temporaries.
+        templates = {}
+        for c, a, b, dst in pieces:
+            if (a, b) in templates:
+                continue
+            length = int(cum[b] - cum[a])
+            combos = list(itertools.product(*(range(m) for m in self._slots)))
+            taps = [xp.empty(length, dtype=np.intp) for _ in combos]
+            col_offset = (c // Rg) * Cg * N
+            self._fill_range(a, b, col_offset, indices[dst : dst + length], taps, combos, tables, xp, N)
+            templates[(a, b)] = (c // Rg, dst, taps)
+
+        def channel(piece):
+            c, a, b, dst = piece
+            grp_t, src, taps = templates[(a, b)]
+            length = int(cum[b] - cum[a])
+            out_i = indices[dst : dst + length]
+            if src != dst:
+                shift = (c // Rg - grp_t) * Cg * N
+                if shift:
+                    xp.add(indices[src : src + length], shift, out=out_i)
+                else:
+                    out_i[...] = indices[src : src + length]
+            out_v = data[dst : dst + length]
+            be.take(W[c], taps[0], out_v)
+            if len(taps) > 1:
+                tmp = xp.empty(length, dtype=vdtype)
+                for t in taps[1:]:
+                    be.take(W[c], t, tmp)
+                    out_v += tmp
+
+        if threads > 1 and len(pieces) > 1:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                list(pool.map(channel, pieces))
+        else:
+            for piece in pieces:
+                channel(piece)
+        return be.csr(data, indices, indptr, (stop - start, self.shape[1]))
+
+    def _fill_range(self, a, b, col_offset, out_idx, out_taps, combos, tables, xp, N):
+        """Columns and tap indices of spatial rows ``[a, b)`` of one output channel."""
+        axes = self._axes
+        D = len(axes)
+        Cg = self._cols_per_group
+        n_cols = [p.n_cols for p in axes]
+        kp = [p.k + 1 for p in axes]
+        col_stride = [math.prod(n_cols[i + 1 :]) for i in range(D)]
+        tap_stride = [math.prod(kp[i + 1 :]) for i in range(D)]
+        ktot = math.prod(kp)
+        last = axes[-1]
+        oL = last.n_rows
+        prefix_shape = tuple(p.n_rows for p in axes[:-1])
+        ch = xp.arange(Cg, dtype=np.int64)
+        ch_cols = ch * N + col_offset
+        ch_taps = ch * ktot
+        last_cols, last_taps = tables[-1]
+        prefix_combos = sorted({cmb[:-1] for cmb in combos})
+
+        pos = 0
+        for prefix in range(a // oL, (b - 1) // oL + 1):
+            c0 = max(a - prefix * oL, 0)
+            c1 = min(b - prefix * oL, oL)
+            j = np.unravel_index(prefix, prefix_shape) if prefix_shape else ()
+            # prefix part: (channel, p_0, ..., p_{D-2}) flattened
+            q_cols = ch_cols
+            q_taps = {pc: ch_taps for pc in prefix_combos}
+            for axis in range(D - 1):
+                p = axes[axis]
+                lo, hi = int(p.ptr[j[axis]]), int(p.ptr[j[axis] + 1])
+                cols_a, taps_a = tables[axis]
+                q_cols = (q_cols[:, None] + cols_a[lo:hi][None, :] * col_stride[axis]).ravel()
+                q_taps = {
+                    pc: (q_taps[pc][:, None] + taps_a[pc[axis]][lo:hi][None, :] * tap_stride[axis]).ravel()
+                    for pc in prefix_combos
+                }
+            q = q_cols.shape[0]
+            if q == 0:
+                continue
+            for r0, r1 in last.runs(c0, c1):
+                L = int(last.ptr[r0 + 1] - last.ptr[r0])
+                if L == 0:
+                    continue
+                nr = r1 - r0
+                e0, e1 = int(last.ptr[r0]), int(last.ptr[r1])
+                size = nr * q * L
+                dst = out_idx[pos : pos + size].reshape(nr, q, L)
+                xp.add(q_cols[None, :, None], last_cols[e0:e1].reshape(nr, 1, L), out=dst)
+                for t_out, cmb in zip(out_taps, combos):
+                    dst_t = t_out[pos : pos + size].reshape(nr, q, L)
+                    xp.add(q_taps[cmb[:-1]][None, :, None], last_taps[cmb[-1]][e0:e1].reshape(nr, 1, L), out=dst_t)
+                pos += size
+        assert pos == out_idx.shape[0], (pos, out_idx.shape)
+
+
+# --------------------------------------------------------------------------- #
+# public constructors
+# --------------------------------------------------------------------------- #
+def _spatial_ndim_check(weight_shape, in_shape, layout):
+    if len(weight_shape) < 3:
+        raise ValueError(
+            f"weight must have shape {layout} with at least one spatial axis, got shape {tuple(weight_shape)}"
+        )
+    ndim = len(weight_shape) - 2
+    if len(in_shape) != ndim:
+        raise ValueError(
+            f"weight of shape {tuple(weight_shape)} has {ndim} spatial axes but in_shape {in_shape!r} has "
+            f"{len(in_shape)}; weight must be {layout}"
+        )
+
+
+def conv_plan(weight_shape, in_shape, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros") -> ConvPlan:
+    """Plan the matrix of a forward convolution without building it.
+
+    Parameters
+    ----------
+    weight_shape : tuple of int, or an array (its ``.shape`` is used)
+        ``(C_out, C_in/groups, *kernel_size)``.
+    in_shape : tuple of int
+        Spatial input shape.
+    stride, padding, dilation, groups, padding_mode
+        As :func:`conv_matrix`.
+
+    Returns
+    -------
+    ConvPlan
+        With ``.shape``, ``.nnz``, ``.nbytes(dtype)`` and ``.build(weight)``.
+
+    Examples
+    --------
+    >>> plan = conv_plan((64, 64, 3, 3), (56, 56), padding=1)
+    >>> plan.nnz, plan.shape
+    (112869376, (200704, 200704))
+    >>> plan.nbytes("float32")
+    903757636
+    """
+    if hasattr(weight_shape, "shape"):
+        weight_shape = weight_shape.shape
+    weight_shape = G.normalize_shape(weight_shape, "weight_shape")
+    in_shape = G.normalize_shape(in_shape, "in_shape")
+    _spatial_ndim_check(weight_shape, in_shape, "(C_out, C_in/groups, *kernel_size)")
+    groups = G.as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups!r}")
+    c_out, c_in_g = weight_shape[:2]
+    geom = G.ConvGeometry.forward(
+        in_shape,
+        weight_shape[2:],
+        in_channels=c_in_g * groups,
+        out_channels=c_out,
+        groups=groups,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        padding_mode=padding_mode,
+    )
+    return ConvPlan(geom)
+
+
+def conv_transpose_plan(
+    weight_shape, in_shape, *, stride=1, padding=0, output_padding=0, output_size=None, dilation=1, groups=1
+) -> ConvPlan:
+    """Plan the matrix of a transposed convolution without building it.
+
+    ``weight_shape`` is ``(C_in, C_out/groups, *kernel_size)`` (ConvTranspose
+    layout); ``in_shape`` the spatial shape of the transposed convolution's input.
+
+    Examples
+    --------
+    >>> conv_transpose_plan((1, 1, 3, 3), (2, 2), stride=2).output_shape
+    (1, 5, 5)
+    """
+    if hasattr(weight_shape, "shape"):
+        weight_shape = weight_shape.shape
+    weight_shape = G.normalize_shape(weight_shape, "weight_shape")
+    in_shape = G.normalize_shape(in_shape, "in_shape")
+    _spatial_ndim_check(weight_shape, in_shape, "(C_in, C_out/groups, *kernel_size)")
+    groups = G.as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups!r}")
+    c_in, c_out_g = weight_shape[:2]
+    geom = G.ConvGeometry.for_transpose(
+        in_shape,
+        weight_shape[2:],
+        in_channels=c_in,
+        out_channels=c_out_g * groups,
+        groups=groups,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        output_size=output_size,
+        dilation=dilation,
+    )
+    return ConvPlan(geom, transposed=True)
+
+
+def conv_matrix(
+    weight,
+    in_shape,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    padding_mode="zeros",
+    dtype=None,
+    flip=False,
+    rows=None,
+    backend="scipy",
+    max_bytes=None,
+    threads=None,
+):
+    """The sparse matrix C of a convolution: ``Y = C @ X`` is ``torch.nn.functional.convNd``.
+
+    Parameters
+    ----------
+    weight : array, shape (C_out, C_in/groups, *kernel_size)
+        PyTorch's layout.  The number of spatial axes (1, 2, 3 or more) is
+        ``weight.ndim - 2``.
+    in_shape : tuple of int
+        Spatial input shape ``(n_1, ..., n_D)``.
+    stride, dilation : int or tuple of int
+    padding : int, tuple of int, tuple of (lo, hi), or {'valid', 'same', 'full'}
+        ``'same'`` puts the odd sample on the high side (PyTorch, TensorFlow;
+        ``scipy.signal`` puts it on the low side) and, for stride > 1, gives
+        ``ceil(n / stride)`` outputs (TensorFlow).
+    groups : int
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
+    dtype : {float32, float64, complex64, complex128}, optional
+    flip : bool
+        True convolution (flipped kernel), as ``scipy.signal.convolve``.
+    rows : slice or (start, stop), optional
+        Build only this block of rows.
+    backend : str
+    max_bytes : int, optional
+        Size limit (default: available memory); larger requests raise
+        :class:`MatrixTooLargeError` before allocating.
+    threads : int, optional
+
+    Returns
+    -------
+    scipy.sparse.csr_array, shape (C_out * prod(out_shape), C_in * prod(in_shape))
+        Canonical CSR (sorted indices, no duplicates); int32 indices when they fit.
+
+    Notes
+    -----
+    Row ``c_out * prod(out) + ravel(j)``, column ``c_in * prod(in) + ravel(u)``;
+    per axis, output ``j`` and tap ``t`` read ``u = j*s - lo + t*d``.  The
+    pattern is structural: a zero weight gives a stored zero.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> C = conv_matrix(np.arange(1.0, 10.0).reshape(1, 1, 3, 3), (4, 4))
+    >>> C.shape, C.nnz
+    ((4, 16), 36)
+    >>> C.toarray()[0].reshape(4, 4)
+    array([[1., 2., 3., 0.],
+           [4., 5., 6., 0.],
+           [7., 8., 9., 0.],
+           [0., 0., 0., 0.]])
+    """
+    weight = _as_host_weight(weight)
+    plan = conv_plan(
+        _weight_shape(weight), in_shape, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        padding_mode=padding_mode,
+    )
+    return plan.build(
+        weight, dtype=dtype, flip=flip, rows=rows, backend=backend, max_bytes=max_bytes, threads=threads
+    )
+
+
+def conv_transpose_matrix(
+    weight,
+    in_shape,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    output_size=None,
+    dilation=1,
+    groups=1,
+    dtype=None,
+    flip=False,
+    rows=None,
+    backend="scipy",
+    max_bytes=None,
+    threads=None,
+):
+    """The sparse matrix of a transposed convolution (``torch.nn.functional.conv_transposeNd``).
+
+    Parameters
+    ----------
+    weight : array, shape (C_in, C_out/groups, *kernel_size)
+        ConvTranspose layout (the same tensor as the forward convolution it transposes).
+    in_shape : tuple of int
+        Spatial shape of the transposed convolution's input.
+    stride, padding, dilation, groups
+        As the forward convolution; padding is symmetric (an int per axis) or a
+        ``(lo, hi)`` pair per axis.
+    output_padding : int or tuple of int
+        Extra samples at the high end, ``0 <= a < max(stride, dilation)``.
+    output_size : tuple of int, optional
+        Spatial output size; derives ``output_padding`` (error with the valid range).
+    dtype, flip, rows, backend, max_bytes, threads
+        As :func:`conv_matrix`.
+
+    Returns
+    -------
+    scipy.sparse.csr_array, shape (C_out * prod(m), C_in * prod(in_shape))
+
+    Notes
+    -----
+    Per axis ``m = (n-1)s - 2p + d(k-1) + a + 1``.  The matrix is the transpose
+    of the forward convolution on ``m`` with the same weight, keeping its first
+    ``n`` rows per axis — exactly ``conv_matrix(...).T`` when ``a < s``.  It is
+    built directly in CSR, not by transposing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> T = conv_transpose_matrix(np.ones((1, 1, 3, 3)), (2, 2), stride=2)
+    >>> (T @ np.ones(4)).reshape(5, 5)
+    array([[1., 1., 2., 1., 1.],
+           [1., 1., 2., 1., 1.],
+           [2., 2., 4., 2., 2.],
+           [1., 1., 2., 1., 1.],
+           [1., 1., 2., 1., 1.]])
+    """
+    weight = _as_host_weight(weight)
+    plan = conv_transpose_plan(
+        _weight_shape(weight), in_shape, stride=stride, padding=padding, output_padding=output_padding,
+        output_size=output_size, dilation=dilation, groups=groups,
+    )
+    return plan.build(
+        weight, dtype=dtype, flip=flip, rows=rows, backend=backend, max_bytes=max_bytes, threads=threads
+    )

@@ -1,0 +1,546 @@
+"""Shape arithmetic: parameters -> validated per-axis geometry.
+
+This module is pure integer code: no arrays, no backends.  It is the only
+place where the convolution-arithmetic formulas live; every other module asks
+it.  All validation of geometric parameters happens here, before anything is
+allocated, and every error names the parameter, quotes its value and says
+what is allowed.
+
+Per axis (input length ``n``, kernel ``k``, stride ``s``, dilation ``d``,
+padding ``(lo, hi)``, extent ``e = d(k-1)+1``):
+
+* forward output ``o = floor((n + lo + hi - e) / s) + 1`` (must be >= 1);
+* output ``j``, tap ``t`` reads the virtual input ``u = j*s - lo + t*d``;
+* transposed output ``m = (n-1)s - lo - hi + e + a`` (``a`` the output padding).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from dataclasses import dataclass
+
+__all__ = [
+    "PADDING_MODES",
+    "AxisGeometry",
+    "ConvGeometry",
+    "conv_output_shape",
+    "conv_transpose_output_shape",
+    "normalize_per_axis",
+    "normalize_padding",
+    "output_padding_for",
+]
+
+#: The padding modes, as PyTorch names them.
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+#: The string paddings, with what each means (one table, one wording).
+PADDING_STRINGS = {
+    "valid": "no padding",
+    "same": "output size ceil(n / stride); total padding max((o-1)s + e - n, 0), "
+    "the odd sample on the high side (PyTorch and TensorFlow)",
+    "full": "e - 1 on both sides (every partial overlap)",
+}
+
+
+# --------------------------------------------------------------------------- #
+# normalisers
+# --------------------------------------------------------------------------- #
+def as_int(value, name: str) -> int:
+    """Return ``value`` as a Python int, or raise a TypeError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
+    return operator.index(value)
+
+
+def _is_sequence(value) -> bool:
+    return isinstance(value, (tuple, list)) or (
+        hasattr(value, "__len__") and hasattr(value, "__getitem__") and not isinstance(value, (str, bytes))
+    )
+
+
+def normalize_per_axis(value, name: str, ndim: int, *, minimum: int | None = None) -> tuple[int, ...]:
+    """Turn an int or a sequence of ``ndim`` ints into a tuple of ``ndim`` ints.
+
+    Examples
+    --------
+    >>> normalize_per_axis(2, "stride", 3)
+    (2, 2, 2)
+    >>> normalize_per_axis((1, 2), "stride", 2)
+    (1, 2)
+    """
+    if _is_sequence(value):
+        items = tuple(value)
+        if len(items) != ndim:
+            raise ValueError(
+                f"{name} must be an int or have {ndim} entries (one per spatial axis), got {value!r}"
+            )
+        try:
+            out = tuple(as_int(v, name) for v in items)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
+    else:
+        try:
+            out = (as_int(value, name),) * ndim
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
+    if minimum is not None and any(v < minimum for v in out):
+        raise ValueError(f"{name} must be >= {minimum} on every axis, got {value!r}")
+    return out
+
+
+def normalize_shape(shape, name: str) -> tuple[int, ...]:
+    """A spatial shape: a sequence of positive ints (an int means one axis)."""
+    if not _is_sequence(shape):
+        try:
+            shape = (as_int(shape, name),)
+        except TypeError:
+            raise TypeError(f"{name} must be a sequence of positive ints, got {shape!r}") from None
+    try:
+        out = tuple(as_int(v, name) for v in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of positive ints, got {shape!r}") from None
+    if len(out) == 0:
+        raise ValueError(f"{name} must have at least one spatial axis, got {shape!r}")
+    if any(v < 1 for v in out):
+        raise ValueError(f"{name} must contain positive sizes, got {shape!r}")
+    return out
+
+
+def normalize_padding_mode(padding_mode) -> str:
+    if not isinstance(padding_mode, str):
+        raise TypeError(f"padding_mode must be a string, one of {PADDING_MODES}, got {padding_mode!r}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    return padding_mode
+
+
+def _string_padding(name: str, n: int, s: int, e: int) -> tuple[int, int]:
+    """(lo, hi) for one axis and one string padding (see PADDING_STRINGS)."""
+    if name == "valid":
+        return 0, 0
+    if name == "full":
+        return e - 1, e - 1
+    # 'same': TensorFlow's rule, which is PyTorch's for stride 1.
+    o = -(-n // s)
+    total = max((o - 1) * s + e - n, 0)
+    return total // 2, total - total // 2
+
+
+def normalize_padding(
+    padding, ndim: int, *, in_shape, kernel_size, stride, dilation, allow_strings: bool = True
+) -> tuple[tuple[int, int], ...]:
+    """Turn any accepted padding into one ``(lo, hi)`` pair per axis.
+
+    Accepted: an int; one int per axis; one ``(lo, hi)`` pair per axis;
+    ``'valid'``, ``'same'`` or ``'full'`` (see ``PADDING_STRINGS``).
+
+    Examples
+    --------
+    >>> normalize_padding(1, 2, in_shape=(4, 4), kernel_size=(3, 3), stride=(1, 1), dilation=(1, 1))
+    ((1, 1), (1, 1))
+    >>> normalize_padding("same", 1, in_shape=(5,), kernel_size=(4,), stride=(1,), dilation=(1,))
+    ((1, 2),)
+    """
+    if isinstance(padding, str):
+        if not allow_strings:
+            raise ValueError(
+                f"padding must be an int, one int per axis or one (lo, hi) pair per axis for a "
+                f"transposed convolution, got {padding!r}"
+            )
+        if padding not in PADDING_STRINGS:
+            raise ValueError(
+                f"padding must be an int, a sequence, or one of {tuple(PADDING_STRINGS)}, got {padding!r}"
+            )
+        return tuple(
+            _string_padding(padding, n, s, d * (k - 1) + 1)
+            for n, k, s, d in zip(in_shape, kernel_size, stride, dilation)
+        )
+    allowed = f"an int, {ndim} ints, {ndim} (lo, hi) pairs" + (
+        f" or one of {tuple(PADDING_STRINGS)}" if allow_strings else ""
+    )
+    if _is_sequence(padding):
+        items = tuple(padding)
+        if len(items) != ndim:
+            raise ValueError(f"padding must be {allowed} (one per spatial axis), got {padding!r}")
+        pairs = []
+        for item in items:
+            if _is_sequence(item):
+                pair = tuple(item)
+                if len(pair) != 2:
+                    raise ValueError(f"padding must be {allowed}; the entry {item!r} is not a (lo, hi) pair")
+                try:
+                    pairs.append((as_int(pair[0], "padding"), as_int(pair[1], "padding")))
+                except TypeError:
+                    raise TypeError(f"padding must be {allowed}, got {padding!r}") from None
+            else:
+                try:
+                    v = as_int(item, "padding")
+                except TypeError:
+                    raise TypeError(f"padding must be {allowed}, got {padding!r}") from None
+                pairs.append((v, v))
+    else:
+        try:
+            v = as_int(padding, "padding")
+        except TypeError:
+            raise TypeError(f"padding must be {allowed}, got {padding!r}") from None
+        pairs = [(v, v)] * ndim
+    if any(lo < 0 or hi < 0 for lo, hi in pairs):
+        raise ValueError(f"padding must be >= 0 on every side, got {padding!r}")
+    return tuple(pairs)
+
+
+# --------------------------------------------------------------------------- #
+# per-axis geometry
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class AxisGeometry:
+    """One spatial axis of a forward convolution.
+
+    ``o`` outputs read ``n`` inputs; output ``j``, tap ``t`` reads the virtual
+    input ``u = j*s - lo + t*d``, which ``mode`` maps onto ``[0, n)`` (or drops,
+    for ``'zeros'``).  ``o`` is normally ``floor((n + lo + hi - e)/s) + 1``; a
+    transposed convolution with ``output_padding >= stride`` keeps only its
+    first ``o`` rows.
+    """
+
+    n: int
+    k: int
+    s: int
+    d: int
+    lo: int
+    hi: int
+    o: int
+    mode: str = "zeros"
+
+    @property
+    def extent(self) -> int:
+        """Effective kernel extent ``e = d(k-1) + 1``."""
+        return self.d * (self.k - 1) + 1
+
+
+def _forward_length(n, k, s, d, lo, hi) -> int:
+    return (n + lo + hi - (d * (k - 1) + 1)) // s + 1
+
+
+def _check_reach(in_shape, kernel_size, dilation, pads, what="input"):
+    for axis, (n, k, d, (lo, hi)) in enumerate(zip(in_shape, kernel_size, dilation, pads)):
+        e = d * (k - 1) + 1
+        if n + lo + hi < e:
+            raise ValueError(
+                f"kernel_size {tuple(kernel_size)!r} with dilation {tuple(dilation)!r} reaches {e} samples on "
+                f"axis {axis}, more than the padded {what} ({n} + {lo} + {hi} = {n + lo + hi}); "
+                f"use a larger {what}, more padding or a smaller kernel"
+            )
+
+
+def _check_mode(mode, in_shape, pads):
+    if mode == "reflect":
+        for axis, (n, (lo, hi)) in enumerate(zip(in_shape, pads)):
+            if lo >= n or hi >= n:
+                raise ValueError(
+                    f"padding_mode='reflect' needs padding < input size on every axis, got padding "
+                    f"({lo}, {hi}) for size {n} on axis {axis}"
+                )
+    elif mode == "circular":
+        for axis, (n, (lo, hi)) in enumerate(zip(in_shape, pads)):
+            if lo > n or hi > n:
+                raise ValueError(
+                    f"padding_mode='circular' needs padding <= input size on every axis (it wraps once), "
+                    f"got padding ({lo}, {hi}) for size {n} on axis {axis}"
+                )
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A validated forward convolution: channels, groups and one AxisGeometry per axis.
+
+    The matrix of this geometry has ``out_channels * prod(out_shape)`` rows and
+    ``in_channels * prod(in_shape)`` columns.  A transposed convolution is the
+    transpose of a ConvGeometry (see ``ConvGeometry.for_transpose``).
+    """
+
+    in_channels: int
+    out_channels: int
+    groups: int
+    axes: tuple[AxisGeometry, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.axes)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(a.n for a in self.axes)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(a.o for a in self.axes)
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        return tuple(a.k for a in self.axes)
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        return tuple(a.s for a in self.axes)
+
+    @property
+    def dilation(self) -> tuple[int, ...]:
+        return tuple(a.d for a in self.axes)
+
+    @property
+    def padding(self) -> tuple[tuple[int, int], ...]:
+        return tuple((a.lo, a.hi) for a in self.axes)
+
+    @property
+    def padding_mode(self) -> str:
+        return self.axes[0].mode
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of the forward matrix ``(C_out*prod(out), C_in*prod(in))``."""
+        return (self.out_channels * math.prod(self.out_shape), self.in_channels * math.prod(self.in_shape))
+
+    # ------------------------------------------------------------------ #
+    @classmethod
+    def forward(
+        cls,
+        in_shape,
+        kernel_size,
+        *,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        groups: int = 1,
+        stride=1,
+        padding=0,
+        dilation=1,
+        padding_mode: str = "zeros",
+    ) -> "ConvGeometry":
+        """Validate the parameters of a forward convolution."""
+        in_shape = normalize_shape(in_shape, "in_shape")
+        ndim = len(in_shape)
+        kernel_size = normalize_per_axis(kernel_size, "kernel_size", ndim, minimum=1)
+        stride = normalize_per_axis(stride, "stride", ndim, minimum=1)
+        dilation = normalize_per_axis(dilation, "dilation", ndim, minimum=1)
+        mode = normalize_padding_mode(padding_mode)
+        _check_channels(in_channels, out_channels, groups)
+        pads = normalize_padding(
+            padding, ndim, in_shape=in_shape, kernel_size=kernel_size, stride=stride, dilation=dilation
+        )
+        _check_reach(in_shape, kernel_size, dilation, pads)
+        _check_mode(mode, in_shape, pads)
+        axes = tuple(
+            AxisGeometry(n, k, s, d, lo, hi, _forward_length(n, k, s, d, lo, hi), mode)
+            for n, k, s, d, (lo, hi) in zip(in_shape, kernel_size, stride, dilation, pads)
+        )
+        return cls(in_channels, out_channels, groups, axes)
+
+    @classmethod
+    def for_transpose(
+        cls,
+        in_shape,
+        kernel_size,
+        *,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        groups: int = 1,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        output_size=None,
+        dilation=1,
+    ) -> "ConvGeometry":
+        """The forward geometry whose matrix transposed is the requested transposed convolution.
+
+        ``in_shape`` and ``in_channels`` are those of the transposed convolution's
+        input; the forward geometry maps the transposed output (length ``m``)
+        back to it, keeping its first ``n`` rows per axis.
+        """
+        in_shape = normalize_shape(in_shape, "in_shape")
+        ndim = len(in_shape)
+        kernel_size = normalize_per_axis(kernel_size, "kernel_size", ndim, minimum=1)
+        stride = normalize_per_axis(stride, "stride", ndim, minimum=1)
+        dilation = normalize_per_axis(dilation, "dilation", ndim, minimum=1)
+        _check_channels(in_channels, out_channels, groups)
+        pads = normalize_padding(
+            padding, ndim, in_shape=in_shape, kernel_size=kernel_size, stride=stride, dilation=dilation,
+            allow_strings=False,
+        )
+        if output_size is not None:
+            if _is_nonzero(output_padding):
+                raise ValueError(
+                    f"give output_size or output_padding, not both (got output_size={output_size!r}, "
+                    f"output_padding={output_padding!r})"
+                )
+            output_padding = output_padding_for(
+                output_size, in_shape, kernel_size, stride=stride, padding=pads, dilation=dilation
+            )
+        out_pad = normalize_per_axis(output_padding, "output_padding", ndim, minimum=0)
+        for axis, (a, s, d) in enumerate(zip(out_pad, stride, dilation)):
+            if a >= max(s, d):
+                raise ValueError(
+                    f"output_padding must be smaller than max(stride, dilation) on every axis, got "
+                    f"output_padding={output_padding!r} with stride={stride!r}, dilation={dilation!r} "
+                    f"(axis {axis}: {a} >= {max(s, d)})"
+                )
+        axes = []
+        for axis, (n, k, s, d, (lo, hi), a) in enumerate(
+            zip(in_shape, kernel_size, stride, dilation, pads, out_pad)
+        ):
+            m = (n - 1) * s - lo - hi + d * (k - 1) + 1 + a
+            if m < 1:
+                raise ValueError(
+                    f"padding {padding!r} removes everything: the transposed output would have size "
+                    f"{m} on axis {axis} (input {n}, kernel {k}, stride {s}, dilation {d}, "
+                    f"output_padding {a}); it must be >= 1"
+                )
+            # The forward convolution on length m with padding (lo, hi + a) has n + a//s outputs;
+            # the transposed convolution is its first n rows, transposed.
+            axes.append(AxisGeometry(m, k, s, d, lo, hi + a, n, "zeros"))
+        return cls(out_channels, in_channels, groups, tuple(axes))
+
+
+def _is_nonzero(value) -> bool:
+    if _is_sequence(value):
+        return any(v != 0 for v in value)
+    return value != 0
+
+
+def _check_channels(in_channels, out_channels, groups):
+    in_channels = as_int(in_channels, "in_channels")
+    out_channels = as_int(out_channels, "out_channels")
+    groups = as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups!r}")
+    if in_channels < 1 or out_channels < 1:
+        raise ValueError(
+            f"channel counts must be >= 1, got in_channels={in_channels!r}, out_channels={out_channels!r}"
+        )
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be divisible by "
+            f"groups ({groups})"
+        )
+
+
+# --------------------------------------------------------------------------- #
+# public shape functions
+# --------------------------------------------------------------------------- #
+def conv_output_shape(in_shape, kernel_size, *, stride=1, padding=0, dilation=1) -> tuple[int, ...]:
+    """Spatial output shape of a forward convolution.
+
+    Parameters
+    ----------
+    in_shape : tuple of int
+        Spatial input shape ``(n_1, ..., n_D)`` (no batch or channel axes).
+    kernel_size, stride, dilation : int or tuple of int
+    padding : int, tuple of int, tuple of (lo, hi) pairs, or {'valid', 'same', 'full'}
+
+    Returns
+    -------
+    tuple of int
+
+    Notes
+    -----
+    Per axis, ``o = floor((n + lo + hi - e) / s) + 1`` with ``e = d(k-1) + 1``.
+
+    Examples
+    --------
+    >>> conv_output_shape((224, 224), 7, stride=2, padding=3)
+    (112, 112)
+    >>> conv_output_shape((10,), 4, stride=3, padding="same")
+    (4,)
+    """
+    in_shape = normalize_shape(in_shape, "in_shape")
+    ndim = len(in_shape)
+    return ConvGeometry.forward(
+        in_shape,
+        normalize_per_axis(kernel_size, "kernel_size", ndim, minimum=1),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+    ).out_shape
+
+
+def conv_transpose_output_shape(
+    in_shape, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1
+) -> tuple[int, ...]:
+    """Spatial output shape of a transposed convolution (``ConvTranspose``).
+
+    Notes
+    -----
+    Per axis, ``m = (n-1)s - 2p + d(k-1) + a + 1`` (``lo + hi`` in place of
+    ``2p`` for a ``(lo, hi)`` pair), with ``0 <= a < max(s, d)``.
+
+    Examples
+    --------
+    >>> conv_transpose_output_shape((2, 2), 3, stride=2)
+    (5, 5)
+    >>> conv_transpose_output_shape((112,), 7, stride=2, padding=3, output_padding=1)
+    (224,)
+    """
+    in_shape = normalize_shape(in_shape, "in_shape")
+    ndim = len(in_shape)
+    geom = ConvGeometry.for_transpose(
+        in_shape,
+        normalize_per_axis(kernel_size, "kernel_size", ndim, minimum=1),
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+    )
+    return geom.in_shape
+
+
+def output_padding_for(output_size, in_shape, kernel_size, *, stride, padding, dilation) -> tuple[int, ...]:
+    """The output_padding that makes a transposed convolution produce ``output_size``.
+
+    ``output_size`` is spatial, or ``(C, *spatial)`` / ``(N, C, *spatial)`` as
+    PyTorch accepts it (the trailing axes are used).  Raises a ValueError that
+    states the valid range when the size cannot be produced.
+
+    Examples
+    --------
+    >>> output_padding_for((8, 8), (4, 4), (3, 3), stride=(2, 2), padding=((1, 1), (1, 1)), dilation=(1, 1))
+    (1, 1)
+    """
+    ndim = len(in_shape)
+    if not _is_sequence(output_size) or len(output_size) not in (ndim, ndim + 1, ndim + 2):
+        raise ValueError(
+            f"output_size must have {ndim} entries (spatial), or {ndim + 2} with batch and channels, "
+            f"got {output_size!r}"
+        )
+    sizes = tuple(as_int(v, "output_size") for v in tuple(output_size)[-ndim:])
+    lows, highs, out = [], [], []
+    for n, k, s, d, (lo, hi), size in zip(in_shape, kernel_size, stride, dilation, padding, sizes):
+        low = (n - 1) * s - lo - hi + d * (k - 1) + 1
+        lows.append(low)
+        highs.append(low + max(s, d) - 1)
+        out.append(size - low)
+    if any(not (lo <= size <= hi) for lo, hi, size in zip(lows, highs, sizes)):
+        raise ValueError(
+            f"requested an output_size of {sizes!r}, but valid sizes range from {tuple(lows)!r} to "
+            f"{tuple(highs)!r} (for an input of {tuple(in_shape)!r}, kernel_size {tuple(kernel_size)!r}, "
+            f"stride {tuple(stride)!r}, dilation {tuple(dilation)!r})"
+        )
+    return tuple(out)
+
+
+def restoring_output_padding(input_size, kernel_size, *, stride, padding, dilation) -> tuple[int, ...]:
+    """The output_padding with which the transposed convolution restores ``input_size``.
+
+    Per axis ``a = (i + lo + hi - e) mod s``: the forward convolution maps every
+    size ``i`` with the same ``floor`` to one output size, and ``a`` picks ``i``
+    among them.
+
+    Examples
+    --------
+    >>> restoring_output_padding((8,), (3,), stride=(2,), padding=((1, 1),), dilation=(1,))
+    (1,)
+    """
+    return tuple(
+        (i + lo + hi - (d * (k - 1) + 1)) % s
+        for i, k, s, d, (lo, hi) in zip(input_size, kernel_size, stride, dilation, padding)
+    )
