@@ -67,8 +67,8 @@ class Backend:
 
     def take(self, src, idx, out):
         """``out[:] = src[idx]`` (``idx`` valid by construction)."""
-        # mode='clip' avoids the buffered copy that mode='raise' makes of ``out``.
-        np.take(src, idx, out=out, mode="clip")
+        # Not mode='raise', which buffers ``out``; 'wrap' measured ~40% faster than 'clip'.
+        np.take(src, idx, out=out, mode="wrap")
 
     @property
     def threads(self) -> int:

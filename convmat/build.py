@@ -44,6 +44,8 @@ __all__ = [
 #: dtypes a matrix may hold.
 VALUE_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 _INT32_MAX = np.iinfo(np.int32).max
+#: Below this many non-zeros a thread pool costs more than it saves.
+_THREADED_NNZ = 1 << 20
 
 
 class MatrixTooLargeError(MemoryError):
@@ -86,13 +88,17 @@ def _weight_shape(weight):
 
 
 def _as_host_weight(weight):
-    """The weight as an array whose dtype and shape can be checked (no copy for arrays)."""
-    if hasattr(weight, "shape") and hasattr(weight, "dtype"):
-        return weight
-    try:
-        arr = np.asarray(weight)
-    except (ValueError, TypeError):
-        raise TypeError(f"weight must be an array of numbers, got {type(weight).__name__}") from None
+    """The weight as a NumPy array whose dtype and shape can be checked (no copy for NumPy arrays)."""
+    if isinstance(weight, np.ndarray):
+        arr = weight
+    else:
+        try:  # lists, and arrays of other libraries that convert to NumPy (torch CPU tensors)
+            arr = np.asarray(weight)
+        except (ValueError, TypeError, RuntimeError):
+            raise TypeError(
+                f"weight must be an array of numbers convertible to NumPy for backend 'scipy', "
+                f"got {type(weight).__module__}.{type(weight).__name__}"
+            ) from None
     if arr.dtype == object or arr.dtype.kind not in "biufc":
         raise TypeError(f"weight must be an array of numbers, got dtype {arr.dtype}")
     return arr
@@ -170,9 +176,12 @@ class ConvPlan:
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
+        """``(C_out, C_in/groups, *k)`` forward, ``(C_in, C_out/groups, *k)`` transposed.
+
+        Both are ``(geometry.out_channels, geometry.in_channels/groups, *k)``:
+        a transposed plan's geometry is the forward convolution it transposes.
+        """
         g = self.geometry
-        if self.transposed:
-            return (g.out_channels, g.in_channels // g.groups, *g.kernel_size)
         return (g.out_channels, g.in_channels // g.groups, *g.kernel_size)
 
     def nbytes(self, dtype=np.float64, rows=None) -> int:
@@ -382,7 +391,7 @@ class ConvPlan:
                     be.take(W[c], t, tmp)
                     out_v += tmp
 
-        if threads > 1 and len(pieces) > 1:
+        if threads > 1 and len(pieces) > 1 and nnz >= _THREADED_NNZ:
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 list(pool.map(channel, pieces))
         else:
@@ -484,7 +493,7 @@ def conv_plan(weight_shape, in_shape, *, stride=1, padding=0, dilation=1, groups
     >>> plan.nnz, plan.shape
     (112869376, (200704, 200704))
     >>> plan.nbytes("float32")
-    903757636
+    903757828
     """
     if hasattr(weight_shape, "shape"):
         weight_shape = weight_shape.shape

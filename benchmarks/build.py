@@ -1,0 +1,136 @@
+"""Build time and peak memory of conv_matrix against the memory bound (and a COO peer).
+
+The memory bound is the time to allocate and fill arrays of the same total
+bytes as the CSR matrix (data + indices + indptr), measured in the same run.
+Peak memory is traced with tracemalloc (NumPy reports its buffers to it) and
+divided by the final matrix's bytes.
+
+    python benchmarks/build.py                      # 64->64, 3x3, pad 1, 56x56, float32
+    python benchmarks/build.py --size 28 --peer     # also a COO-based builder (slow)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+from convmat import conv_plan
+
+
+def median_time(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+        del out
+    return statistics.median(times)
+
+
+def fill_baseline(plan, dtype, threads=1):
+    """Allocate and fill arrays of the matrix's exact sizes (the memory bound)."""
+    nnz, rows = plan.nnz, plan.shape[0]
+    idt = plan.index_dtype
+
+    def run():
+        data = np.empty(nnz, dtype=dtype)
+        indices = np.empty(nnz, dtype=idt)
+        indptr = np.empty(rows + 1, dtype=idt)
+        if threads == 1:
+            data.fill(1)
+            indices.fill(1)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            chunks = [(a, slice(i * nnz // threads, (i + 1) * nnz // threads)) for a in (data, indices)
+                      for i in range(threads)]
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda c: c[0][c[1]].fill(1), chunks))
+        indptr.fill(1)
+        return data, indices, indptr
+
+    return run
+
+
+def coo_peer(plan, weight):
+    """A straightforward vectorised COO builder (scipy.sparse.coo_array -> CSR), as many write it."""
+    import scipy.sparse as sp
+
+    g = plan.geometry
+    (n0, n1), (o0, o1), (k0, k1) = g.in_shape, g.out_shape, g.kernel_size
+    (s0, s1), (d0, d1) = g.stride, g.dilation
+    (lo0, _), (lo1, _) = g.padding
+    cout, cin = weight.shape[:2]
+    co, ci, j0, j1, t0, t1 = np.meshgrid(
+        np.arange(cout), np.arange(cin), np.arange(o0), np.arange(o1), np.arange(k0), np.arange(k1),
+        indexing="ij", sparse=True,
+    )
+    u0 = j0 * s0 - lo0 + t0 * d0
+    u1 = j1 * s1 - lo1 + t1 * d1
+    keep = (u0 >= 0) & (u0 < n0) & (u1 >= 0) & (u1 < n1)
+    shape = np.broadcast_shapes(co.shape, ci.shape, u0.shape, u1.shape)
+    keep = np.broadcast_to(keep, shape)
+    rows = np.broadcast_to((co * o0 + j0) * o1 + j1, shape)[keep]
+    cols = np.broadcast_to((ci * n0 + u0) * n1 + u1, shape)[keep]
+    vals = np.broadcast_to(weight[co, ci, t0, t1], shape)[keep]
+    return sp.coo_array((vals, (rows, cols)), shape=plan.shape).tocsr()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--size", type=int, default=56)
+    ap.add_argument("--kernel", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--peer", action="store_true", help="also time a COO-based builder")
+    args = ap.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    c, n, k = args.channels, args.size, args.kernel
+    weight = rng.standard_normal((c, c, k, k)).astype(np.float32)
+    plan = conv_plan(weight.shape, (n, n), padding=k // 2)
+    final = plan.nbytes(np.float32)
+    print(plan)
+    print()
+
+    bound = median_time(fill_baseline(plan, np.float32, 1), args.repeat)
+    bound2 = median_time(fill_baseline(plan, np.float32, 2), args.repeat)
+    print(f"{'memory bound: allocate + fill, 1 thread':44s} {bound * 1e3:9.1f} ms   "
+          f"({final / bound / 1e9:.2f} GB/s)")
+    print(f"{'memory bound: allocate + fill, 2 threads':44s} {bound2 * 1e3:9.1f} ms")
+    for th in args.threads:
+        t = median_time(lambda: plan.build(weight, threads=th), args.repeat)
+        print(f"{f'conv_matrix build, {th} thread(s)':44s} {t * 1e3:9.1f} ms   "
+              f"ratio to 1-thread bound {t / bound:5.2f}x   to {th}-thread bound "
+              f"{t / (bound if th == 1 else bound2):5.2f}x")
+
+    gc.collect()
+    tracemalloc.start()
+    C = plan.build(weight, threads=max(args.threads))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    built = C.data.nbytes + C.indices.nbytes + C.indptr.nbytes
+    assert built == final, (built, final)
+    print(f"{'peak memory while building / final bytes':44s} {peak / final:9.3f}   "
+          f"(peak {peak / 1e9:.3f} GB, matrix {final / 1e9:.3f} GB)")
+    del C
+
+    if args.peer:
+        t0 = time.perf_counter()
+        P = coo_peer(plan, weight)
+        tp = time.perf_counter() - t0
+        t = median_time(lambda: plan.build(weight), 1)
+        same = (P != plan.build(weight)).nnz == 0
+        print(f"{'COO peer (coo_array -> tocsr), 1 run':44s} {tp * 1e3:9.1f} ms   "
+              f"{tp / t:5.1f}x slower than convmat; equal matrices: {same}")
+
+
+if __name__ == "__main__":
+    main()
