@@ -46,6 +46,8 @@ VALUE_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64,
 _INT32_MAX = np.iinfo(np.int32).max
 #: Below this many non-zeros a thread pool costs more than it saves.
 _THREADED_NNZ = 1 << 20
+#: Spatial rows are built in chunks of about this many entries per channel (bounds temporaries).
+_CHUNK_NNZ = 1 << 22
 
 
 class MatrixTooLargeError(MemoryError):
@@ -296,9 +298,9 @@ class ConvPlan:
 
     def _check_memory(self, vdtype, start, stop, be, max_bytes):
         need = self.nbytes(vdtype, rows=(start, stop))
-        # temporaries: one output channel's tap indices per slot combination
+        # temporaries: the tap indices of one chunk, per slot combination (see _assemble)
         per_channel = self.nnz // max(1, self._row_channels)
-        need_tmp = per_channel * 8 * math.prod(self._slots)
+        need_tmp = min(per_channel, 2 * _CHUNK_NNZ) * 8 * math.prod(self._slots)
         if max_bytes is None:
             limit = be.memory_limit()
             what = "available memory"
@@ -327,24 +329,27 @@ class ConvPlan:
         np.cumsum(lengths, out=cum[1:])
         per_channel = int(cum[-1])
 
-        # Row blocks per output channel: (channel, a, b, dst_start) with spatial rows [a, b).
+        # Pieces (channel, a, b, dst): spatial rows [a, b) of one output channel, written at
+        # dst.  Spatial rows are cut into chunks of about _CHUNK_NNZ entries, so temporaries
+        # (the tap indices of one chunk) stay small whatever the geometry.
+        targets = np.arange(_CHUNK_NNZ, per_channel, _CHUNK_NNZ, dtype=np.int64)
+        bounds = np.unique(np.searchsorted(cum, targets, side="left"))
         pieces = []
-        base = None
+        first = None
         for c in range(start // O, -(-stop // O) if stop > start else start // O):
-            a = max(start - c * O, 0)
-            b = min(stop - c * O, O)
-            if a >= b:
-                continue
-            here = c * per_channel + int(cum[a])
-            if base is None:
-                base = here
-            pieces.append((c, a, b, here - base))
+            a_c, b_c = max(start - c * O, 0), min(stop - c * O, O)
+            edges = [a_c, *bounds[(bounds > a_c) & (bounds < b_c)].tolist(), b_c]
+            for a, b in zip(edges[:-1], edges[1:]):
+                if a < b:
+                    here = c * per_channel + int(cum[a])
+                    first = here if first is None else first
+                    pieces.append((c, a, b, here - first))
         nnz = sum(int(cum[b] - cum[a]) for _, a, b, _ in pieces)
 
         # indptr
         row_len = np.empty(stop - start, dtype=np.int64)
         pos = 0
-        for _, a, b, _ in pieces:
+        for c, a, b, _ in pieces:  # in row order
             row_len[pos : pos + b - a] = lengths[a:b]
             pos += b - a
         indptr_h = np.zeros(stop - start + 1, dtype=idt)
@@ -358,23 +363,14 @@ class ConvPlan:
 
         W = self._matrix_weight(weight, xp, vdtype, flip)
         tables = self._tables(be)
+        combos = list(itertools.product(*(range(m) for m in self._slots)))
+        by_range = {}
+        for piece in pieces:
+            by_range.setdefault(piece[1:3], []).append(piece)
 
-        # One template per distinct spatial range: indices straight into the final array
-        # (for the first channel using it), tap indices into temporaries.
-        templates = {}
-        for c, a, b, dst in pieces:
-            if (a, b) in templates:
-                continue
-            length = int(cum[b] - cum[a])
-            combos = list(itertools.product(*(range(m) for m in self._slots)))
-            taps = [xp.empty(length, dtype=np.intp) for _ in combos]
-            col_offset = (c // Rg) * Cg * N
-            self._fill_range(a, b, col_offset, indices[dst : dst + length], taps, combos, tables, xp, N)
-            templates[(a, b)] = (c // Rg, dst, taps)
-
-        def channel(piece):
+        def channel(piece, template):
             c, a, b, dst = piece
-            grp_t, src, taps = templates[(a, b)]
+            grp_t, src, taps = template
             length = int(cum[b] - cum[a])
             out_i = indices[dst : dst + length]
             if src != dst:
@@ -391,12 +387,25 @@ class ConvPlan:
                     be.take(W[c], t, tmp)
                     out_v += tmp
 
-        if threads > 1 and len(pieces) > 1 and nnz >= _THREADED_NNZ:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                list(pool.map(channel, pieces))
-        else:
-            for piece in pieces:
-                channel(piece)
+        pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and nnz >= _THREADED_NNZ else None
+        try:
+            for (a, b), group in by_range.items():
+                # The template: indices straight into the final array (for the first channel
+                # of this range), tap indices into temporaries; then every channel of the range.
+                c, _, _, dst = group[0]
+                length = int(cum[b] - cum[a])
+                taps = [xp.empty(length, dtype=np.intp) for _ in combos]
+                self._fill_range(a, b, (c // Rg) * Cg * N, indices[dst : dst + length], taps, combos, tables, xp, N)
+                template = (c // Rg, dst, taps)
+                if pool is not None and len(group) > 1:
+                    list(pool.map(lambda p: channel(p, template), group))
+                else:
+                    for piece in group:
+                        channel(piece, template)
+                del taps, template
+        finally:
+            if pool is not None:
+                pool.shutdown()
         return be.csr(data, indices, indptr, (stop - start, self.shape[1]))
 
     def _fill_range(self, a, b, col_offset, out_idx, out_taps, combos, tables, xp, N):
