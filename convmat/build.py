@@ -47,7 +47,7 @@ _INT32_MAX = np.iinfo(np.int32).max
 #: Below this many non-zeros a thread pool costs more than it saves.
 _THREADED_NNZ = 1 << 20
 #: Spatial rows are built in chunks of about this many entries per channel (bounds temporaries).
-_CHUNK_NNZ = 1 << 22
+_CHUNK_NNZ = 1 << 21
 
 
 class MatrixTooLargeError(MemoryError):
