@@ -47,7 +47,7 @@ _INT32_MAX = np.iinfo(np.int32).max
 #: Below this many non-zeros a thread pool costs more than it saves.
 _THREADED_NNZ = 1 << 20
 #: Spatial rows are built in chunks of about this many entries per channel (bounds temporaries).
-_CHUNK_NNZ = 1 << 21
+_CHUNK_NNZ = 1 << 20
 
 
 class MatrixTooLargeError(MemoryError):
@@ -324,9 +324,8 @@ class ConvPlan:
         Cg = self._cols_per_group
         Rg = R // self.groups
 
-        lengths = self._spatial_row_lengths()
-        cum = np.zeros(O + 1, dtype=np.int64)
-        np.cumsum(lengths, out=cum[1:])
+        cum = np.zeros(O + 1, dtype=idt)  # entries in spatial rows [0, r) of one channel
+        np.cumsum(self._spatial_row_lengths(), out=cum[1:])  # fits: <= nnz
         per_channel = int(cum[-1])
 
         # Pieces (channel, a, b, dst): spatial rows [a, b) of one output channel, written at
@@ -346,15 +345,14 @@ class ConvPlan:
                     pieces.append((c, a, b, here - first))
         nnz = sum(int(cum[b] - cum[a]) for _, a, b, _ in pieces)
 
-        # indptr
-        row_len = np.empty(stop - start, dtype=np.int64)
-        pos = 0
-        for c, a, b, _ in pieces:  # in row order
-            row_len[pos : pos + b - a] = lengths[a:b]
-            pos += b - a
+        # indptr: row (c, r) starts at c * per_channel + cum[r], less the block's first entry
         indptr_h = np.zeros(stop - start + 1, dtype=idt)
-        np.cumsum(row_len, out=indptr_h[1:])
+        pos = 0
+        for c, a, b, dst in pieces:  # in row order
+            np.add(cum[a + 1 : b + 1], dst - int(cum[a]), out=indptr_h[pos + 1 : pos + 1 + b - a], casting="unsafe")
+            pos += b - a
         indptr = be.asarray(indptr_h)
+        del indptr_h
 
         indices = xp.empty(nnz, dtype=idt)
         data = xp.empty(nnz, dtype=vdtype)
