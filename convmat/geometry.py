@@ -129,12 +129,21 @@ def _string_padding(name: str, n: int, s: int, e: int) -> tuple[int, int]:
 
 
 def normalize_padding(
-    padding, ndim: int, *, in_shape, kernel_size, stride, dilation, allow_strings: bool = True
+    padding,
+    ndim: int,
+    *,
+    in_shape,
+    kernel_size,
+    stride,
+    dilation,
+    allow_strings: bool = True,
+    allow_negative: bool = False,
 ) -> tuple[tuple[int, int], ...]:
     """Turn any accepted padding into one ``(lo, hi)`` pair per axis.
 
     Accepted: an int; one int per axis; one ``(lo, hi)`` pair per axis;
     ``'valid'``, ``'same'`` or ``'full'`` (see ``PADDING_STRINGS``).
+    Negative values (cropping) only with ``allow_negative``.
 
     Examples
     --------
@@ -186,7 +195,7 @@ def normalize_padding(
         except TypeError:
             raise TypeError(f"padding must be {allowed}, got {padding!r}") from None
         pairs = [(v, v)] * ndim
-    if any(lo < 0 or hi < 0 for lo, hi in pairs):
+    if not allow_negative and any(lo < 0 or hi < 0 for lo, hi in pairs):
         raise ValueError(f"padding must be >= 0 on every side, got {padding!r}")
     return tuple(pairs)
 

@@ -1,0 +1,489 @@
+"""The transposed-convolution recipe as matrices: stride, zero insertion, padding, flips.
+
+Each factor is a 0/1 sparse matrix whose rows hold at most one entry: a row
+of the result *reads* one sample of the input (or none, for a zero).  Per
+spatial axis it is a small table -- the table of a 1-tap convolution from
+:mod:`convmat.pattern`, so the padding modes are mapped by the same code as
+in :func:`convmat.conv_matrix` -- and the multi-axis matrix is the Kronecker
+product of the per-axis tables in C order, block-diagonal over channels:
+
+    F = I_channels (x) F_0 (x) F_1 (x) ... (x) F_{D-1},
+
+which is convmat's flattening ``index = c * prod(spatial) + ravel(position)``.
+It is assembled straight into canonical CSR by index arithmetic.
+
+With these factors the identities of the design notes become executable:
+
+* stride is subsampling, ``C_s = S_s @ C_1`` (:func:`stride_matrix`);
+* zero insertion is its transpose, ``Z = S_s.T`` (:func:`zero_insertion_matrix`);
+* a padding mode is a matrix, ``C = K @ P_mode`` (:func:`padding_matrix`);
+* dilation is the zero-inserted kernel (:func:`kernel_zero_insertion`);
+* the transposed convolution is ``K_flip @ P @ Z`` (:func:`transpose_by_recipe`,
+  with :func:`flip_kernel`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import geometry as G
+from .backends import available_memory, get_backend
+from .build import MatrixTooLargeError, _value_dtype, conv_matrix, conv_transpose_plan
+from .pattern import AxisPattern, axis_pattern
+
+__all__ = [
+    "flip_kernel",
+    "kernel_zero_insertion",
+    "padding_matrix",
+    "stride_matrix",
+    "transpose_by_recipe",
+    "zero_insertion_matrix",
+]
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+# --------------------------------------------------------------------------- #
+# validation helpers
+# --------------------------------------------------------------------------- #
+def _channels(channels) -> int:
+    channels = G.as_int(channels, "channels")
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels!r}")
+    return channels
+
+
+def _signed_padding(padding, ndim: int, *, allow_negative: bool) -> tuple[tuple[int, int], ...]:
+    """One ``(lo, hi)`` pair per axis; negative values (cropping) only if ``allow_negative``.
+
+    Parsing and wording are :func:`convmat.geometry.normalize_padding`'s; a
+    padding matrix has no kernel, so the kernel-dependent strings are refused.
+    """
+    if isinstance(padding, str):
+        raise ValueError(
+            f"padding must be an int, {ndim} ints or {ndim} (lo, hi) pairs for a padding matrix "
+            f"(the strings 'same'/'full' depend on a kernel), got {padding!r}"
+        )
+    ones = (1,) * ndim
+    try:
+        return G.normalize_padding(
+            padding, ndim, in_shape=ones, kernel_size=ones, stride=ones, dilation=ones,
+            allow_strings=False, allow_negative=allow_negative,
+        )
+    except ValueError as exc:
+        if allow_negative or not str(exc).startswith("padding must be >= 0"):
+            raise
+        raise ValueError(
+            f"padding must be >= 0 on every side unless mode='zeros' (negative padding crops), got {padding!r}"
+        ) from None
+
+
+def _check_size(shape, nnz: int, rows_per_channel: int, vdtype: np.dtype, what: str) -> np.dtype:
+    """The index dtype (int32 when nnz and both dimensions fit); a MatrixTooLargeError if it cannot fit in memory."""
+    n_rows = shape[0]
+    big = max(nnz, *shape)
+    idt = np.dtype(np.int32 if big <= _INT32_MAX else np.int64)
+    need = nnz * (vdtype.itemsize + idt.itemsize) + (n_rows + 1) * idt.itemsize + rows_per_channel * 17
+    limit = available_memory()
+    if limit is not None and need > limit:
+        raise MatrixTooLargeError(
+            f"the {what} with {n_rows:,} rows and {nnz:,} non-zeros would take about {need:,} bytes, "
+            f"more than the available memory ({limit:,} bytes)"
+        )
+    return idt
+
+
+# --------------------------------------------------------------------------- #
+# assembly: Kronecker product of one-entry-per-row tables, block-diagonal channels
+# --------------------------------------------------------------------------- #
+def _sources(p: AxisPattern) -> np.ndarray:
+    """Column read by each row of a table with at most one entry per row (-1: none)."""
+    lengths = p.row_lengths
+    assert lengths.size == 0 or int(lengths.max()) <= 1, "factor tables hold at most one entry per row"
+    src = np.full(p.n_rows, -1, dtype=np.int64)
+    src[lengths.astype(bool)] = p.cols
+    return src
+
+
+def _assemble(tables, channels: int, dtype, what: str):
+    """``I_channels (x) T_0 (x) ... (x) T_{D-1}`` as canonical CSR, values 1.
+
+    Rows and columns of the product are C-order ravels of the per-axis
+    positions, so the source column of a row is ``ravel(src_0[i_0], ...)``;
+    a row reads nothing when any axis reads nothing.
+    """
+    vdtype = _value_dtype(np.dtype(np.float64), dtype)
+    rows_c = math.prod(p.n_rows for p in tables)
+    cols_c = math.prod(p.n_cols for p in tables)
+    nnz_c = math.prod(int(p.nnz) for p in tables)
+    idt = _check_size((channels * rows_c, channels * cols_c), channels * nnz_c, rows_c, vdtype, what)
+
+    col = np.zeros(1, dtype=np.int64)
+    for p in tables:
+        src = _sources(p)
+        # invalid (-1) sources poison the whole row: mark with a negative sentinel
+        col = np.where(
+            (col[:, None] >= 0) & (src[None, :] >= 0), col[:, None] * p.n_cols + src[None, :], -1
+        ).ravel()
+    keep = col >= 0
+    cols = col[keep]
+    ptr_c = np.cumsum(keep, dtype=np.int64)
+
+    c = np.arange(channels, dtype=np.int64)[:, None]
+    indices = (cols[None, :] + c * cols_c).ravel().astype(idt, copy=False)
+    indptr = np.empty(channels * rows_c + 1, dtype=idt)
+    indptr[0] = 0
+    indptr[1:] = (ptr_c[None, :] + c * nnz_c).ravel()
+    data = np.ones(indices.size, dtype=vdtype)
+    return get_backend("scipy").csr(data, indices, indptr, (channels * rows_c, channels * cols_c))
+
+
+# --------------------------------------------------------------------------- #
+# public factors
+# --------------------------------------------------------------------------- #
+def stride_matrix(shape, stride, *, channels=1, dtype=np.float64):
+    """The subsampling matrix ``S_s``: keep every ``s``-th sample on every axis.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Spatial shape ``(o_1, ..., o_D)`` of the signal to subsample -- in the
+        identity ``C_s = S_s @ C_1``, the output shape of the stride-1 convolution.
+    stride : int or tuple of int
+        ``s >= 1`` per axis.
+    channels : int
+        Number of channels; the matrix is block diagonal over them.
+    dtype : {float32, float64, complex64, complex128}
+
+    Returns
+    -------
+    scipy.sparse.csr_array, shape (channels * prod(ceil(o / s)), channels * prod(o))
+        One entry (a 1) per row, canonical CSR.
+
+    Notes
+    -----
+    Per axis ``S[j, u] = 1`` iff ``u = j*s``, for ``0 <= j < ceil(o/s)``: the
+    1-tap convolution with stride ``s``.  On several axes
+    ``S = I_channels (x) S_1 (x) ... (x) S_D`` (C order).  Stride is
+    subsampling: ``conv_matrix(w, n, stride=s) == S_s @ conv_matrix(w, n, stride=1)``
+    for the same padding, dilation and padding mode.
+
+    Examples
+    --------
+    >>> S = stride_matrix((5,), 2)
+    >>> S.shape
+    (3, 5)
+    >>> S.toarray()
+    array([[1., 0., 0., 0., 0.],
+           [0., 0., 1., 0., 0.],
+           [0., 0., 0., 0., 1.]])
+    """
+    shape = G.normalize_shape(shape, "shape")
+    ndim = len(shape)
+    stride = G.normalize_per_axis(stride, "stride", ndim, minimum=1)
+    channels = _channels(channels)
+    _value_dtype(np.dtype(np.float64), dtype)
+    geom = G.ConvGeometry.forward(shape, (1,) * ndim, stride=stride)
+    return _assemble([axis_pattern(ax) for ax in geom.axes], channels, dtype, "stride matrix")
+
+
+def zero_insertion_matrix(in_shape, stride, *, out_shape=None, channels=1, dtype=np.float64):
+    """The zero-insertion matrix ``Z``: ``s - 1`` zeros between samples on every axis.
+
+    Parameters
+    ----------
+    in_shape : tuple of int
+        Spatial shape ``(n_1, ..., n_D)`` of the input.
+    stride : int or tuple of int
+        ``s >= 1`` per axis.
+    out_shape : tuple of int, optional
+        Spatial output shape ``m``, at least ``(n-1)s + 1`` per axis (the
+        default); longer outputs end in zeros.
+    channels : int
+        Number of channels; the matrix is block diagonal over them.
+    dtype : {float32, float64, complex64, complex128}
+
+    Returns
+    -------
+    scipy.sparse.csr_array, shape (channels * prod(m), channels * prod(n))
+        One entry (a 1) in every column, canonical CSR.
+
+    Notes
+    -----
+    Per axis ``Z[u, i] = 1`` iff ``u = i*s``.  It is the transpose of
+    subsampling: ``zero_insertion_matrix(ceil(o/s), s, out_shape=o) ==
+    stride_matrix(o, s).T``; it is also the zero insertion of the
+    transposed-convolution recipe (see :func:`transpose_by_recipe`).
+
+    Examples
+    --------
+    >>> Z = zero_insertion_matrix((3,), 2)
+    >>> (Z @ [1.0, 2.0, 3.0]).tolist()
+    [1.0, 0.0, 2.0, 0.0, 3.0]
+    >>> zero_insertion_matrix((3,), 2, out_shape=(6,)).shape
+    (6, 3)
+    """
+    in_shape = G.normalize_shape(in_shape, "in_shape")
+    ndim = len(in_shape)
+    stride = G.normalize_per_axis(stride, "stride", ndim, minimum=1)
+    channels = _channels(channels)
+    _value_dtype(np.dtype(np.float64), dtype)
+    shortest = G.conv_transpose_output_shape(in_shape, (1,) * ndim, stride=stride)
+    if out_shape is None:
+        out_shape = shortest
+    else:
+        out_shape = G.normalize_per_axis(out_shape, "out_shape", ndim, minimum=1)
+        if any(m < m0 for m, m0 in zip(out_shape, shortest)):
+            raise ValueError(
+                f"out_shape must be at least (n-1)*stride+1 = {shortest!r} on every axis (for in_shape "
+                f"{in_shape!r} and stride {stride!r}), got {out_shape!r}"
+            )
+    # Zero insertion on an axis = the transposed table of subsampling length m down to n.
+    tables = [
+        axis_pattern(G.AxisGeometry(m, 1, s, 1, 0, 0, n)).transpose()
+        for n, s, m in zip(in_shape, stride, out_shape)
+    ]
+    return _assemble(tables, channels, dtype, "zero-insertion matrix")
+
+
+def padding_matrix(in_shape, padding, *, mode="zeros", channels=1, dtype=np.float64):
+    """The padding matrix ``P_mode``: maps an input onto its padded grid.
+
+    Parameters
+    ----------
+    in_shape : tuple of int
+        Spatial shape ``(n_1, ..., n_D)`` of the input.
+    padding : int, tuple of int, or tuple of (lo, hi) pairs
+        Samples added before (``lo``) and after (``hi``) each axis.  With
+        ``mode='zeros'`` negative values crop; the other modes need
+        ``lo, hi >= 0`` (and ``< n`` for ``'reflect'``, ``<= n`` for ``'circular'``,
+        as :func:`convmat.conv_matrix`).
+    mode : {'zeros', 'reflect', 'replicate', 'circular'}
+        As ``padding_mode`` of :func:`convmat.conv_matrix` and ``torch.nn.functional.pad``.
+    channels : int
+        Number of channels; the matrix is block diagonal over them.
+    dtype : {float32, float64, complex64, complex128}
+
+    Returns
+    -------
+    scipy.sparse.csr_array, shape (channels * prod(n + lo + hi), channels * prod(n))
+        At most one entry (a 1) per row; for reflect, replicate and circular a
+        column can hold several.  Canonical CSR.
+
+    Notes
+    -----
+    Per axis, padded sample ``i`` reads the virtual input ``u = i - lo``, which
+    the mode maps onto ``[0, n)`` (``'zeros'``: no entry outside; ``'reflect'``:
+    ``-u`` and ``2(n-1) - u``; ``'replicate'``: clamp; ``'circular'``: ``u mod n``)
+    -- the 1-tap convolution with padding ``(lo, hi)``.  A padding mode is a
+    matrix: ``conv_matrix(w, n, padding=(lo, hi), padding_mode=mode) ==
+    conv_matrix(w, n + lo + hi) @ P_mode`` (with the same stride, dilation
+    and groups), so the adjoint of a padded convolution folds the border back
+    through ``P_mode.T``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> P = padding_matrix((3,), 2, mode="reflect")
+    >>> (P @ [1.0, 2.0, 3.0]).tolist()
+    [3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]
+    >>> (P.T @ np.ones(7)).tolist()   # the adjoint folds the border back
+    [2.0, 3.0, 2.0]
+    >>> (padding_matrix((4,), ((-1, 1),)) @ [1.0, 2.0, 3.0, 4.0]).tolist()
+    [2.0, 3.0, 4.0, 0.0]
+    """
+    in_shape = G.normalize_shape(in_shape, "in_shape")
+    ndim = len(in_shape)
+    if not isinstance(mode, str) or mode not in G.PADDING_MODES:
+        exc = TypeError if not isinstance(mode, str) else ValueError
+        raise exc(f"mode must be one of {G.PADDING_MODES}, got {mode!r}")
+    pads = _signed_padding(padding, ndim, allow_negative=(mode == "zeros"))
+    G._check_mode(mode, in_shape, pads)
+    for axis, (n, (lo, hi)) in enumerate(zip(in_shape, pads)):
+        if n + lo + hi < 1:
+            raise ValueError(
+                f"padding {padding!r} crops everything: the padded size would be {n} + {lo} + {hi} = "
+                f"{n + lo + hi} on axis {axis}; it must be >= 1"
+            )
+    channels = _channels(channels)
+    _value_dtype(np.dtype(np.float64), dtype)
+    tables = [
+        axis_pattern(G.AxisGeometry(n, 1, 1, 1, lo, hi, G._forward_length(n, 1, 1, 1, lo, hi), mode))
+        for n, (lo, hi) in zip(in_shape, pads)
+    ]
+    return _assemble(tables, channels, dtype, "padding matrix")
+
+
+def _weight_array(weight, layout: str) -> np.ndarray:
+    w = np.asarray(weight)
+    if w.dtype == object or w.dtype.kind not in "biufc":
+        raise TypeError(f"weight must be an array of numbers, got dtype {w.dtype}")
+    if w.ndim < 3:
+        raise ValueError(f"weight must have shape {layout} with at least one spatial axis, got shape {w.shape}")
+    return w
+
+
+def flip_kernel(weight, groups=1):
+    """The forward-layout kernel of the transposed-convolution recipe.
+
+    Parameters
+    ----------
+    weight : array_like, shape (C_in, C_out/groups, *kernel_size)
+        A ConvTranspose weight (PyTorch's layout).
+    groups : int
+
+    Returns
+    -------
+    numpy.ndarray, shape (C_out, C_in/groups, *kernel_size)
+        Forward (Conv) layout, spatially flipped, same dtype.
+
+    Notes
+    -----
+    ``flipped[g*Og + o, i, *t] = weight[g*Ig + i, o, *(k - 1 - t)]`` with
+    ``Ig = C_in/groups`` and ``Og = C_out/groups``: within each group the
+    two channel axes are swapped, and every spatial axis is reversed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = np.arange(6.0).reshape(2, 1, 3)       # C_in=2, C_out=1
+    >>> flip_kernel(w)                            # (C_out, C_in, k)
+    array([[[2., 1., 0.],
+            [5., 4., 3.]]])
+    >>> flip_kernel(w, groups=2).shape            # C_out=2, one channel per group
+    (2, 1, 3)
+    """
+    w = _weight_array(weight, "(C_in, C_out/groups, *kernel_size)")
+    groups = G.as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups!r}")
+    c_in, c_out_g, *k = w.shape
+    if c_in % groups:
+        raise ValueError(
+            f"the weight's first axis (C_in = {c_in}) must be divisible by groups ({groups}); weight has "
+            f"shape {w.shape}, layout (C_in, C_out/groups, *kernel_size)"
+        )
+    spatial = tuple(range(2, w.ndim))
+    v = w.reshape(groups, c_in // groups, c_out_g, *k).swapaxes(1, 2)
+    v = v.reshape(groups * c_out_g, c_in // groups, *k)
+    return np.ascontiguousarray(np.flip(v, axis=spatial))
+
+
+def kernel_zero_insertion(weight, dilation):
+    """The zero-inserted kernel: ``d - 1`` zeros between taps, size ``e = d(k-1) + 1``.
+
+    Parameters
+    ----------
+    weight : array_like, shape (A, B, *kernel_size)
+        Any layout with two leading channel axes.
+    dilation : int or tuple of int
+
+    Returns
+    -------
+    numpy.ndarray, shape (A, B, *e)
+        ``e = d(k-1) + 1`` per axis, same dtype.
+
+    Notes
+    -----
+    ``out[..., *(t*d)] = weight[..., *t]`` and zero elsewhere.  Dilation is
+    a convolution with the zero-inserted kernel:
+    ``conv_matrix(w, n, dilation=d) == conv_matrix(kernel_zero_insertion(w, d), n)``
+    (values; the right side also stores the inserted zeros).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kernel_zero_insertion(np.array([[[1.0, 2.0, 3.0]]]), 2)
+    array([[[1., 0., 2., 0., 3.]]])
+    """
+    w = _weight_array(weight, "(A, B, *kernel_size)")
+    ndim = w.ndim - 2
+    dilation = G.normalize_per_axis(dilation, "dilation", ndim, minimum=1)
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(w.shape[2:], dilation))
+    out = np.zeros(w.shape[:2] + extent, dtype=w.dtype)
+    out[(slice(None), slice(None), *(slice(None, None, d) for d in dilation))] = w
+    return out
+
+
+def transpose_by_recipe(
+    weight, in_shape, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1, dtype=None
+):
+    """The transposed convolution built by the classic recipe, ``T = K_flip @ P @ Z``.
+
+    An oracle and a teaching tool, not the fast path: it multiplies three
+    sparse matrices with scipy.  Use :func:`convmat.conv_transpose_matrix`
+    to build the matrix.
+
+    Parameters
+    ----------
+    weight : array_like, shape (C_in, C_out/groups, *kernel_size)
+        ConvTranspose layout.
+    in_shape : tuple of int
+        Spatial shape ``(n_1, ..., n_D)`` of the transposed convolution's input.
+    stride, dilation : int or tuple of int
+    padding : int, tuple of int, or tuple of (lo, hi) pairs
+        As :func:`convmat.conv_transpose_matrix`; may exceed ``e - 1``.
+    output_padding : int or tuple of int
+        ``0 <= a < max(stride, dilation)``.
+    groups : int
+    dtype : {float32, float64, complex64, complex128}, optional
+        Default: the weight's (float64 for integer weights).
+
+    Returns
+    -------
+    scipy.sparse.csr_array, shape (C_out * prod(m), C_in * prod(n))
+        Canonical CSR.  Equal to ``conv_transpose_matrix`` with the same
+        arguments; exact zeros that the products produce are not stored.
+
+    Notes
+    -----
+    Per axis, with extent ``e = d(k-1) + 1``:
+
+    1. ``Z`` inserts ``s - 1`` zeros between the ``n`` input samples
+       (length ``(n-1)s + 1``), see :func:`zero_insertion_matrix`;
+    2. ``P`` pads ``e - 1 - lo`` before and ``e - 1 - hi + a`` after, with
+       zeros; a negative amount crops (when ``p > e - 1``), see
+       :func:`padding_matrix`;
+    3. ``K_flip`` is the stride-1 convolution without padding, same dilation
+       and groups, of :func:`flip_kernel` ``(weight, groups)``.
+
+    The output length is ``m = (n-1)s - lo - hi + e + a``, the transposed
+    convolution's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmat import conv_transpose_matrix
+    >>> w = np.arange(1.0, 19.0).reshape(2, 1, 3, 3)
+    >>> T = transpose_by_recipe(w, (3, 3), stride=2, padding=1, output_padding=1)
+    >>> T.shape
+    (36, 18)
+    >>> int((T - conv_transpose_matrix(w, (3, 3), stride=2, padding=1, output_padding=1)).count_nonzero())
+    0
+    """
+    w = _weight_array(weight, "(C_in, C_out/groups, *kernel_size)")
+    # All geometric validation (and its wording) is the transposed convolution's own.
+    geom = conv_transpose_plan(
+        w.shape, in_shape, stride=stride, padding=padding, output_padding=output_padding,
+        dilation=dilation, groups=groups,
+    ).geometry
+    ndim = geom.ndim
+    # geometry stores the forward convolution on the output: padding (lo, hi + a) per axis
+    out_pad = G.normalize_per_axis(output_padding, "output_padding", ndim, minimum=0)
+    recipe_pads = tuple(
+        (ax.extent - 1 - ax.lo, ax.extent - 1 - (ax.hi - a) + a) for ax, a in zip(geom.axes, out_pad)
+    )
+    c_in = w.shape[0]  # channels of the transposed convolution's input
+    K_flip_weight = flip_kernel(w, groups)
+    vdtype = _value_dtype(K_flip_weight.dtype, dtype)
+    Z = zero_insertion_matrix(geom.out_shape, geom.stride, channels=c_in, dtype=vdtype)
+    inserted = G.conv_transpose_output_shape(geom.out_shape, (1,) * ndim, stride=geom.stride)
+    P = padding_matrix(inserted, recipe_pads, channels=c_in, dtype=vdtype)
+    padded = tuple(L + lo + hi for L, (lo, hi) in zip(inserted, recipe_pads))
+    K = conv_matrix(K_flip_weight, padded, dilation=geom.dilation, groups=groups, dtype=vdtype)
+    T = sp.csr_array(K @ (P @ Z))
+    T.sum_duplicates()  # canonical: sorted indices (scipy's product leaves no duplicates)
+    return T
