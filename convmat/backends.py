@@ -17,6 +17,7 @@ import os
 import sys
 
 import numpy as np
+import scipy.sparse as _sp
 
 __all__ = ["Backend", "get_backend", "available_memory", "array_module_name", "BACKENDS"]
 
@@ -79,9 +80,7 @@ class Backend:
 
     # -- sparse ---------------------------------------------------------- #
     def csr(self, data, indices, indptr, shape):
-        import scipy.sparse as sp
-
-        A = sp.csr_array((data, indices, indptr), shape=shape, copy=False)
+        A = _sp.csr_array((data, indices, indptr), shape=shape, copy=False)
         # Sorted and duplicate-free by construction (see convmat.pattern).
         A.has_sorted_indices = True
         A.has_canonical_format = True

@@ -425,6 +425,7 @@ class ConvPlan:
         last_cols, last_taps = tables[-1]
         prefix_combos = sorted({cmb[:-1] for cmb in combos})
 
+        layouts = {}
         pos = 0
         for prefix in range(a // oL, (b - 1) // oL + 1):
             c0 = max(a - prefix * oL, 0)
@@ -445,20 +446,53 @@ class ConvPlan:
             q = q_cols.shape[0]
             if q == 0:
                 continue
-            for r0, r1 in last.runs(c0, c1):
-                L = int(last.ptr[r0 + 1] - last.ptr[r0])
-                if L == 0:
-                    continue
-                nr = r1 - r0
-                e0, e1 = int(last.ptr[r0]), int(last.ptr[r1])
+            plan_c = layouts.get((c0, c1))
+            if plan_c is None:
+                plan_c = layouts[(c0, c1)] = self._last_axis_layout(c0, c1, xp)
+            for kind, nr, L, first, sel in plan_c:
                 size = nr * q * L
-                dst = out_idx[pos : pos + size].reshape(nr, q, L)
-                xp.add(q_cols[None, :, None], last_cols[e0:e1].reshape(nr, 1, L), out=dst)
-                for t_out, cmb in zip(out_taps, combos):
-                    dst_t = t_out[pos : pos + size].reshape(nr, q, L)
-                    xp.add(q_taps[cmb[:-1]][None, :, None], last_taps[cmb[-1]][e0:e1].reshape(nr, 1, L), out=dst_t)
-                pos += size
+                if kind == "run":  # rows [first, first + nr) are consecutive: contiguous writes
+                    e0 = int(last.ptr[first])
+                    r_cols = last_cols[e0 : e0 + nr * L].reshape(nr, 1, L)
+                    dst = out_idx[pos : pos + size].reshape(nr, q, L)
+                    xp.add(q_cols[None, :, None], r_cols, out=dst)
+                    for t_out, cmb in zip(out_taps, combos):
+                        r_taps = last_taps[cmb[-1]][e0 : e0 + nr * L].reshape(nr, 1, L)
+                        dst_t = t_out[pos : pos + size].reshape(nr, q, L)
+                        xp.add(q_taps[cmb[:-1]][None, :, None], r_taps, out=dst_t)
+                    pos += size
+                else:  # rows of one length scattered through the slab: one gather + one scatter
+                    entries, starts = sel  # (nr, L) entry numbers; (nr,) row starts in units of q
+                    where = (pos + starts * q)[:, None, None] + xp.arange(q * L, dtype=np.int64).reshape(1, q, L)
+                    out_idx[where] = q_cols[None, :, None] + last_cols[entries][:, None, :]
+                    for t_out, cmb in zip(out_taps, combos):
+                        t_out[where] = q_taps[cmb[:-1]][None, :, None] + last_taps[cmb[-1]][entries][:, None, :]
+            if plan_c and plan_c[0][0] == "class":
+                pos += q * int(last.ptr[c1] - last.ptr[c0])
         assert pos == out_idx.shape[0], (pos, out_idx.shape)
+
+
+    def _last_axis_layout(self, c0, c1, xp):
+        """How to write last-axis rows ``[c0, c1)`` of a slab: runs or length classes.
+
+        Consecutive rows of equal length ("runs") are written as one contiguous
+        block each.  When runs are short (a transposed convolution with stride s
+        has rows whose lengths cycle with period s), rows are grouped by length
+        instead, and each group is written by one scatter.
+        """
+        last = self._axes[-1]
+        runs = [(r0, r1) for r0, r1 in last.runs(c0, c1) if last.ptr[r0 + 1] > last.ptr[r0]]
+        lengths = last.row_lengths[c0:c1]
+        classes = np.unique(lengths[lengths > 0])
+        if len(runs) <= 2 * len(classes) + 2:
+            return [("run", r1 - r0, int(last.ptr[r0 + 1] - last.ptr[r0]), r0, None) for r0, r1 in runs]
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))  # row starts, in units of q
+        layout = []
+        for L in classes.tolist():
+            rows = np.flatnonzero(lengths == L)
+            entries = last.ptr[c0 + rows][:, None] + np.arange(L)
+            layout.append(("class", rows.size, L, None, (xp.asarray(entries), xp.asarray(starts[rows]))))
+        return layout
 
 
 # --------------------------------------------------------------------------- #
