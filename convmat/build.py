@@ -102,7 +102,8 @@ def _as_host_weight(weight):
                 f"got {type(weight).__module__}.{type(weight).__name__}"
             ) from None
     if arr.dtype == object or arr.dtype.kind not in "biufc":
-        raise TypeError(f"weight must be an array of numbers, got dtype {arr.dtype}")
+        got = f"dtype {arr.dtype}" if hasattr(weight, "dtype") else f"{weight!r:.80}"
+        raise TypeError(f"weight must be an array of numbers, got {got}")
     return arr
 
 
@@ -190,7 +191,7 @@ class ConvPlan:
         """Bytes of the CSR matrix (or of a block of its rows) with values of ``dtype``."""
         start, stop = _normalize_rows(rows, self.shape[0])
         nnz = self.nnz if (start, stop) == (0, self.shape[0]) else self.row_nnz(start, stop)
-        item = np.dtype(dtype).itemsize
+        item = _value_dtype(np.dtype(np.float64), dtype).itemsize
         idx = self.index_dtype.itemsize
         return nnz * (item + idx) + (stop - start + 1) * idx
 
@@ -201,16 +202,32 @@ class ConvPlan:
         return lengths * self._cols_per_group
 
     def row_nnz(self, start: int, stop: int) -> int:
-        """Non-zeros in rows ``[start, stop)``, without building them."""
+        """Non-zeros in rows ``[start, stop)``, without building them (nor any row-sized array)."""
+        start, stop = _normalize_rows((start, stop), self.shape[0])
+        return self._nnz_before(stop) - self._nnz_before(start)
+
+    def _nnz_before(self, r: int) -> int:
+        """Non-zeros in rows ``[0, r)``, from the per-axis tables only.
+
+        Spatial rows before ``(j_1, ..., j_D)`` in C order first differ on some
+        axis ``a``, where they are smaller: they hold
+        ``sum_a prod_{b<a} len_b(j_b) * ptr_a[j_a] * prod_{b>a} nnz_b`` entries
+        per in-group input channel.
+        """
         O = self.shape[0] // self._row_channels
-        cum = np.concatenate(([0], np.cumsum(self._spatial_row_lengths())))
-        per_channel = int(cum[-1])
-
-        def before(r):  # non-zeros in rows [0, r)
-            c, rem = divmod(r, O)
-            return c * per_channel + int(cum[rem])
-
-        return before(stop) - before(start)
+        per_channel = self.nnz // self._row_channels
+        c, rem = divmod(r, O)
+        j = np.unravel_index(rem, tuple(p.n_rows for p in self._axes)) if rem < O else None
+        total = 0
+        if j is not None:
+            head = 1
+            for a, p in enumerate(self._axes):
+                tail = math.prod(q.nnz for q in self._axes[a + 1 :])
+                total += head * int(p.ptr[j[a]]) * tail
+                head *= int(p.ptr[j[a] + 1] - p.ptr[j[a]])
+        else:
+            total = per_channel // self._cols_per_group
+        return c * per_channel + self._cols_per_group * total
 
     def density(self) -> float:
         return self.nnz / max(1, self.shape[0] * self.shape[1])
@@ -306,6 +323,8 @@ class ConvPlan:
             what = "available memory"
         else:
             limit = G.as_int(max_bytes, "max_bytes")
+            if limit < 0:
+                raise ValueError(f"max_bytes must be >= 0 (a number of bytes), got {max_bytes!r}")
             what = "limit max_bytes"
         if limit is not None and need + need_tmp > limit:
             raise MatrixTooLargeError(

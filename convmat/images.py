@@ -81,7 +81,7 @@ def columns_to_images(Y, shape):
     (1, 1, 2, 2)
     """
     shape = normalize_shape(shape, "shape")
-    if not hasattr(Y, "shape") or not hasattr(Y, "reshape"):
+    if not hasattr(Y, "shape") or not hasattr(Y, "reshape") or hasattr(Y, "toarray"):
         raise TypeError(f"Y must be a dense array (use .toarray() on a sparse result), got {type(Y).__name__}")
     size = math.prod(shape)
     if Y.ndim == 1:
