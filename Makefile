@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DOCSTAMP := $(VENV)/.docs-installed
 
 .PHONY: all test demo bench docs clean
 
@@ -19,9 +20,19 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py --out out
+	$(VENV)/bin/convmat draw --in-shape 5 5 --kernel 3 --stride 2 --padding 1 -o out/pictures
 
 bench: $(STAMP)
 	$(PY) benchmarks/build.py
 
+$(DOCSTAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $(DOCSTAMP)
+
+# The documentation, offline, warnings are errors; sphinx-gallery runs every plot_ example.
+docs: $(DOCSTAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) out .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) out .pytest_cache .hypothesis build *.egg-info \
+	       docs/_build docs/auto_examples docs/generated docs/sg_execution_times.rst

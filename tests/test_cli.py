@@ -1,0 +1,300 @@
+"""The command line, run in-process through ``convmat.cli.main`` (plus one ``python -m convmat``)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from convmat import conv_matrix, conv_output_shape, conv_plan, conv_transpose_matrix
+from convmat.cli import main
+
+GEOM = ["--in-shape", "12", "10", "--kernel", "3", "--stride", "2", "--padding", "1", "--in-channels", "3",
+        "--out-channels", "4"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def field(out: str, label: str) -> str:
+    """The text after ``label`` on the line that starts with it."""
+    for line in out.splitlines():
+        if line.strip().startswith(label):
+            return line.strip()[len(label):].strip()
+    raise AssertionError(f"no line starting with {label!r} in:\n{out}")
+
+
+def leading_tuple(text: str):
+    return ast.literal_eval(re.match(r"(\([^()]*\))", text).group(1))
+
+
+# --------------------------------------------------------------------------- #
+# shape
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    "in_shape, kernel, options, kwargs",
+    [
+        ((32, 32), (3, 3), ["--stride", 2, "--padding", 1], dict(stride=2, padding=1)),
+        ((10, 11), (4, 4), ["--stride", 3, "--padding", "same"], dict(stride=3, padding="same")),
+        ((9, 7), (3, 2), ["--padding", "1:2", "0:0"], dict(padding=((1, 2), (0, 0)))),
+        ((9,), (3,), ["--dilation", 2, "--padding", "full"], dict(dilation=2, padding="full")),
+        ((5, 6, 7), (2, 2, 2), ["--stride", 1, 2, 1, "--padding", 1, 0, 1], dict(stride=(1, 2, 1), padding=(1, 0, 1))),
+    ],
+)
+def test_shape_prints_the_forward_shape_and_the_plans_sizes(capsys, in_shape, kernel, options, kwargs):
+    kernel_option = kernel[:1] if len(set(kernel)) == 1 else kernel
+    code, out, err = run(capsys, "shape", "--in-shape", *in_shape, "--kernel", *kernel_option, *options,
+                         "--in-channels", 2, "--out-channels", 6, "--groups", 2)
+    assert code == 0, err
+    spatial = conv_output_shape(in_shape, kernel, **kwargs)
+    assert leading_tuple(field(out, "forward output")) == (6, *spatial)
+    plan = conv_plan((6, 1, *kernel), in_shape, groups=2, **kwargs)
+    assert int(field(out, "nnz").split()[0].replace(",", "")) == plan.nnz
+    for dt in ("float32", "float64"):
+        exact = re.search(r"\(([\d,]+) B\)", field(out, f"bytes ({dt})")).group(1)
+        assert int(exact.replace(",", "")) == plan.nbytes(dt)
+    assert field(out, "index dtype").split()[0] == "int32"
+    # the default output_padding restores the input
+    assert leading_tuple(field(out, "transposed output")) == (2, *in_shape)
+
+
+def test_shape_reports_the_restoring_output_padding(capsys):
+    code, out, _ = run(capsys, "shape", "--in-shape", 32, 31, "--kernel", 3, "--stride", 2, "--padding", 1,
+                       "--output-padding", 0)
+    assert code == 0
+    assert leading_tuple(field(out, "transposed output")) == (1, 31, 31)
+    assert leading_tuple(field(out, "output_padding restoring the input")) == (1, 0)
+    assert leading_tuple(field(out, "zeros inserted between samples (s-1)")) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "in_shape, k, s, d, padding_options, padding, groups",
+    [
+        ((11, 10), 3, 2, 1, ["1"], 1, 1),
+        ((9, 12), 4, 3, 1, ["2:1", "0:2"], ((2, 1), (0, 2)), 2),
+        ((13, 8), 3, 2, 2, ["same"], "same", 1),
+    ],
+)
+def test_shape_recipe_is_the_transposed_convolution(capsys, in_shape, k, s, d, padding_options, padding, groups):
+    """Zero insertion, the printed padding, the flipped swapped kernel, stride 1 == the transposed conv."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    code, out, _ = run(capsys, "shape", "--in-shape", *in_shape, "--kernel", k, "--stride", s, "--dilation", d,
+                       "--padding", *padding_options, "--in-channels", 2, "--out-channels", 4, "--groups", groups)
+    assert code == 0
+    assert leading_tuple(field(out, "zeros inserted between samples (s-1)")) == (s - 1, s - 1)
+    pads = ast.literal_eval(field(out, "padding (e-1-lo, e-1-hi+a) per axis").split("  ")[0])
+    fwd_out = leading_tuple(field(out, "forward output"))
+    rng = np.random.default_rng(1)
+    w = torch.from_numpy(rng.standard_normal((4, 2 // groups, k, k)))
+    y = torch.from_numpy(rng.standard_normal((1, *fwd_out)))
+    # the recipe, step by step
+    z = torch.zeros((1, 4, *[(n - 1) * s + 1 for n in fwd_out[1:]]), dtype=torch.float64)
+    z[:, :, ::s, ::s] = y
+    z = F.pad(z, [v for lo_hi in reversed(pads) for v in lo_hi])  # last axis first; negative crops
+    g = groups
+    wf = w.flip(-1, -2).reshape(g, 4 // g, 2 // g, k, k).transpose(1, 2).reshape(2, 4 // g, k, k)
+    got = F.conv2d(z, wf, dilation=d, groups=g)
+    assert tuple(got.shape) == (1, 2, *in_shape)
+    # oracle 1: C.T of the forward convolution (the transposed conv restoring the input)
+    C = conv_matrix(w.numpy(), in_shape, stride=s, dilation=d, groups=g, padding=padding)
+    np.testing.assert_allclose(got.numpy().ravel(), C.T @ y.numpy().ravel(), atol=1e-12)
+    # oracle 2: PyTorch's layer, where its symmetric padding can say it
+    if padding == 1:
+        a = leading_tuple(field(out, "output_padding used"))
+        want = F.conv_transpose2d(y, w, stride=s, padding=1, dilation=d, groups=g, output_padding=a)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-12)
+
+
+def test_help_documents_asymmetric_padding(capsys):
+    code, out, _ = run(capsys, "shape", "--help")
+    assert code == 0
+    assert "1:2 0:0" in out and "lo:hi" in out and "high side" in out.lower().replace("HIGH", "high")
+
+
+# --------------------------------------------------------------------------- #
+# build
+# --------------------------------------------------------------------------- #
+def seeded_weight(seed, shape, dtype=np.float32):
+    """The weight `convmat build --seed` documents: default_rng(seed).standard_normal, cast to dtype."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def test_build_saves_the_conv_matrix_of_the_seeded_weight(capsys, tmp_path):
+    path = tmp_path / "C.npz"
+    code, out, err = run(capsys, "build", *GEOM, "--seed", 3, "-o", path)
+    assert code == 0, err
+    C = sp.load_npz(path)
+    want = conv_matrix(seeded_weight(3, (4, 3, 3, 3)), (12, 10), stride=2, padding=1)
+    assert C.shape == want.shape == (4 * 6 * 5, 3 * 12 * 10)
+    assert C.dtype == np.float32 and C.indices.dtype == np.int32
+    assert (C != want).nnz == 0 and C.nnz == want.nnz
+    assert int(field(out, "nnz").replace(",", "")) == want.nnz
+    assert field(out, "saved") == str(path)
+
+
+def test_build_transposed_is_conv_transpose_matrix_and_C_T(capsys, tmp_path):
+    code, _, err = run(capsys, "build", *GEOM, "--seed", 5, "--dtype", "float64", "--transposed",
+                       "-o", tmp_path / "T.npz")
+    assert code == 0, err
+    T = sp.load_npz(tmp_path / "T.npz")
+    w = seeded_weight(5, (4, 3, 3, 3), np.float64)
+    want = conv_transpose_matrix(w, (6, 5), stride=2, padding=1, output_size=(12, 10))
+    assert T.dtype == np.float64
+    assert (T != want).nnz == 0
+    assert (T != conv_matrix(w, (12, 10), stride=2, padding=1).T).nnz == 0
+
+
+def test_build_reads_the_weight_file(capsys, tmp_path):
+    w = np.arange(2 * 3 * 2 * 3, dtype=np.float64).reshape(2, 3, 2, 3) - 10
+    np.save(tmp_path / "W.npy", w)
+    code, _, err = run(capsys, "build", "--in-shape", 6, 7, "--padding", "same", "--weight", tmp_path / "W.npy",
+                       "-o", tmp_path / "C.npz")
+    assert code == 0, err
+    C = sp.load_npz(tmp_path / "C.npz")
+    assert C.dtype == np.float64
+    assert (C != conv_matrix(w, (6, 7), padding="same")).nnz == 0
+    code, _, err = run(capsys, "build", "--in-shape", 6, 7, "--kernel", 3, "--weight", tmp_path / "W.npy",
+                       "-o", tmp_path / "C2.npz")
+    assert code == 2
+    assert err.startswith("convmat: error: argument --weight:") and "--kernel" in err
+    assert not (tmp_path / "C2.npz").exists()
+
+
+def test_build_refuses_a_matrix_over_the_limit(capsys, tmp_path):
+    path = tmp_path / "C.npz"
+    code, out, err = run(capsys, "build", *GEOM, "--max-bytes", "1kB", "-o", path)
+    assert code == 2
+    assert err.startswith("convmat: error: the matrix of shape (120, 360)")
+    assert "--max-bytes" in err and "Traceback" not in err and err.count("\n") == 1
+    assert not path.exists() and out == ""
+    assert run(capsys, "build", *GEOM, "--max-bytes", "10MB", "-o", path)[0] == 0
+
+
+# --------------------------------------------------------------------------- #
+# errors
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["shape", "--in-shape", 8, 8, "--kernel", 3, "--stride", 0], "--stride"),
+        (["shape", "--in-shape", 8, 8, "--kernel", 3, 3, 3], "--kernel"),
+        (["shape", "--in-shape", 4, "--kernel", 7], "--kernel"),
+        (["shape", "--in-shape", 8, "--kernel", 3, "--padding", "same", 1], "--padding"),
+        (["shape", "--in-shape", 8, "--kernel", 3, "--padding", "1:2:3"], "--padding"),
+        (["shape", "--in-shape", 8, "--kernel", 3, "--padding", "-1"], "--padding"),
+        (["shape", "--in-shape", 8, "--kernel", 3, "--stride", 2, "--output-padding", 2], "--output-padding"),
+        (["shape", "--in-shape", 8, "--kernel", 3, "--padding", 8, "--padding-mode", "reflect"], "--padding-mode"),
+        (["shape", "--in-shape", 8, "--kernel", 3, "--padding-mode", "mirror"], "--padding-mode"),
+        (["shape", "--in-shape", 8, "--kernel", 3, "--in-channels", 3, "--groups", 2], "--in-channels"),
+        (["shape", "--in-shape", 0, "--kernel", 1], "--in-shape"),
+        (["shape", "--kernel", 3], "--in-shape"),
+        (["build", "--in-shape", 8, "-o", "x.npz"], "--kernel"),
+        (["build", "--in-shape", 8, "--kernel", 3, "--dtype", "int8", "-o", "x.npz"], "--dtype"),
+        (["build", "--in-shape", 8, "--kernel", 3, "--max-bytes", "lots", "-o", "x.npz"], "--max-bytes"),
+        (["build", "--in-shape", 8, "--kernel", 3, "--weight", "missing.npy", "-o", "x.npz"], "--weight"),
+        (["build", "--in-shape", 8, "--kernel", 3, "--padding", 1, "--padding-mode", "reflect", "--transposed",
+          "-o", "x.npz"], "--transposed"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line_naming_the_option(capsys, tmp_path, monkeypatch, argv, option):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("convmat: error: ") and err.count("\n") == 1, err
+    assert option in err and "Traceback" not in err
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    code, _, err = run(capsys)
+    assert code == 2 and "shape" in err and "build" in err and "check" in err
+
+
+# --------------------------------------------------------------------------- #
+# check
+# --------------------------------------------------------------------------- #
+def _needs_checks():
+    if importlib.util.find_spec("convmat.checks") is None:
+        pytest.skip("convmat.checks (check_geometry) is not in this checkout yet")
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_check_prints_one_row_per_check_and_exits_0(capsys, transposed):
+    _needs_checks()
+    from convmat.checks import check_geometry
+
+    code, out, err = run(capsys, "check", *GEOM, "--seed", 1, *(["--transposed"] if transposed else []))
+    assert code == 0, out + err
+    table = out.splitlines()
+    header = next(i for i, line in enumerate(table) if line.split()[:4] == ["check", "value", "tolerance", "result"])
+    body = table[header + 1 : -1]
+    assert body and all(line.split()[-1] == "pass" for line in body)
+    in_shape = (6, 5) if transposed else (12, 10)
+    extra = dict(transposed=True, output_padding=(1, 0)) if transposed else {}
+    rows = check_geometry((4, 3, 3, 3), in_shape, stride=(2, 2), padding=((1, 1), (1, 1)), dilation=(1, 1),
+                          groups=1, padding_mode="zeros", seed=1, **extra)
+    assert [line.split("  ")[0] for line in body] == [str(r[0]) for r in rows]
+    assert table[-1].startswith(f"{len(rows)} of {len(rows)} passed")
+
+
+# --------------------------------------------------------------------------- #
+# as a program
+# --------------------------------------------------------------------------- #
+def test_python_m_convmat_shape_and_no_heavy_imports():
+    code = (
+        "import sys, runpy; sys.argv = ['convmat'] + sys.argv[1:]\n"
+        "try:\n    runpy.run_module('convmat', run_name='__main__')\n"
+        "except SystemExit as e:\n    rc = e.code\n"
+        "print('heavy:', sorted(m for m in ('torch', 'matplotlib', 'PIL') if m in sys.modules))\n"
+        "sys.exit(rc)\n"
+    )
+    argv = ["shape", "--in-shape", "224", "224", "--kernel", "7", "--stride", "2", "--padding", "3",
+            "--in-channels", "3", "--out-channels", "64"]
+    plain = subprocess.run([sys.executable, "-m", "convmat", *argv], capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    assert leading_tuple(field(plain.stdout, "forward output")) == (64, 112, 112)
+    probe = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip().endswith("heavy: []")
+
+
+# --------------------------------------------------------------------------- #
+# draw
+# --------------------------------------------------------------------------- #
+def test_draw_writes_pictures_derived_from_the_matrix(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from PIL import Image, ImageSequence
+
+    status = main(["draw", "--in-shape", "5", "5", "--kernel", "3", "--stride", "2", "--padding", "1",
+                   "--max-frames", "4", "-o", str(tmp_path)])
+    assert status == 0
+    out = capsys.readouterr().out
+    for name in ("matrix.png", "matrix_T.png", "conv_frame.png", "conv.gif", "recipe.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+        assert f"wrote {tmp_path / name}" in out
+    with Image.open(tmp_path / "conv.gif") as gif:  # 3x3 outputs, capped at 4 frames
+        assert sum(1 for _ in ImageSequence.Iterator(gif)) == 4
+    assert "first 4 of 9 output pixels" in out
+
+
+def test_draw_says_what_it_cannot_draw(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert main(["draw", "--in-shape", "4", "4", "4", "--kernel", "3", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "matrix.png").exists() and not (tmp_path / "conv.gif").exists()
+    assert "frames are drawn for 1-D and 2-D, this is 3-D" in out
+    assert main(["draw", "--in-shape", "6", "--kernel", "3", "--padding", "1", "--padding-mode", "reflect",
+                 "-o", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "r" / "conv.gif").exists() and not (tmp_path / "r" / "recipe.png").exists()
+    assert "recipe is the transpose of zero padding only" in out

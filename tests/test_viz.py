@@ -1,0 +1,291 @@
+"""Pictures: the cells a picture lights up are the matrix's non-zeros."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+PIL_Image = pytest.importorskip("PIL.Image")
+from PIL import ImageSequence  # noqa: E402
+
+from convmat import conv_matrix, conv_plan, conv_transpose_matrix  # noqa: E402
+from convmat import viz  # noqa: E402
+from convmat.viz import CellState  # noqa: E402
+
+# Geometries that exercise every branch: stride 2, dilation 2, asymmetric pairs, every mode, 1-D.
+CASES = {
+    "zeros-s2-d2-asym": dict(in_shape=(5, 6), kernel_size=3, stride=2, padding=((1, 2), (0, 1)), dilation=2),
+    "reflect-s2-d2-asym": dict(
+        in_shape=(5, 6), kernel_size=3, stride=2, padding=((1, 2), (2, 1)), dilation=2, padding_mode="reflect"
+    ),
+    "reflect-mixed": dict(
+        in_shape=(6, 5), kernel_size=(3, 2), stride=(2, 1), padding=((2, 1), (1, 0)), dilation=(1, 2),
+        padding_mode="reflect",
+    ),
+    "replicate": dict(in_shape=(4, 4), kernel_size=3, stride=1, padding=2, padding_mode="replicate"),
+    "circular-full": dict(in_shape=(3, 4), kernel_size=2, padding="full", padding_mode="circular"),
+    "same-s2": dict(in_shape=(5, 7), kernel_size=4, stride=2, padding="same"),
+    "1d-circular": dict(in_shape=(7,), kernel_size=3, stride=2, padding=((2, 1),), padding_mode="circular"),
+}
+
+
+def _plan_and_matrix(case):
+    kernel = case["kernel_size"]
+    ndim = len(case["in_shape"])
+    kernel = (kernel,) * ndim if isinstance(kernel, int) else tuple(kernel)
+    kw = {k: v for k, v in case.items() if k not in ("in_shape", "kernel_size")}
+    w = np.ones((1, 1, *kernel))
+    return conv_plan(w.shape, case["in_shape"], **kw), conv_matrix(w, case["in_shape"], **kw)
+
+
+def _oracle_reads(geom, r):
+    """Slow loop oracle: {input ravel index: taps} for output r, from the per-axis formula."""
+    out = geom.out_shape
+    j = np.unravel_index(r, out)
+    reads = {}
+    for t in np.ndindex(*geom.kernel_size):
+        u = []
+        for ax, jj, tt in zip(geom.axes, j, t):
+            v = jj * ax.s - ax.lo + tt * ax.d
+            if ax.mode == "zeros" and not 0 <= v < ax.n:
+                break
+            if ax.mode == "reflect":
+                v = -v if v < 0 else (2 * (ax.n - 1) - v if v >= ax.n else v)
+            elif ax.mode == "replicate":
+                v = min(max(v, 0), ax.n - 1)
+            elif ax.mode == "circular":
+                v %= ax.n
+            u.append(v)
+        else:
+            key = int(np.ravel_multi_index(u, geom.in_shape))
+            reads[key] = reads.get(key, 0) + 1
+    return reads
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_frame_cells_are_the_rows_of_C(name):
+    case = CASES[name]
+    plan, C = _plan_and_matrix(case)
+    frames = viz.conv_arithmetic_frames(**case)
+    geom = plan.geometry
+    assert len(frames) == math.prod(geom.out_shape) == C.shape[0]
+    pads = geom.padding if len(geom.padding) == 2 else ((0, 0), *geom.padding)
+    in2 = geom.in_shape if len(geom.in_shape) == 2 else (1, *geom.in_shape)
+    for r, frame in enumerate(frames):
+        cols = np.sort(C.indices[C.indptr[r] : C.indptr[r + 1]])
+        # the frame's metadata is row r of C ...
+        assert frame.index == r
+        np.testing.assert_array_equal(frame.columns, cols)
+        # ... and so is its explicit colour array: READ cells = column indices, shifted by the low padding
+        read = np.argwhere(frame.input_state == CellState.READ) - [pads[0][0], pads[1][0]]
+        np.testing.assert_array_equal(np.sort(np.ravel_multi_index(read.T, in2)), cols)
+        assert frame.input_cells == tuple(tuple(int(v) for v in c) for c in np.argwhere(
+            np.isin(np.arange(math.prod(in2)).reshape(in2), cols)))
+        # the matrix agrees with a loop over the taps (an independent oracle)
+        oracle = _oracle_reads(geom, r)
+        assert sorted(oracle) == cols.tolist()
+        np.testing.assert_array_equal(frame.weights, [oracle[c] for c in cols.tolist()])
+        # every tap reads a cell the row reads; taps on real cells read themselves
+        sources = {np.ravel_multi_index(t.source, in2) for t in frame.taps if t.source is not None}
+        assert sources == set(cols.tolist())
+        for tap in frame.taps:
+            a, b = tap.padded_cell[0] - pads[0][0], tap.padded_cell[1] - pads[1][0]
+            if 0 <= a < in2[0] and 0 <= b < in2[1]:
+                assert tap.source == (a, b)
+            elif geom.padding_mode == "zeros":
+                assert tap.source is None
+                assert frame.input_state[tap.padded_cell] == CellState.PADDING_TAP
+        assert len(frame.taps) == math.prod(geom.kernel_size)
+        # output grid: one current pixel, the earlier ones done
+        out = frame.output_state.ravel()
+        assert np.flatnonzero(out == CellState.CURRENT).tolist() == [r]
+        assert np.all(out[:r] == CellState.DONE) and np.all(out[r + 1 :] == CellState.OUTPUT)
+
+
+def test_frames_depend_on_geometry():
+    a = viz.conv_arithmetic_frames((5, 5), 3, stride=2, padding=1)
+    b = viz.conv_arithmetic_frames((5, 5), 3, stride=2, padding=1, dilation=2)
+    c = viz.conv_arithmetic_frames((5, 5), 3, stride=2, padding=1, padding_mode="reflect")
+    assert len(a) == 9 and len(b) == 4 and len(c) == 9
+    assert a[0].columns.tolist() == [0, 1, 5, 6]
+    assert b[0].columns.tolist() == [6, 8, 16, 18]  # dilation 2: taps 2 apart
+    assert c[0].columns.tolist() == [0, 1, 5, 6] and c[0].weights.tolist() == [1, 2, 2, 4]  # reflect folds
+
+
+def _cell_rgb(fig, ax, cell, rgb):
+    """The colour at the centre of a grid cell of a rendered figure."""
+    x, y = ax.transData.transform((cell[1] + 0.3, cell[0] + 0.3))  # off-centre: avoid the label text
+    height = rgb.shape[0]
+    return rgb[int(round(height - y)), int(round(x))]
+
+
+def test_rendered_frame_shows_the_rows_of_C():
+    case = CASES["reflect-s2-d2-asym"]
+    plan, C = _plan_and_matrix(case)
+    frames = viz.conv_arithmetic_frames(**case)
+    frame = frames[4]
+    fig = viz.draw_frame(frame)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    ax_in, ax_out = fig.axes[:2]
+    to_rgb = lambda s: np.round(np.array(matplotlib.colors.to_rgb(viz._STATE_COLORS[s])) * 255)  # noqa: E731
+    lo = [p[0] for p in plan.geometry.padding]
+    cols = set(C.indices[C.indptr[4] : C.indptr[5]].tolist())
+    for idx in range(C.shape[1]):
+        a, b = np.unravel_index(idx, plan.geometry.in_shape)
+        want = CellState.READ if idx in cols else CellState.INPUT
+        got = _cell_rgb(fig, ax_in, (a + lo[0], b + lo[1]), rgb)
+        np.testing.assert_allclose(got, to_rgb(want), atol=2)
+    oi, oj = frame.output_cell
+    np.testing.assert_allclose(_cell_rgb(fig, ax_out, (oi, oj), rgb), to_rgb(CellState.CURRENT), atol=2)
+    assert "reflect" in fig._suptitle.get_text() and "dilation 2" in fig._suptitle.get_text()
+    # another frame renders other pixels
+    fig2 = viz.draw_frame(frames[0])
+    fig2.canvas.draw()
+    assert not np.array_equal(np.asarray(fig2.canvas.buffer_rgba()), np.asarray(fig.canvas.buffer_rgba()))
+
+
+def test_gif_has_one_frame_per_output_pixel(tmp_path):
+    path = tmp_path / "conv.gif"
+    frames, images = viz.animate_conv((4, 5), 3, stride=2, padding=((1, 0), (1, 1)), path=path, dpi=50)
+    n_out = math.prod(conv_plan((1, 1, 3, 3), (4, 5), stride=2, padding=((1, 0), (1, 1))).output_shape)
+    assert len(frames) == len(images) == n_out == 6
+    with PIL_Image.open(path) as gif:
+        assert gif.format == "GIF"
+        assert sum(1 for _ in ImageSequence.Iterator(gif)) == n_out
+
+
+def test_scatter_frames_are_the_columns_of_the_transpose(tmp_path):
+    kw = dict(stride=2, padding=1, output_padding=1, dilation=1)
+    T = conv_transpose_matrix(np.ones((1, 1, 3, 3)), (3, 3), **kw).tocsc()
+    frames, images = viz.animate_conv_transpose((3, 3), 3, **kw, path=tmp_path / "t.gif", dpi=40)
+    assert len(frames) == len(images) == 9
+    m = (6, 6)
+    for j, frame in enumerate(frames):
+        rows = np.sort(T.indices[T.indptr[j] : T.indptr[j + 1]])
+        np.testing.assert_array_equal(frame.rows, rows)
+        written = np.flatnonzero(frame.output_state.ravel() == CellState.WRITTEN)
+        np.testing.assert_array_equal(written, rows)
+        assert frame.output_cells == tuple(zip(*(v.tolist() for v in np.unravel_index(rows, m))))
+        assert np.flatnonzero(frame.input_state.ravel() == CellState.CURRENT).tolist() == [j]
+    with PIL_Image.open(tmp_path / "t.gif") as gif:
+        assert sum(1 for _ in ImageSequence.Iterator(gif)) == 9
+    one_d = viz.conv_transpose_frames((4,), 3, stride=3, dilation=2)
+    assert len(one_d) == 4 and one_d[1].rows.tolist() == [3, 5, 7]
+
+
+def test_plot_matrix_small_labels_blocks_and_values(tmp_path):
+    w = np.arange(1.0, 37.0).reshape(2, 2, 3, 3)
+    plan = conv_plan(w.shape, (3, 3), padding=1, stride=2)
+    C = conv_matrix(w, (3, 3), padding=1, stride=2)
+    fig = viz.plot_matrix(C, in_shape=plan.input_shape, out_shape=plan.output_shape, path=tmp_path / "C.png")
+    assert (tmp_path / "C.png").stat().st_size > 0
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2  # heat map and colour bar
+    assert ax.get_title() == f"C: 8 × 18, nnz {C.nnz} ({100 * C.nnz / 144:.3g}% dense)"
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "0 (0,0,0)" and labels[5] == "5 (1,0,1)" and len(labels) == 8
+    assert [t.get_text() for t in ax.get_xticklabels()][10] == "(1,0,1)"
+    shown = ax.images[0].get_array()
+    np.testing.assert_array_equal(shown.filled(0), C.toarray())
+    np.testing.assert_array_equal(~shown.mask, C.toarray() != 0)  # not stored = masked
+    texts = {t.get_text() for t in ax.texts}
+    assert {"in ch 0", "in ch 1", "out ch 0", "out ch 1"} <= texts
+    # the transpose, with the shapes swapped
+    figT = viz.plot_matrix(C.T, in_shape=plan.output_shape, out_shape=plan.input_shape, title="Cᵀ")
+    assert figT.axes[0].get_title().startswith("Cᵀ: 18 × 8")
+    with pytest.raises(ValueError, match="swap in_shape and out_shape"):
+        viz.plot_matrix(C.T, in_shape=plan.input_shape, out_shape=plan.output_shape)
+
+
+def test_plot_matrix_summary_counts_blocks():
+    w = np.ones((4, 1, 3, 3))  # groups=2: off-diagonal blocks are empty
+    plan = conv_plan(w.shape, (12, 12), padding=1, groups=2)
+    C = conv_matrix(w, (12, 12), padding=1, groups=2)
+    fig = viz.plot_matrix(C, in_shape=plan.input_shape, out_shape=plan.output_shape, max_dense=100)
+    assert len(fig.axes) == 3  # block heat map, row histogram, colour bar
+    counts = np.asarray(fig.axes[0].images[0].get_array())
+    coo = C.tocoo()
+    want = np.zeros((4, 2), dtype=int)
+    np.add.at(want, (coo.row // 144, coo.col // 144), 1)
+    np.testing.assert_array_equal(counts, want)
+    assert counts[0, 1] == counts[3, 0] == 0
+    hist = fig.axes[1]
+    assert hist.get_title().startswith("nnz per row: min 4, ")
+    bars = hist.patches
+    assert sum(p.get_height() for p in bars) == C.shape[0]
+    # a transposed (CSC) matrix is summarised without conversion
+    figT = viz.plot_matrix(C.T, in_shape=plan.output_shape, out_shape=plan.input_shape, max_dense=100)
+    np.testing.assert_array_equal(np.asarray(figT.axes[0].images[0].get_array()), want.T)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        dict(in_shape=(3, 3), kernel_size=3, stride=2, padding=1, output_padding=1),
+        dict(in_shape=(3, 4), kernel_size=(2, 3), stride=(3, 2), padding=((0, 1), (2, 1)), dilation=(1, 2)),
+        dict(in_shape=(5, 5), kernel_size=2, stride=1, padding=2),  # p > e - 1: the recipe crops
+        dict(in_shape=(5,), kernel_size=3, stride=2, padding=1, output_padding=1, dilation=2),
+    ],
+)
+def test_transposed_two_ways_agree(args):
+    pytest.importorskip("convmat.factors")
+    fig = viz.transposed_two_ways(**args)
+    assert fig.max_difference == 0
+    assert len(fig.axes) == 8
+    title = fig._suptitle.get_text()
+    assert "max |Cᵀx − K_flip·P·Z·x| = 0" in title and "max |Cᵀ − K_flip·P·Z| = 0" in title
+    scatter, recipe = fig.axes[3].images[0].get_array(), fig.axes[7].images[0].get_array()
+    np.testing.assert_array_equal(scatter, recipe)
+    assert fig.axes[3].images[0].get_clim() == fig.axes[7].images[0].get_clim()
+
+
+def test_before_after_layout_and_scaling():
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 8, 8))
+    panels = [("x", x), ("C x", 2 * x[:1, ::2, ::2]), ("Cᵀ C x", x[0] - 1), ("16 ch", rng.random((16, 4, 4)))]
+    fig = viz.before_after(panels)
+    image_axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title().splitlines()[0] for ax in image_axes] == ["x", "C x", "Cᵀ C x", "16 ch"]
+    assert len(fig.axes) == 8  # four panels, four colour bars
+    grey = [ax.images[0].get_clim() for ax in image_axes[1:]]
+    assert len(set(grey)) == 1  # one colour scale
+    each = viz.before_after(dict(panels[1:3]), scale="each")
+    clims = [ax.images[0].get_clim() for ax in each.axes if ax.get_title()]
+    assert clims[0] != clims[1]
+    with pytest.raises(ValueError, match="scale must be"):
+        viz.before_after(panels, scale="global")
+    with pytest.raises(ValueError, match="must be \\(H, W\\)"):
+        viz.before_after([("bad", np.zeros((2, 2, 2, 2, 2)))])
+
+
+def test_bad_geometry_is_refused_with_the_core_message():
+    with pytest.raises(ValueError, match="1-D and 2-D"):
+        viz.conv_arithmetic_frames((3, 3, 3), 2)
+    with pytest.raises(ValueError, match="padding_mode='reflect' needs padding < input size"):
+        viz.conv_arithmetic_frames((3, 3), 3, padding=3, padding_mode="reflect")
+    with pytest.raises(ValueError, match="stride must be"):
+        viz.animate_conv((3, 3), 2, stride=(1, 2, 3))
+
+
+def test_importing_viz_loads_no_matplotlib():
+    code = (
+        "import sys, convmat, convmat.viz; "
+        "bad = [m for m in ('matplotlib', 'PIL') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_gif_frames_equal_single_frame_drawings():
+    # frame_images blits one figure; each image must be what draw_frame draws for that frame
+    frames = viz.conv_arithmetic_frames((4, 4), 3, stride=2, padding=((1, 2), (2, 1)), padding_mode="reflect")
+    images = viz.frame_images(frames, dpi=60)
+    for k in (0, len(frames) - 1):
+        fig = viz.draw_frame(frames[k], dpi=60)
+        fig.canvas.draw()
+        np.testing.assert_array_equal(np.asarray(images[k]), np.asarray(fig.canvas.buffer_rgba())[..., :3])
