@@ -13,21 +13,51 @@ from .build import (
     conv_transpose_matrix,
     conv_transpose_plan,
 )
+from .checks import AdjointTestResult, adjoint_test, check_geometry
+from .factors import (
+    flip_kernel,
+    kernel_zero_insertion,
+    padding_matrix,
+    stride_matrix,
+    transpose_by_recipe,
+    zero_insertion_matrix,
+)
 from .geometry import PADDING_MODES, conv_output_shape, conv_transpose_output_shape
+from .imagefiles import read_image, read_images, write_image
 from .images import columns_to_images, images_to_columns
+from .operator import ConvOperator
+from .spectrum import circular_singular_values, operator_norm
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # the core: geometry -> plan -> CSR
+    "PADDING_MODES",
     "ConvPlan",
     "MatrixTooLargeError",
-    "PADDING_MODES",
-    "columns_to_images",
-    "conv_matrix",
     "conv_output_shape",
-    "conv_plan",
-    "conv_transpose_matrix",
     "conv_transpose_output_shape",
+    "conv_plan",
     "conv_transpose_plan",
+    "conv_matrix",
+    "conv_transpose_matrix",
+    # images <-> columns, image files
     "images_to_columns",
+    "columns_to_images",
+    "read_image",
+    "read_images",
+    "write_image",
+    # the operator and the duality toolkit
+    "ConvOperator",
+    "AdjointTestResult",
+    "adjoint_test",
+    "check_geometry",
+    "stride_matrix",
+    "zero_insertion_matrix",
+    "padding_matrix",
+    "flip_kernel",
+    "kernel_zero_insertion",
+    "transpose_by_recipe",
+    "operator_norm",
+    "circular_singular_values",
 ]

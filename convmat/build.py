@@ -229,15 +229,35 @@ class ConvPlan:
             total = per_channel // self._cols_per_group
         return c * per_channel + self._cols_per_group * total
 
+    @property
+    def padding(self) -> tuple[tuple[int, int], ...]:
+        """``(lo, hi)`` per axis, as the convolution was called (without output_padding)."""
+        return tuple((lo, hi - a) for (lo, hi), a in zip(self.geometry.padding, self.output_padding))
+
+    @property
+    def output_padding(self) -> tuple[int, ...]:
+        """Per axis ``a`` of a transposed plan (zeros for a forward plan).
+
+        The geometry of a transposed plan is the forward convolution on
+        ``m = (n-1)s - lo - hi + e + a`` with padding ``(lo, hi + a)`` (see
+        ``ConvGeometry.for_transpose``), so ``a = (m - (n-1)s + lo + (hi + a) - e) / 2``.
+        """
+        if not self.transposed:
+            return (0,) * self.ndim
+        return tuple(
+            (ax.n - (ax.o - 1) * ax.s + ax.lo + ax.hi - ax.extent) // 2 for ax in self.geometry.axes
+        )
+
     def density(self) -> float:
         return self.nnz / max(1, self.shape[0] * self.shape[1])
 
     def __repr__(self) -> str:
         g = self.geometry
         kind = f"conv_transpose{self.ndim}d" if self.transposed else f"conv{self.ndim}d"
+        extra = f", output_padding={self.output_padding}" if self.transposed else ""
         lines = [
             f"ConvPlan({kind}: input {self.input_shape} -> output {self.output_shape}",
-            f"  kernel_size={g.kernel_size}, stride={g.stride}, padding={g.padding}, "
+            f"  kernel_size={g.kernel_size}, stride={g.stride}, padding={self.padding}{extra}, "
             f"dilation={g.dilation}, groups={g.groups}, padding_mode={g.padding_mode!r}",
             f"  matrix {self.shape[0]} x {self.shape[1]}, nnz {self.nnz:,} ({100 * self.density():.3g}% dense), "
             f"{self.index_dtype} indices, {_human(self.nbytes(np.float32))} as float32, "

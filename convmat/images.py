@@ -57,7 +57,7 @@ def images_to_columns(x, shape=None):
             f"x must have shape (N, C, *spatial) with at least one spatial axis, got {tuple(x.shape)}; "
             f"pass shape=(C, *spatial) for one unbatched image"
         )
-    return x.reshape(x.shape[0], -1).T
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])).T
 
 
 def columns_to_images(Y, shape):
