@@ -107,9 +107,9 @@ def main(argv=None):
     print(f"{'memory bound: allocate + fill, 2 threads':44s} {bound2 * 1e3:9.1f} ms")
     for th in args.threads:
         t = median_time(lambda: plan.build(weight, threads=th), args.repeat)
+        same = "" if th == 1 else f"   to {th}-thread bound {t / bound2:5.2f}x"
         print(f"{f'conv_matrix build, {th} thread(s)':44s} {t * 1e3:9.1f} ms   "
-              f"ratio to 1-thread bound {t / bound:5.2f}x   to {th}-thread bound "
-              f"{t / (bound if th == 1 else bound2):5.2f}x")
+              f"ratio to 1-thread bound {t / bound:5.2f}x{same}")
 
     gc.collect()
     tracemalloc.start()
