@@ -537,6 +537,19 @@ class ConvPlan:
 # --------------------------------------------------------------------------- #
 # public constructors
 # --------------------------------------------------------------------------- #
+def _plan_arguments(weight_shape, in_shape, groups, layout):
+    """Validated ``(weight_shape, in_shape, groups)``; ``weight_shape`` may be an array."""
+    if hasattr(weight_shape, "shape"):
+        weight_shape = weight_shape.shape
+    weight_shape = G.normalize_shape(weight_shape, "weight_shape")
+    in_shape = G.normalize_shape(in_shape, "in_shape")
+    _spatial_ndim_check(weight_shape, in_shape, layout)
+    groups = G.as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups!r}")
+    return weight_shape, in_shape, groups
+
+
 def _spatial_ndim_check(weight_shape, in_shape, layout):
     if len(weight_shape) < 3:
         raise ValueError(
@@ -575,14 +588,7 @@ def conv_plan(weight_shape, in_shape, *, stride=1, padding=0, dilation=1, groups
     >>> plan.nbytes("float32")
     903757828
     """
-    if hasattr(weight_shape, "shape"):
-        weight_shape = weight_shape.shape
-    weight_shape = G.normalize_shape(weight_shape, "weight_shape")
-    in_shape = G.normalize_shape(in_shape, "in_shape")
-    _spatial_ndim_check(weight_shape, in_shape, "(C_out, C_in/groups, *kernel_size)")
-    groups = G.as_int(groups, "groups")
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups!r}")
+    weight_shape, in_shape, groups = _plan_arguments(weight_shape, in_shape, groups, "(C_out, C_in/groups, *kernel_size)")
     c_out, c_in_g = weight_shape[:2]
     geom = G.ConvGeometry.forward(
         in_shape,
@@ -611,14 +617,7 @@ def conv_transpose_plan(
     >>> conv_transpose_plan((1, 1, 3, 3), (2, 2), stride=2).output_shape
     (1, 5, 5)
     """
-    if hasattr(weight_shape, "shape"):
-        weight_shape = weight_shape.shape
-    weight_shape = G.normalize_shape(weight_shape, "weight_shape")
-    in_shape = G.normalize_shape(in_shape, "in_shape")
-    _spatial_ndim_check(weight_shape, in_shape, "(C_in, C_out/groups, *kernel_size)")
-    groups = G.as_int(groups, "groups")
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups!r}")
+    weight_shape, in_shape, groups = _plan_arguments(weight_shape, in_shape, groups, "(C_in, C_out/groups, *kernel_size)")
     c_in, c_out_g = weight_shape[:2]
     geom = G.ConvGeometry.for_transpose(
         in_shape,
