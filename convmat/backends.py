@@ -5,26 +5,19 @@ a :class:`Backend` supplies that namespace, the few operations whose
 spelling differs between libraries (a gather into a given buffer, making the
 sparse matrix), and how many host threads the builder may use.
 
-Libraries are never imported eagerly: ``import convmat`` loads NumPy and
-SciPy only, and an array's library is recognised from its type's module name
-(as array-api-compat does), so asking "is this a CuPy array?" never imports
-CuPy.
+``import convmat`` loads NumPy and SciPy only; other array libraries are to
+be imported here, and only when their backend is asked for.  Today the only
+backend is ``'scipy'``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import scipy.sparse as _sp
 
-__all__ = ["Backend", "get_backend", "available_memory", "array_module_name", "BACKENDS"]
-
-
-def array_module_name(x) -> str:
-    """Top-level module name of an array's type (``'numpy'``, ``'cupy'``, ``'torch'``...), importing nothing."""
-    return type(x).__module__.split(".", 1)[0]
+__all__ = ["Backend", "get_backend", "available_memory", "BACKENDS"]
 
 
 def default_threads() -> int:
@@ -103,7 +96,3 @@ def get_backend(backend="scipy") -> Backend:
         raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
     return BACKENDS[backend]()
 
-
-def loaded(module: str) -> bool:
-    """Whether ``module`` has already been imported (by the user); never imports it."""
-    return module in sys.modules

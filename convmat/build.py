@@ -435,7 +435,7 @@ class ConvPlan:
                 self._fill_range(a, b, (c // Rg) * Cg * N, indices[dst : dst + length], taps, combos, tables, xp, N)
                 template = (c // Rg, dst, taps)
                 if pool is not None and len(group) > 1:
-                    list(pool.map(lambda p: channel(p, template), group))
+                    list(pool.map(channel, group, itertools.repeat(template)))
                 else:
                     for piece in group:
                         channel(piece, template)

@@ -83,14 +83,6 @@ class AxisPattern:
         keep = taps < self.k
         return _group(cols[keep], rows[keep], taps[keep], self.n_cols, self.n_rows, self.k)
 
-    def dense(self) -> np.ndarray:
-        """Dense ``(n_rows, n_cols, k)`` count of taps: a test oracle, not a builder."""
-        out = np.zeros((self.n_rows, self.n_cols, self.k + 1), dtype=np.int64)
-        rows = np.repeat(np.arange(self.n_rows), self.row_lengths)
-        for slot in range(self.slots):
-            np.add.at(out, (rows, self.cols, self.taps[:, slot]), 1)
-        return out[..., : self.k]
-
 
 def _group(rows, cols, taps, n_rows: int, n_cols: int, k: int) -> AxisPattern:
     """Group ``(row, col, tap)`` triples into an AxisPattern (sorted, merged)."""
