@@ -1,10 +1,13 @@
 """convmat: convolution layers written down as explicit sparse matrices.
 
 ``Y = C @ X`` is the forward convolution (cross-correlation, as PyTorch
-computes it) and ``C.T`` the transposed convolution.  Importing convmat loads
-NumPy and SciPy only.
+computes it) and ``C.T`` the transposed convolution.  Matrices are built on
+the host (``scipy.sparse``), on a CUDA device (``backend='cupy'``) or on any
+torch device (``backend='torch'``).  Importing convmat loads NumPy and SciPy
+only.
 """
 
+from .backends import get_backend
 from .build import (
     ConvPlan,
     MatrixTooLargeError,
@@ -41,6 +44,7 @@ __all__ = [
     "conv_transpose_plan",
     "conv_matrix",
     "conv_transpose_matrix",
+    "get_backend",
     # images <-> columns, image files
     "images_to_columns",
     "columns_to_images",

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import geometry as G
-from .backends import get_backend
+from .backends import array_library, get_backend
 from .pattern import AxisPattern, axis_pattern
 
 __all__ = [
@@ -89,21 +89,43 @@ def _weight_shape(weight):
     return tuple(int(v) for v in shape)
 
 
-def _as_host_weight(weight):
-    """The weight as a NumPy array whose dtype and shape can be checked (no copy for NumPy arrays)."""
-    if isinstance(weight, np.ndarray):
+def _as_host_weight(weight, be=None, name="weight"):
+    """The weight as a NumPy array whose dtype and shape can be checked (no copy for NumPy arrays).
+
+    Weights are small: they are prepared on the host and moved to the
+    backend's device.  A weight on a device the backend ``be`` does not use
+    (a CuPy array for ``'scipy'``, a CUDA tensor for ``'cupy'``) is a TypeError.
+    """
+    lib = array_library(weight)
+    target = "the host" if be is None else f"backend {be.name!r}"
+    if lib == "cupy":
+        if be is None or be.name != "cupy":
+            raise TypeError(
+                f"{name} is a CuPy array (on a CUDA device), but the matrix is built for {target}; "
+                f"pass backend='cupy', or {name}.get()"
+            )
+        arr = weight.get()
+    elif lib == "torch":
+        if getattr(weight, "layout", None) is not None and str(weight.layout) != "torch.strided":
+            raise TypeError(f"{name} must be a dense tensor, got layout {weight.layout}")
+        if weight.device.type != "cpu" and (be is None or be.name != "torch"):
+            raise TypeError(
+                f"{name} is a torch tensor on device {weight.device}, but the matrix is built for {target}; "
+                f"pass backend='torch', or {name}.cpu()"
+            )
+        arr = weight.detach().resolve_conj().cpu().numpy()
+    elif isinstance(weight, np.ndarray):
         arr = weight
     else:
-        try:  # lists, and arrays of other libraries that convert to NumPy (torch CPU tensors)
+        try:  # lists and other array-likes
             arr = np.asarray(weight)
         except (ValueError, TypeError, RuntimeError):
             raise TypeError(
-                f"weight must be an array of numbers convertible to NumPy for backend 'scipy', "
-                f"got {type(weight).__module__}.{type(weight).__name__}"
+                f"{name} must be an array of numbers, got {type(weight).__module__}.{type(weight).__name__}"
             ) from None
     if arr.dtype == object or arr.dtype.kind not in "biufc":
         got = f"dtype {arr.dtype}" if hasattr(weight, "dtype") else f"{weight!r:.80}"
-        raise TypeError(f"weight must be an array of numbers, got {got}")
+        raise TypeError(f"{name} must be an array of numbers, got {got}")
     return arr
 
 
@@ -169,6 +191,7 @@ class ConvPlan:
         self.index_dtype = np.dtype(np.int32 if big <= _INT32_MAX else np.int64)
         self._slots = tuple(p.slots for p in self._axes)
         self._xp_tables = {}
+        self._transpose = None
 
     # ------------------------------------------------------------------ #
     # sizes
@@ -200,6 +223,11 @@ class ConvPlan:
         for p in self._axes:
             lengths = np.multiply.outer(lengths, p.row_lengths).ravel()
         return lengths * self._cols_per_group
+
+    def max_row_nnz(self) -> int:
+        """The largest number of non-zeros in a row (``plan.transpose().max_row_nnz()``: in a column)."""
+        lengths = self._spatial_row_lengths()
+        return int(lengths.max()) if lengths.size else 0
 
     def row_nnz(self, start: int, stop: int) -> int:
         """Non-zeros in rows ``[start, stop)``, without building them (nor any row-sized array)."""
@@ -248,6 +276,27 @@ class ConvPlan:
             (ax.n - (ax.o - 1) * ax.s + ax.lo + ax.hi - ax.extent) // 2 for ax in self.geometry.axes
         )
 
+    def transpose(self) -> "ConvPlan":
+        """The plan of this matrix's transpose, built directly in CSR by the same builder.
+
+        It takes the same weight.  For a forward plan it is the plan of ``C.T``
+        for every padding mode (for ``'zeros'``, a transposed convolution);
+        ``plan.transpose().transpose()`` has the pattern of ``plan``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> w = np.arange(1.0, 4.0).reshape(1, 1, 3)
+        >>> plan = conv_plan(w, (5,), padding=1, padding_mode="reflect")
+        >>> C, CT = plan.build(w), plan.transpose().build(w)
+        >>> bool((C.T != CT).nnz == 0)
+        True
+        """
+        if self._transpose is None:
+            self._transpose = ConvPlan(self.geometry, transposed=not self.transposed)
+            self._transpose._transpose = self
+        return self._transpose
+
     def density(self) -> float:
         return self.nnz / max(1, self.shape[0] * self.shape[1])
 
@@ -274,9 +323,12 @@ class ConvPlan:
             layout = "(C_in, C_out/groups, *kernel_size)" if self.transposed else "(C_out, C_in/groups, *kernel_size)"
             raise ValueError(f"weight must have shape {self.weight_shape} {layout} for this plan, got {shape}")
 
-    def _matrix_weight(self, weight, xp, dtype, flip):
-        """Weight as ``(row channels, col channels per group * prod(k + 1))``, zero-padded."""
-        w = xp.asarray(weight)
+    def _matrix_weight(self, weight, dtype, flip):
+        """Weight as ``(row channels, col channels per group * prod(k + 1))``, zero-padded.
+
+        On the host, in NumPy: the weight is tiny next to the matrix.
+        """
+        w = np.asarray(weight)
         if flip:
             w = w[(Ellipsis,) + (slice(None, None, -1),) * self.ndim]
         g = self.groups
@@ -284,8 +336,8 @@ class ConvPlan:
             # (C_in, C_out/g, *k) -> (C_out, C_in/g, *k): swap the channel axes within each group.
             cin, cog = w.shape[:2]
             w = w.reshape((g, cin // g, cog) + w.shape[2:])
-            w = xp.swapaxes(w, 1, 2).reshape((g * cog, cin // g) + w.shape[3:])
-        padded = xp.zeros(w.shape[:2] + tuple(k + 1 for k in w.shape[2:]), dtype=dtype)
+            w = np.swapaxes(w, 1, 2).reshape((g * cog, cin // g) + w.shape[3:])
+        padded = np.zeros(w.shape[:2] + tuple(k + 1 for k in w.shape[2:]), dtype=dtype)
         padded[(slice(None), slice(None)) + tuple(slice(0, k) for k in w.shape[2:])] = w
         return padded.reshape(w.shape[0], -1)
 
@@ -293,7 +345,7 @@ class ConvPlan:
     # building
     # ------------------------------------------------------------------ #
     def _tables(self, backend):
-        key = backend.name
+        key = backend.key
         if key not in self._xp_tables:
             self._xp_tables[key] = [
                 (backend.asarray(p.cols), [backend.asarray(np.ascontiguousarray(p.taps[:, s])) for s in range(p.slots)])
@@ -301,7 +353,9 @@ class ConvPlan:
             ]
         return self._xp_tables[key]
 
-    def build(self, weight, *, dtype=None, flip=False, rows=None, backend="scipy", max_bytes=None, threads=None):
+    def build(
+        self, weight, *, dtype=None, flip=False, rows=None, backend="scipy", device=None, max_bytes=None, threads=None
+    ):
         """Fill the pattern with ``weight``: the CSR matrix, or rows ``[start, stop)`` of it.
 
         Parameters
@@ -313,15 +367,22 @@ class ConvPlan:
             Use the spatially flipped kernel (true convolution, as ``scipy.signal.convolve``).
         rows : slice or (start, stop), optional
             Build only this contiguous block of rows (same code path).
-        backend : str
-            ``'scipy'`` (NumPy arrays, ``scipy.sparse.csr_array``).
+        backend : {'scipy', 'cupy', 'torch'}
+            ``'scipy'``: NumPy arrays, ``scipy.sparse.csr_array``.  ``'cupy'``:
+            built on the CUDA device, ``cupyx.scipy.sparse.csr_matrix``.
+            ``'torch'``: built on the torch device, ``torch.sparse_csr_tensor``.
+        device : optional
+            The device of backend ``'cupy'`` (a device number) or ``'torch'``
+            (``'cpu'``, ``'cuda:0'``...); default: CuPy's current device,
+            the device of a torch weight, else the CPU.
         max_bytes : int, optional
-            Refuse (MatrixTooLargeError) to build more than this; default: the available memory.
+            Refuse (MatrixTooLargeError) to build more than this; default: the
+            memory available (on the device, for a GPU backend).
         threads : int, optional
-            Host threads (default: the usable cores).
+            Host threads (default: the usable cores for ``'scipy'``, 1 for
+            libraries that parallelise by themselves).
         """
-        be = get_backend(backend)
-        weight = _as_host_weight(weight)
+        be, weight = _backend_and_weight(backend, device, weight)
         self._check_weight(weight)
         vdtype = _value_dtype(np.dtype(weight.dtype), dtype)
         start, stop = _normalize_rows(rows, self.shape[0])
@@ -330,8 +391,64 @@ class ConvPlan:
         threads = be.threads if threads is None else G.as_int(threads, "threads")
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads!r}")
+        idt = self._block_index_dtype(start, stop, be)
         self._check_memory(vdtype, start, stop, be, max_bytes)
-        return self._assemble(weight, vdtype, bool(flip), start, stop, be, threads)
+        return self._assemble(weight, vdtype, bool(flip), start, stop, be, threads, idt)
+
+    def _block_index_dtype(self, start, stop, be):
+        """The plan's index dtype if the backend takes it, else the narrowest it takes that fits."""
+        if self.index_dtype in be.index_dtypes:
+            return self.index_dtype
+        nnz = self.row_nnz(start, stop)
+        idt = be.max_index_dtype_for(nnz, (stop - start, self.shape[1]))
+        if idt is None:
+            limit = max(int(np.iinfo(t).max) for t in be.index_dtypes)
+            raise MatrixTooLargeError(
+                f"backend {be.name!r} takes {', '.join(str(t) for t in be.index_dtypes)} indices only, and the "
+                f"matrix {'block ' if (start, stop) != (0, self.shape[0]) else ''}of shape ({stop - start}, "
+                f"{self.shape[1]}) has {nnz:,} non-zeros, more than {limit:,}; build it in row blocks of at "
+                f"most {limit:,} non-zeros: for start, stop in plan.row_blocks(max_nnz={limit}): "
+                f"plan.build(weight, rows=(start, stop), backend={be.name!r})"
+            )
+        return idt
+
+    def row_blocks(self, max_nnz=None, *, max_rows=None):
+        """Contiguous row ranges ``(start, stop)`` covering the matrix, each with at most ``max_nnz`` non-zeros.
+
+        Pass each to :meth:`build` as ``rows=(start, stop)``.  Computed from the
+        per-axis tables (closed form of :meth:`row_nnz`), without building
+        anything.  A single row with more than ``max_nnz`` non-zeros is an error.
+
+        Examples
+        --------
+        >>> plan = conv_plan((64, 64, 3, 3), (56, 56), padding=1)
+        >>> blocks = list(plan.row_blocks(max_nnz=30_000_000))
+        >>> len(blocks), blocks[0], blocks[-1][1] == plan.shape[0]
+        (4, (0, 53362), True)
+        >>> max(plan.row_nnz(a, b) for a, b in blocks) <= 30_000_000
+        True
+        """
+        n = self.shape[0]
+        max_nnz = self.nnz if max_nnz is None else G.as_int(max_nnz, "max_nnz")
+        max_rows = n if max_rows is None else G.as_int(max_rows, "max_rows")
+        if max_nnz < 1 or max_rows < 1:
+            raise ValueError(f"max_nnz and max_rows must be >= 1, got max_nnz={max_nnz!r}, max_rows={max_rows!r}")
+        start = 0
+        while start < n:
+            base = self._nnz_before(start)
+            lo, hi = start + 1, min(n, start + max_rows)  # the largest stop in [lo, hi] that fits
+            if self._nnz_before(lo) - base > max_nnz:
+                raise ValueError(
+                    f"row {start} alone has {self._nnz_before(lo) - base:,} non-zeros, more than max_nnz={max_nnz:,}"
+                )
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self._nnz_before(mid) - base <= max_nnz:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            yield start, lo
+            start = lo
 
     def _check_memory(self, vdtype, start, stop, be, max_bytes):
         need = self.nbytes(vdtype, rows=(start, stop))
@@ -354,17 +471,17 @@ class ConvPlan:
                 f"the {what} ({_human(limit)}); build it in row blocks (rows=...) or raise max_bytes"
             )
 
-    def _assemble(self, weight, vdtype, flip, start, stop, be, threads):
-        xp = be.xp
-        idt = self.index_dtype
+    def _assemble(self, weight, vdtype, flip, start, stop, be, threads, idt):
+        # Only ``be``'s methods create arrays or write into a given buffer; the rest is
+        # slicing, reshape and broadcasting arithmetic, spelled alike by NumPy, CuPy and torch.
         R = self._row_channels
         O = self.shape[0] // R
         N = self.shape[1] // self._col_channels
         Cg = self._cols_per_group
         Rg = R // self.groups
 
-        cum = np.zeros(O + 1, dtype=idt)  # entries in spatial rows [0, r) of one channel
-        np.cumsum(self._spatial_row_lengths(), out=cum[1:])  # fits: <= nnz
+        cum = np.zeros(O + 1, dtype=np.int64)  # entries in spatial rows [0, r) of one channel
+        np.cumsum(self._spatial_row_lengths(), out=cum[1:])
         per_channel = int(cum[-1])
 
         # Pieces (channel, a, b, dst): spatial rows [a, b) of one output channel, written at
@@ -385,20 +502,20 @@ class ConvPlan:
         nnz = sum(int(cum[b] - cum[a]) for _, a, b, _ in pieces)
 
         # indptr: row (c, r) starts at c * per_channel + cum[r], less the block's first entry
-        indptr_h = np.zeros(stop - start + 1, dtype=idt)
+        cum_x = be.asarray(cum)
+        indptr = be.zeros(stop - start + 1, dtype=idt)
         pos = 0
         for c, a, b, dst in pieces:  # in row order
-            np.add(cum[a + 1 : b + 1], dst - int(cum[a]), out=indptr_h[pos + 1 : pos + 1 + b - a], casting="unsafe")
+            be.add(cum_x[a + 1 : b + 1], dst - int(cum[a]), out=indptr[pos + 1 : pos + 1 + b - a])
             pos += b - a
-        indptr = be.asarray(indptr_h)
-        del indptr_h
+        del cum_x
 
-        indices = xp.empty(nnz, dtype=idt)
-        data = xp.empty(nnz, dtype=vdtype)
+        indices = be.empty(nnz, dtype=idt)
+        data = be.empty(nnz, dtype=vdtype)
         if nnz == 0:
             return be.csr(data, indices, indptr, (stop - start, self.shape[1]))
 
-        W = self._matrix_weight(weight, xp, vdtype, flip)
+        W = be.asarray(self._matrix_weight(weight, vdtype, flip))
         tables = self._tables(be)
         combos = list(itertools.product(*(range(m) for m in self._slots)))
         by_range = {}
@@ -413,13 +530,13 @@ class ConvPlan:
             if src != dst:
                 shift = (c // Rg - grp_t) * Cg * N
                 if shift:
-                    xp.add(indices[src : src + length], shift, out=out_i)
+                    be.add(indices[src : src + length], shift, out=out_i)
                 else:
                     out_i[...] = indices[src : src + length]
             out_v = data[dst : dst + length]
             be.take(W[c], taps[0], out_v)
             if len(taps) > 1:
-                tmp = xp.empty(length, dtype=vdtype)
+                tmp = be.empty(length, dtype=vdtype)
                 for t in taps[1:]:
                     be.take(W[c], t, tmp)
                     out_v += tmp
@@ -431,8 +548,8 @@ class ConvPlan:
                 # of this range), tap indices into temporaries; then every channel of the range.
                 c, _, _, dst = group[0]
                 length = int(cum[b] - cum[a])
-                taps = [xp.empty(length, dtype=np.intp) for _ in combos]
-                self._fill_range(a, b, (c // Rg) * Cg * N, indices[dst : dst + length], taps, combos, tables, xp, N)
+                taps = [be.empty(length, dtype=np.int64) for _ in combos]
+                self._fill_range(a, b, (c // Rg) * Cg * N, indices[dst : dst + length], taps, combos, tables, be, N)
                 template = (c // Rg, dst, taps)
                 if pool is not None and len(group) > 1:
                     list(pool.map(channel, group, itertools.repeat(template)))
@@ -445,7 +562,7 @@ class ConvPlan:
                 pool.shutdown()
         return be.csr(data, indices, indptr, (stop - start, self.shape[1]))
 
-    def _fill_range(self, a, b, col_offset, out_idx, out_taps, combos, tables, xp, N):
+    def _fill_range(self, a, b, col_offset, out_idx, out_taps, combos, tables, be, N):
         """Columns and tap indices of spatial rows ``[a, b)`` of one output channel."""
         axes = self._axes
         D = len(axes)
@@ -458,7 +575,7 @@ class ConvPlan:
         last = axes[-1]
         oL = last.n_rows
         prefix_shape = tuple(p.n_rows for p in axes[:-1])
-        ch = xp.arange(Cg, dtype=np.int64)
+        ch = be.arange(Cg, dtype=np.int64)
         ch_cols = ch * N + col_offset
         ch_taps = ch * ktot
         last_cols, last_taps = tables[-1]
@@ -487,31 +604,31 @@ class ConvPlan:
                 continue
             plan_c = layouts.get((c0, c1))
             if plan_c is None:
-                plan_c = layouts[(c0, c1)] = self._last_axis_layout(c0, c1, xp)
+                plan_c = layouts[(c0, c1)] = self._last_axis_layout(c0, c1, be)
             for kind, nr, L, first, sel in plan_c:
                 size = nr * q * L
                 if kind == "run":  # rows [first, first + nr) are consecutive: contiguous writes
                     e0 = int(last.ptr[first])
                     r_cols = last_cols[e0 : e0 + nr * L].reshape(nr, 1, L)
                     dst = out_idx[pos : pos + size].reshape(nr, q, L)
-                    xp.add(q_cols[None, :, None], r_cols, out=dst)
+                    be.add(q_cols[None, :, None], r_cols, out=dst)
                     for t_out, cmb in zip(out_taps, combos):
                         r_taps = last_taps[cmb[-1]][e0 : e0 + nr * L].reshape(nr, 1, L)
                         dst_t = t_out[pos : pos + size].reshape(nr, q, L)
-                        xp.add(q_taps[cmb[:-1]][None, :, None], r_taps, out=dst_t)
+                        be.add(q_taps[cmb[:-1]][None, :, None], r_taps, out=dst_t)
                     pos += size
                 else:  # rows of one length scattered through the slab: one gather + one scatter
                     entries, starts = sel  # (nr, L) entry numbers; (nr,) row starts in units of q
-                    where = (pos + starts * q)[:, None, None] + xp.arange(q * L, dtype=np.int64).reshape(1, q, L)
-                    out_idx[where] = q_cols[None, :, None] + last_cols[entries][:, None, :]
+                    where = (pos + starts * q)[:, None, None] + be.arange(q * L, dtype=np.int64).reshape(1, q, L)
+                    be.put(out_idx, where, q_cols[None, :, None] + last_cols[entries][:, None, :])
                     for t_out, cmb in zip(out_taps, combos):
-                        t_out[where] = q_taps[cmb[:-1]][None, :, None] + last_taps[cmb[-1]][entries][:, None, :]
+                        be.put(t_out, where, q_taps[cmb[:-1]][None, :, None] + last_taps[cmb[-1]][entries][:, None, :])
             if plan_c and plan_c[0][0] == "class":
                 pos += q * int(last.ptr[c1] - last.ptr[c0])
         assert pos == out_idx.shape[0], (pos, out_idx.shape)
 
 
-    def _last_axis_layout(self, c0, c1, xp):
+    def _last_axis_layout(self, c0, c1, be):
         """How to write last-axis rows ``[c0, c1)`` of a slab: runs or length classes.
 
         Consecutive rows of equal length ("runs") are written as one contiguous
@@ -530,13 +647,21 @@ class ConvPlan:
         for L in classes.tolist():
             rows = np.flatnonzero(lengths == L)
             entries = last.ptr[c0 + rows][:, None] + np.arange(L)
-            layout.append(("class", rows.size, L, None, (xp.asarray(entries), xp.asarray(starts[rows]))))
+            layout.append(("class", rows.size, L, None, (be.asarray(entries), be.asarray(starts[rows]))))
         return layout
 
 
 # --------------------------------------------------------------------------- #
 # public constructors
 # --------------------------------------------------------------------------- #
+def _backend_and_weight(backend, device, weight):
+    """The backend (on the torch weight's device by default) and the weight on the host."""
+    if device is None and backend == "torch" and array_library(weight) == "torch":
+        device = weight.device
+    be = get_backend(backend, device)
+    return be, _as_host_weight(weight, be)
+
+
 def _plan_arguments(weight_shape, in_shape, groups, layout):
     """Validated ``(weight_shape, in_shape, groups)``; ``weight_shape`` may be an array."""
     if hasattr(weight_shape, "shape"):
@@ -647,6 +772,7 @@ def conv_matrix(
     flip=False,
     rows=None,
     backend="scipy",
+    device=None,
     max_bytes=None,
     threads=None,
 ):
@@ -671,16 +797,26 @@ def conv_matrix(
         True convolution (flipped kernel), as ``scipy.signal.convolve``.
     rows : slice or (start, stop), optional
         Build only this block of rows.
-    backend : str
+    backend : {'scipy', 'cupy', 'torch'}
+        Where the matrix is built and what it is: ``'scipy'`` (default) a
+        ``scipy.sparse.csr_array``; ``'cupy'`` a ``cupyx.scipy.sparse.csr_matrix``
+        built on the CUDA device (int32 indices only: at most 2**31 - 1
+        non-zeros per matrix or row block); ``'torch'`` a
+        ``torch.sparse_csr_tensor`` built on the torch device.
+    device : optional
+        The CuPy device number or torch device (default: CuPy's current
+        device; for torch the weight's device if it is a tensor, else the CPU).
     max_bytes : int, optional
-        Size limit (default: available memory); larger requests raise
-        :class:`MatrixTooLargeError` before allocating.
+        Size limit (default: memory available on the device); larger requests
+        raise :class:`MatrixTooLargeError` before allocating.
     threads : int, optional
+        Host threads of the ``'scipy'`` builder (default: the usable cores).
 
     Returns
     -------
-    scipy.sparse.csr_array, shape (C_out * prod(out_shape), C_in * prod(in_shape))
-        Canonical CSR (sorted indices, no duplicates); int32 indices when they fit.
+    scipy.sparse.csr_array, cupyx.scipy.sparse.csr_matrix or torch.Tensor (sparse CSR)
+        Shape (C_out * prod(out_shape), C_in * prod(in_shape)).  Canonical CSR
+        (sorted indices, no duplicates); int32 indices when they fit.
 
     Notes
     -----
@@ -700,14 +836,12 @@ def conv_matrix(
            [7., 8., 9., 0.],
            [0., 0., 0., 0.]])
     """
-    weight = _as_host_weight(weight)
+    be, weight = _backend_and_weight(backend, device, weight)
     plan = conv_plan(
         _weight_shape(weight), in_shape, stride=stride, padding=padding, dilation=dilation, groups=groups,
         padding_mode=padding_mode,
     )
-    return plan.build(
-        weight, dtype=dtype, flip=flip, rows=rows, backend=backend, max_bytes=max_bytes, threads=threads
-    )
+    return plan.build(weight, dtype=dtype, flip=flip, rows=rows, backend=be, max_bytes=max_bytes, threads=threads)
 
 
 def conv_transpose_matrix(
@@ -724,6 +858,7 @@ def conv_transpose_matrix(
     flip=False,
     rows=None,
     backend="scipy",
+    device=None,
     max_bytes=None,
     threads=None,
 ):
@@ -742,12 +877,12 @@ def conv_transpose_matrix(
         Extra samples at the high end, ``0 <= a < max(stride, dilation)``.
     output_size : tuple of int, optional
         Spatial output size; derives ``output_padding`` (error with the valid range).
-    dtype, flip, rows, backend, max_bytes, threads
+    dtype, flip, rows, backend, device, max_bytes, threads
         As :func:`conv_matrix`.
 
     Returns
     -------
-    scipy.sparse.csr_array, shape (C_out * prod(m), C_in * prod(in_shape))
+    scipy.sparse.csr_array (or the backend's CSR matrix), shape (C_out * prod(m), C_in * prod(in_shape))
 
     Notes
     -----
@@ -767,11 +902,9 @@ def conv_transpose_matrix(
            [1., 1., 2., 1., 1.],
            [1., 1., 2., 1., 1.]])
     """
-    weight = _as_host_weight(weight)
+    be, weight = _backend_and_weight(backend, device, weight)
     plan = conv_transpose_plan(
         _weight_shape(weight), in_shape, stride=stride, padding=padding, output_padding=output_padding,
         output_size=output_size, dilation=dilation, groups=groups,
     )
-    return plan.build(
-        weight, dtype=dtype, flip=flip, rows=rows, backend=backend, max_bytes=max_bytes, threads=threads
-    )
+    return plan.build(weight, dtype=dtype, flip=flip, rows=rows, backend=be, max_bytes=max_bytes, threads=threads)

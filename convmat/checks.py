@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backends import array_library, backend_of, get_backend
 from .operator import ConvOperator
 
 __all__ = ["AdjointTestResult", "adjoint_test", "check_geometry"]
@@ -94,68 +95,96 @@ def _fmt(z) -> str:
 
 @dataclass(frozen=True)
 class _Applier:
-    """An operator reduced to: shape, dtype, apply to a vector, and its row length."""
+    """An operator reduced to: shape, dtype, apply to a vector, its row length, and its backend."""
 
     shape: tuple
     dtype: np.dtype
     apply: object  # vector of length shape[1] -> vector of length shape[0]
     row_length: int
+    backend: object  # the Backend whose vectors ``apply`` takes and returns
 
 
-def _sparse_row_length(M) -> int:
-    """Max non-zeros in a row or a column of a scipy sparse matrix (structural)."""
-    csr = M.tocsr()
-    rows = int(np.diff(csr.indptr).max(initial=0))
-    cols = int(np.bincount(csr.indices, minlength=M.shape[1]).max(initial=0)) if csr.nnz else 0
+def _sparse_row_length(be, M) -> int:
+    """Max non-zeros in a row or a column of a sparse matrix (structural), on its own device."""
+    if be.name == "scipy" or not be.is_sparse(M):
+        M = M.tocsr() if hasattr(M, "tocsr") else M
+    _, indices, indptr = be.csr_arrays(M)
+    if indptr.shape[0] <= 1 or indices.shape[0] == 0:
+        return 1
+    rows = int((indptr[1:] - indptr[:-1]).max().item())
+    cols = int(be.xp.bincount(be.astype(indices, np.int64)).max().item())
     return max(rows, cols, 1)
 
 
-def _as_applier(A, name: str, *, adjoint: bool) -> _Applier:
-    """``A`` (or ``A^H`` when ``adjoint``) as an _Applier; a TypeError for anything else."""
-    import scipy.sparse as sp
+def _matrix_applier(A, name, adjoint, be) -> _Applier:
+    """A 2-D matrix (sparse or dense) of any backend."""
+    if A.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D matrix, got shape {tuple(A.shape)}")
+    sparse = be.is_sparse(A)
+    if sparse:
+        if be.name == "torch" and A.layout != be.xp.sparse_csr:
+            A = A.to_sparse_csr()
+        M = be.transpose(A) if adjoint else A
+        k = _sparse_row_length(be, A)
+        apply = (lambda v: be.matmul(M, v)) if be.name == "torch" else (lambda v: M @ v)
+    else:
+        M = (A.conj().T if be.dtype_of(A).kind == "c" else A.T) if adjoint else A
+        k = max(A.shape)
+        apply = lambda v: M @ v  # noqa: E731
+    return _Applier(tuple(M.shape), be.dtype_of(M), apply, k, be)
 
+
+def _as_applier(A, name: str, *, adjoint: bool, backend=None) -> _Applier:
+    """``A`` (or ``A^H`` when ``adjoint``) as an _Applier; a TypeError for anything else."""
     if isinstance(A, ConvOperator):
         op = A.T if adjoint else A
-        return _Applier(op.shape, np.dtype(op.dtype), lambda v: op @ v, _sparse_row_length(A._csr))
-    if sp.issparse(A) or (isinstance(A, np.ndarray) and A.ndim == 2):
-        if A.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D matrix, got shape {A.shape}")
-        M = A.conj().T if adjoint else A
-        k = _sparse_row_length(A) if sp.issparse(A) else max(A.shape)
-        return _Applier(tuple(M.shape), np.dtype(M.dtype), lambda v: M @ v, k)
-    if isinstance(A, np.ndarray):
-        raise ValueError(f"{name} must be a 2-D matrix, got an array of shape {A.shape}")
+        k = max(A.plan.max_row_nnz(), A.plan.transpose().max_row_nnz(), 1)
+        return _Applier(op.shape, np.dtype(op.dtype), lambda v: op @ v, k, op.backend)
+    lib = array_library(A)
+    if lib in ("numpy", "scipy", "cupy", "torch") and hasattr(A, "ndim") and hasattr(A, "shape"):
+        be = backend_of(A)
+        if lib == "scipy" and not be.is_sparse(A):
+            pass  # a scipy LinearOperator: handled below
+        else:
+            return _matrix_applier(A, name, adjoint, be)
+    be = get_backend("scipy") if backend is None else get_backend(backend)
     shape = getattr(A, "shape", None)
     try:
         dtype = np.dtype(getattr(A, "dtype", None) or np.float64)
     except TypeError:  # a dtype NumPy does not know (torch's...): assume float64
         dtype = np.dtype(np.float64)
+
+    def flat(f, src=None):
+        if be.name == "scipy":
+            return lambda v: np.asarray(f(v if src is None else v.reshape(src))).ravel()
+        return lambda v: f(v if src is None else v.reshape(src)).reshape(-1)
+
     if hasattr(A, "matvec") and hasattr(A, "rmatvec") and shape is not None:
         m, n = (int(s) for s in shape)
         f = A.rmatvec if adjoint else A.matvec
-        return _Applier((n, m) if adjoint else (m, n), dtype, lambda v: np.asarray(f(v)).ravel(), max(m, n))
+        return _Applier((n, m) if adjoint else (m, n), dtype, flat(f), max(m, n), be)
     if hasattr(A, "forward") and hasattr(A, "adjoint"):
         in_shape, out_shape = getattr(A, "in_shape", None), getattr(A, "out_shape", None)
         f = A.adjoint if adjoint else A.forward
         if in_shape is not None and out_shape is not None:
             src, dst = (tuple(out_shape), tuple(in_shape)) if adjoint else (tuple(in_shape), tuple(out_shape))
             m, n = math.prod(dst), math.prod(src)
-            return _Applier((m, n), dtype, lambda v: np.asarray(f(v.reshape(src))).ravel(), max(m, n))
+            return _Applier((m, n), dtype, flat(f, src), max(m, n), be)
         if shape is not None:
             m, n = (int(s) for s in shape)
-            return _Applier((n, m) if adjoint else (m, n), dtype, lambda v: np.asarray(f(v)).ravel(), max(m, n))
+            return _Applier((n, m) if adjoint else (m, n), dtype, flat(f), max(m, n), be)
         raise TypeError(
             f"{name} has forward/adjoint but neither in_shape/out_shape nor shape, so the test cannot draw vectors"
         )
     raise TypeError(
-        f"{name} must be a scipy sparse matrix, a 2-D ndarray, a ConvOperator, a scipy LinearOperator, or an "
-        f"object with matvec/rmatvec or forward/adjoint, got {type(A).__name__}"
+        f"{name} must be a sparse matrix (scipy, cupyx or torch), a 2-D array, a ConvOperator, a scipy "
+        f"LinearOperator, or an object with matvec/rmatvec or forward/adjoint, got {type(A).__name__}"
     )
 
 
-def _as_forward_applier(AT, name: str) -> _Applier:
+def _as_forward_applier(AT, name: str, backend=None) -> _Applier:
     """``AT`` given explicitly: its forward application is the adjoint under test."""
-    return _as_applier(AT, name, adjoint=False)
+    return _as_applier(AT, name, adjoint=False, backend=backend)
 
 
 def _random(rng, n, dtype):
@@ -166,21 +195,21 @@ def _random(rng, n, dtype):
     return v.astype(dtype)
 
 
-def _inner(u, v):
-    """``sum(conj(u) * v)`` by NumPy's pairwise summation (no BLAS: exact order, no thread start-up)."""
-    return np.sum(u.conj() * v) if u.dtype.kind == "c" else np.sum(u * v)
+def _inner(u, v) -> complex | float:
+    """``sum(conj(u) * v)`` on the vectors' own device (NumPy: pairwise summation, no BLAS)."""
+    return (u.conj() * v).sum().item()
 
 
 def _norm(u) -> float:
-    a = np.abs(u) if u.dtype.kind == "c" else u
-    return float(np.sqrt(np.sum(a * a)))
+    a = abs(u)
+    return math.sqrt((a * a).sum().item())
 
 
 def _eps(dtype) -> float:
     return float(np.finfo(dtype).eps)
 
 
-def adjoint_test(A, AT=None, *, trials=5, rng=None, rtol=None) -> AdjointTestResult:
+def adjoint_test(A, AT=None, *, trials=5, rng=None, rtol=None, backend=None) -> AdjointTestResult:
     """The dot-product test: is ``AT`` the adjoint of ``A``?
 
     Parameters
@@ -200,6 +229,13 @@ def adjoint_test(A, AT=None, *, trials=5, rng=None, rtol=None) -> AdjointTestRes
         deterministic; pass a Generator for fresh randomness.
     rtol : float, optional
         Override the tolerance (see Notes).
+    backend : {'scipy', 'cupy', 'torch'}, optional
+        The library of the random vectors handed to a black box (an object
+        with ``matvec`` or ``forward``); default NumPy.  Matrices and
+        ConvOperators get vectors of their own backend, on their device, and
+        the products and inner products stay there: only the scalars come
+        back.  The vectors are drawn on the host from ``rng``, so a seed gives
+        the same test on every backend.
 
     Returns
     -------
@@ -274,8 +310,13 @@ def adjoint_test(A, AT=None, *, trials=5, rng=None, rtol=None) -> AdjointTestRes
         raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {rng!r}")
     rng = np.random.default_rng(rng)
 
-    fwd = _as_applier(A, "A", adjoint=False)
-    adj = _as_applier(A, "A", adjoint=True) if AT is None else _as_forward_applier(AT, "AT")
+    fwd = _as_applier(A, "A", adjoint=False, backend=backend)
+    adj = _as_applier(A, "A", adjoint=True, backend=backend) if AT is None else _as_forward_applier(AT, "AT", backend)
+    if fwd.backend != adj.backend:
+        raise TypeError(
+            f"A and AT must take vectors of the same library and device, got {fwd.backend!r} and {adj.backend!r}"
+        )
+    be = fwd.backend
     m, n = fwd.shape
     if adj.shape != (n, m):
         raise ValueError(f"AT must have shape {(n, m)} (the transpose of A's {(m, n)}), got {adj.shape}")
@@ -292,15 +333,15 @@ def adjoint_test(A, AT=None, *, trials=5, rng=None, rtol=None) -> AdjointTestRes
 
     lhs, rhs, errors = [], [], []
     for _ in range(int(trials)):
-        x = _random(rng, n, dtype)
-        y = _random(rng, m, dtype)
-        Ax = np.asarray(fwd.apply(x))
-        ATy = np.asarray(adj.apply(y))
-        if Ax.shape != (m,) or ATy.shape != (n,):
+        x = be.asarray(_random(rng, n, dtype))
+        y = be.asarray(_random(rng, m, dtype))
+        Ax = fwd.apply(x)
+        ATy = adj.apply(y)
+        if tuple(Ax.shape) != (m,) or tuple(ATy.shape) != (n,):
             raise ValueError(
-                f"A must map ({n},) to ({m},) and AT ({m},) to ({n},), got {Ax.shape} and {ATy.shape}"
+                f"A must map ({n},) to ({m},) and AT ({m},) to ({n},), got {tuple(Ax.shape)} and {tuple(ATy.shape)}"
             )
-        x64, y64, Ax64, ATy64 = (v.astype(acc) for v in (x, y, Ax, ATy))
+        x64, y64, Ax64, ATy64 = (be.astype(v, acc) for v in (x, y, Ax, ATy))
         left = _inner(Ax64, y64)
         right = _inner(x64, ATy64)
         scale = _norm(Ax64) * _norm(y64) + _norm(x64) * _norm(ATy64)

@@ -30,8 +30,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import geometry as G
-from .backends import available_memory, get_backend
-from .build import MatrixTooLargeError, _value_dtype, conv_matrix, conv_transpose_plan
+from .backends import get_backend
+from .build import MatrixTooLargeError, _as_host_weight, _value_dtype, conv_matrix, conv_transpose_plan
 from .pattern import AxisPattern, axis_pattern
 
 __all__ = [
@@ -81,13 +81,17 @@ def _signed_padding(padding, ndim: int, *, allow_negative: bool) -> tuple[tuple[
         ) from None
 
 
-def _check_size(shape, nnz: int, rows_per_channel: int, vdtype: np.dtype, what: str) -> np.dtype:
-    """The index dtype (int32 when nnz and both dimensions fit); a MatrixTooLargeError if it cannot fit in memory."""
+def _check_size(shape, nnz: int, rows_per_channel: int, vdtype: np.dtype, what: str, be) -> np.dtype:
+    """The index dtype (int32 when nnz and both dimensions fit); a MatrixTooLargeError if it cannot fit."""
     n_rows = shape[0]
-    big = max(nnz, *shape)
-    idt = np.dtype(np.int32 if big <= _INT32_MAX else np.int64)
+    idt = be.max_index_dtype_for(nnz, shape)
+    if idt is None:
+        raise MatrixTooLargeError(
+            f"the {what} of shape {shape} with {nnz:,} non-zeros needs int64 indices, and backend "
+            f"{be.name!r} takes {', '.join(str(t) for t in be.index_dtypes)} only"
+        )
     need = nnz * (vdtype.itemsize + idt.itemsize) + (n_rows + 1) * idt.itemsize + rows_per_channel * 17
-    limit = available_memory()
+    limit = be.memory_limit()
     if limit is not None and need > limit:
         raise MatrixTooLargeError(
             f"the {what} with {n_rows:,} rows and {nnz:,} non-zeros would take about {need:,} bytes, "
@@ -108,18 +112,22 @@ def _sources(p: AxisPattern) -> np.ndarray:
     return src
 
 
-def _assemble(tables, channels: int, dtype, what: str):
+def _assemble(tables, channels: int, dtype, what: str, backend="scipy", device=None):
     """``I_channels (x) T_0 (x) ... (x) T_{D-1}`` as canonical CSR, values 1.
 
     Rows and columns of the product are C-order ravels of the per-axis
     positions, so the source column of a row is ``ravel(src_0[i_0], ...)``;
-    a row reads nothing when any axis reads nothing.
+    a row reads nothing when any axis reads nothing.  One channel's columns
+    and row pointers are computed on the host (they are as long as one
+    channel's image); the channel copies, the matrix itself, are written on
+    the backend's device.
     """
+    be = get_backend(backend, device)
     vdtype = _value_dtype(np.dtype(np.float64), dtype)
     rows_c = math.prod(p.n_rows for p in tables)
     cols_c = math.prod(p.n_cols for p in tables)
     nnz_c = math.prod(int(p.nnz) for p in tables)
-    idt = _check_size((channels * rows_c, channels * cols_c), channels * nnz_c, rows_c, vdtype, what)
+    idt = _check_size((channels * rows_c, channels * cols_c), channels * nnz_c, rows_c, vdtype, what, be)
 
     col = np.zeros(1, dtype=np.int64)
     for p in tables:
@@ -132,19 +140,20 @@ def _assemble(tables, channels: int, dtype, what: str):
     cols = col[keep]
     ptr_c = np.cumsum(keep, dtype=np.int64)
 
-    c = np.arange(channels, dtype=np.int64)[:, None]
-    indices = (cols[None, :] + c * cols_c).ravel().astype(idt, copy=False)
-    indptr = np.empty(channels * rows_c + 1, dtype=idt)
-    indptr[0] = 0
-    indptr[1:] = (ptr_c[None, :] + c * nnz_c).ravel()
-    data = np.ones(indices.size, dtype=vdtype)
-    return get_backend("scipy").csr(data, indices, indptr, (channels * rows_c, channels * cols_c))
+    c = be.arange(channels, dtype=np.int64)[:, None]
+    indices = be.empty(channels * nnz_c, dtype=idt)
+    be.add(be.asarray(cols)[None, :], c * cols_c, out=indices.reshape(channels, nnz_c))
+    indptr = be.zeros(channels * rows_c + 1, dtype=idt)
+    be.add(be.asarray(ptr_c)[None, :], c * nnz_c, out=indptr[1:].reshape(channels, rows_c))
+    data = be.empty(channels * nnz_c, dtype=vdtype)
+    data[...] = 1
+    return be.csr(data, indices, indptr, (channels * rows_c, channels * cols_c))
 
 
 # --------------------------------------------------------------------------- #
 # public factors
 # --------------------------------------------------------------------------- #
-def stride_matrix(shape, stride, *, channels=1, dtype=np.float64):
+def stride_matrix(shape, stride, *, channels=1, dtype=np.float64, backend="scipy", device=None):
     """The subsampling matrix ``S_s``: keep every ``s``-th sample on every axis.
 
     Parameters
@@ -157,10 +166,12 @@ def stride_matrix(shape, stride, *, channels=1, dtype=np.float64):
     channels : int
         Number of channels; the matrix is block diagonal over them.
     dtype : {float32, float64, complex64, complex128}
+    backend, device
+        As :func:`convmat.conv_matrix`: ``'scipy'``, ``'cupy'`` or ``'torch'``.
 
     Returns
     -------
-    scipy.sparse.csr_array, shape (channels * prod(ceil(o / s)), channels * prod(o))
+    scipy.sparse.csr_array (or the backend's CSR), shape (channels * prod(ceil(o / s)), channels * prod(o))
         One entry (a 1) per row, canonical CSR.
 
     Notes
@@ -187,10 +198,10 @@ def stride_matrix(shape, stride, *, channels=1, dtype=np.float64):
     channels = _channels(channels)
     _value_dtype(np.dtype(np.float64), dtype)
     geom = G.ConvGeometry.forward(shape, (1,) * ndim, stride=stride)
-    return _assemble([axis_pattern(ax) for ax in geom.axes], channels, dtype, "stride matrix")
+    return _assemble([axis_pattern(ax) for ax in geom.axes], channels, dtype, "stride matrix", backend, device)
 
 
-def zero_insertion_matrix(in_shape, stride, *, out_shape=None, channels=1, dtype=np.float64):
+def zero_insertion_matrix(in_shape, stride, *, out_shape=None, channels=1, dtype=np.float64, backend="scipy", device=None):
     """The zero-insertion matrix ``Z``: ``s - 1`` zeros between samples on every axis.
 
     Parameters
@@ -205,10 +216,12 @@ def zero_insertion_matrix(in_shape, stride, *, out_shape=None, channels=1, dtype
     channels : int
         Number of channels; the matrix is block diagonal over them.
     dtype : {float32, float64, complex64, complex128}
+    backend, device
+        As :func:`convmat.conv_matrix`: ``'scipy'``, ``'cupy'`` or ``'torch'``.
 
     Returns
     -------
-    scipy.sparse.csr_array, shape (channels * prod(m), channels * prod(n))
+    scipy.sparse.csr_array (or the backend's CSR), shape (channels * prod(m), channels * prod(n))
         One entry (a 1) in every column, canonical CSR.
 
     Notes
@@ -246,10 +259,10 @@ def zero_insertion_matrix(in_shape, stride, *, out_shape=None, channels=1, dtype
         axis_pattern(G.AxisGeometry(m, 1, s, 1, 0, 0, n)).transpose()
         for n, s, m in zip(in_shape, stride, out_shape)
     ]
-    return _assemble(tables, channels, dtype, "zero-insertion matrix")
+    return _assemble(tables, channels, dtype, "zero-insertion matrix", backend, device)
 
 
-def padding_matrix(in_shape, padding, *, mode="zeros", channels=1, dtype=np.float64):
+def padding_matrix(in_shape, padding, *, mode="zeros", channels=1, dtype=np.float64, backend="scipy", device=None):
     """The padding matrix ``P_mode``: maps an input onto its padded grid.
 
     Parameters
@@ -266,10 +279,12 @@ def padding_matrix(in_shape, padding, *, mode="zeros", channels=1, dtype=np.floa
     channels : int
         Number of channels; the matrix is block diagonal over them.
     dtype : {float32, float64, complex64, complex128}
+    backend, device
+        As :func:`convmat.conv_matrix`: ``'scipy'``, ``'cupy'`` or ``'torch'``.
 
     Returns
     -------
-    scipy.sparse.csr_array, shape (channels * prod(n + lo + hi), channels * prod(n))
+    scipy.sparse.csr_array (or the backend's CSR), shape (channels * prod(n + lo + hi), channels * prod(n))
         At most one entry (a 1) per row; for reflect, replicate and circular a
         column can hold several.  Canonical CSR.
 
@@ -314,13 +329,11 @@ def padding_matrix(in_shape, padding, *, mode="zeros", channels=1, dtype=np.floa
         axis_pattern(G.AxisGeometry(n, 1, 1, 1, lo, hi, G._forward_length(n, 1, 1, 1, lo, hi), mode))
         for n, (lo, hi) in zip(in_shape, pads)
     ]
-    return _assemble(tables, channels, dtype, "padding matrix")
+    return _assemble(tables, channels, dtype, "padding matrix", backend, device)
 
 
-def _weight_array(weight, layout: str) -> np.ndarray:
-    w = np.asarray(weight)
-    if w.dtype == object or w.dtype.kind not in "biufc":
-        raise TypeError(f"weight must be an array of numbers, got dtype {w.dtype}")
+def _weight_array(weight, layout: str, be=None) -> np.ndarray:
+    w = _as_host_weight(weight, be)
     if w.ndim < 3:
         raise ValueError(f"weight must have shape {layout} with at least one spatial axis, got shape {w.shape}")
     return w
@@ -409,13 +422,14 @@ def kernel_zero_insertion(weight, dilation):
 
 
 def transpose_by_recipe(
-    weight, in_shape, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1, dtype=None
+    weight, in_shape, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1, dtype=None,
+    backend="scipy", device=None,
 ):
     """The transposed convolution built by the classic recipe, ``T = K_flip @ P @ Z``.
 
     An oracle and a teaching tool, not the fast path: it multiplies three
-    sparse matrices with scipy.  Use :func:`convmat.conv_transpose_matrix`
-    to build the matrix.
+    sparse matrices with the backend's sparse library (scipy, cupyx or
+    torch).  Use :func:`convmat.conv_transpose_matrix` to build the matrix.
 
     Parameters
     ----------
@@ -431,11 +445,13 @@ def transpose_by_recipe(
     groups : int
     dtype : {float32, float64, complex64, complex128}, optional
         Default: the weight's (float64 for integer weights).
+    backend, device
+        As :func:`convmat.conv_matrix`; the factors are built and multiplied there.
 
     Returns
     -------
-    scipy.sparse.csr_array, shape (C_out * prod(m), C_in * prod(n))
-        Canonical CSR.  Equal to ``conv_transpose_matrix`` with the same
+    scipy.sparse.csr_array (or the backend's CSR), shape (C_out * prod(m), C_in * prod(n))
+        Canonical CSR for ``'scipy'`` and ``'cupy'``; as the library's product leaves it for ``'torch'``.  Equal to ``conv_transpose_matrix`` with the same
         arguments; exact zeros that the products produce are not stored.
 
     Notes
@@ -464,7 +480,8 @@ def transpose_by_recipe(
     >>> int((T - conv_transpose_matrix(w, (3, 3), stride=2, padding=1, output_padding=1)).count_nonzero())
     0
     """
-    w = _weight_array(weight, "(C_in, C_out/groups, *kernel_size)")
+    be = get_backend(backend, device)
+    w = _weight_array(weight, "(C_in, C_out/groups, *kernel_size)", be)
     # All geometric validation (and its wording) is the transposed convolution's own.
     geom = conv_transpose_plan(
         w.shape, in_shape, stride=stride, padding=padding, output_padding=output_padding,
@@ -479,11 +496,14 @@ def transpose_by_recipe(
     c_in = w.shape[0]  # channels of the transposed convolution's input
     K_flip_weight = flip_kernel(w, groups)
     vdtype = _value_dtype(K_flip_weight.dtype, dtype)
-    Z = zero_insertion_matrix(geom.out_shape, geom.stride, channels=c_in, dtype=vdtype)
+    Z = zero_insertion_matrix(geom.out_shape, geom.stride, channels=c_in, dtype=vdtype, backend=be)
     inserted = G.conv_transpose_output_shape(geom.out_shape, (1,) * ndim, stride=geom.stride)
-    P = padding_matrix(inserted, recipe_pads, channels=c_in, dtype=vdtype)
+    P = padding_matrix(inserted, recipe_pads, channels=c_in, dtype=vdtype, backend=be)
     padded = tuple(L + lo + hi for L, (lo, hi) in zip(inserted, recipe_pads))
-    K = conv_matrix(K_flip_weight, padded, dilation=geom.dilation, groups=groups, dtype=vdtype)
-    T = sp.csr_array(K @ (P @ Z))
-    T.sum_duplicates()  # canonical: sorted indices (scipy's product leaves no duplicates)
+    K = conv_matrix(K_flip_weight, padded, dilation=geom.dilation, groups=groups, dtype=vdtype, backend=be)
+    T = K @ (P @ Z)
+    if be.name == "scipy":
+        T = sp.csr_array(T)
+    if hasattr(T, "sum_duplicates"):
+        T.sum_duplicates()  # canonical: sorted indices (the product leaves no duplicates)
     return T

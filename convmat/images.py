@@ -1,8 +1,9 @@
 """Images <-> columns: the bridge between ``(N, C, *spatial)`` arrays and ``Y = C @ X``.
 
 One column of ``X`` per sample, each the C-order ravel of that sample:
-``X[:, i] = x[i].ravel()``.  Works on any array library with NumPy's API
-(NumPy, CuPy) and returns views where the layout allows.
+``X[:, i] = x[i].ravel()``.  Works on NumPy and CuPy arrays and torch tensors
+alike (only ``reshape`` and ``.T``), keeps them on their device, and returns
+views where the layout allows.
 """
 
 from __future__ import annotations

@@ -211,9 +211,9 @@ def test_bad_inputs():
         adjoint_test(C, rtol=-1)
     with pytest.raises(TypeError, match="rng must be None, an int seed or a numpy.random.Generator, got 'seed'"):
         adjoint_test(C, rng="seed")
-    with pytest.raises(TypeError, match="A must be a scipy sparse matrix, a 2-D ndarray.*got str"):
+    with pytest.raises(TypeError, match=r"A must be a sparse matrix \(scipy, cupyx or torch\), a 2-D array.*got str"):
         adjoint_test("C")
-    with pytest.raises(ValueError, match=r"A must be a 2-D matrix, got an array of shape \(8,\)"):
+    with pytest.raises(ValueError, match=r"A must be a 2-D matrix, got shape \(8,\)"):
         adjoint_test(np.ones(8))
     with pytest.raises(TypeError, match="AT must be"):
         adjoint_test(C, [[1.0]])

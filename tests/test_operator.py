@@ -217,11 +217,17 @@ def test_dtype_float32_is_kept_and_integer_weights_give_float64():
     assert ConvOperator(w, (5, 5), dtype=np.float64).dtype == np.float64
 
 
-def test_torch_tensors_are_accepted():
+def test_torch_parameters_are_accepted_but_operands_must_match_the_backend():
     w = torch.randn(2, 1, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
-    A = ConvOperator(w, (6,), bias=torch.zeros(2))
+    A = ConvOperator(w, (6,), bias=torch.zeros(2))  # parameters on the host: any library
     x = torch.ones(1, 6, dtype=torch.float64)
-    np.testing.assert_allclose(A(x), F.conv1d(x[None], w)[0].detach().numpy())
+    np.testing.assert_allclose(A(x.numpy()), F.conv1d(x[None], w)[0].detach().numpy())
+    with pytest.raises(TypeError, match=r"x is a torch.Tensor on device cpu, but this operator lives on backend "
+                                        r"'scipy' \(NumPy\); pass x.numpy\(force=True\), or move the operator "
+                                        r"with .to\('torch'\)"):
+        A(x)
+    with pytest.raises(TypeError, match=r"y is a torch.Tensor"):
+        A.adjoint(torch.ones(2, 4, dtype=torch.float64))
 
 
 def test_apply_never_changes_the_operator():
