@@ -7,6 +7,11 @@ divided by the final matrix's bytes.
 
     python benchmarks/build.py                      # 64->64, 3x3, pad 1, 56x56, float32
     python benchmarks/build.py --size 28 --peer     # also a COO-based builder (slow)
+    python benchmarks/build.py --backends torch     # also build on the torch (and cupy) backends
+
+On a device backend the matrix is built by that library (torch on its CPU
+threads, CuPy on the GPU); the ratio is to the same host memory bound, and
+for a GPU it is only a point of reference.
 """
 
 from __future__ import annotations
@@ -90,6 +95,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--peer", action="store_true", help="also time a COO-based builder")
+    ap.add_argument("--backends", nargs="*", default=[], choices=["torch", "cupy"],
+                    help="also build with these backends (torch on the CPU; cupy needs a CUDA device)")
     args = ap.parse_args(argv)
 
     rng = np.random.default_rng(0)
@@ -110,6 +117,24 @@ def main(argv=None):
         same = "" if th == 1 else f"   to {th}-thread bound {t / bound2:5.2f}x"
         print(f"{f'conv_matrix build, {th} thread(s)':44s} {t * 1e3:9.1f} ms   "
               f"ratio to 1-thread bound {t / bound:5.2f}x{same}")
+
+    for name in args.backends:
+        from convmat.backends import get_backend
+
+        try:
+            be = get_backend(name)
+        except (ImportError, RuntimeError) as exc:
+            print(f"backend {name!r} skipped: {exc}")
+            continue
+
+        def build_on(be=be):
+            M = plan.build(weight, backend=be)
+            be.to_host(be.csr_arrays(M)[0][:1])  # wait for the device
+            return M
+
+        build_on()  # warm-up
+        t = median_time(build_on, args.repeat)
+        print(f"{f'conv_matrix build, backend {name!r}':44s} {t * 1e3:9.1f} ms   ratio to 1-thread bound {t / bound:5.2f}x")
 
     gc.collect()
     tracemalloc.start()

@@ -72,8 +72,6 @@ def array_library(a) -> str | None:
     Never imports anything: a CuPy array is recognised as one without
     importing CuPy (the user who passed it has already imported it).
     """
-    if isinstance(a, (np.ndarray, np.generic)):
-        return "numpy"
     root = type(a).__module__.partition(".")[0]
     if root in ("cupy", "cupyx"):
         return "cupy"
@@ -81,6 +79,8 @@ def array_library(a) -> str | None:
         return "torch"
     if root == "scipy":
         return "scipy"
+    if isinstance(a, (np.ndarray, np.generic)):
+        return "numpy"
     return None
 
 

@@ -1,4 +1,4 @@
-"""Importing convmat loads NumPy and SciPy only: no torch, cupy, matplotlib or PIL.
+"""Importing convmat loads NumPy and SciPy only: no torch, cupy, matplotlib, PIL or numba.
 
 Checked in a fresh interpreter (this test process may already have imported
 them), through sys.modules, as array-api-compat's test_no_dependencies does.
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "cupy", "cupyx", "matplotlib", "PIL", "jax", "tensorflow")
+HEAVY = ("torch", "cupy", "cupyx", "matplotlib", "PIL", "jax", "tensorflow", "numba")
 
 CODE = """
 import json, sys
@@ -26,7 +26,9 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
 """
 
 
-SUBMODULES = "import convmat.build, convmat.geometry, convmat.pattern, convmat.images, convmat.backends"
+SUBMODULES = (
+    "import convmat.build, convmat.geometry, convmat.pattern, convmat.images, convmat.backends, convmat.spmm"
+)
 
 
 @pytest.mark.parametrize("extra", ["", SUBMODULES], ids=["package", "submodules"])
