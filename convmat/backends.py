@@ -585,10 +585,8 @@ class TorchBackend(Backend):
 
 def _spmm(A, X, *, transpose):
     """``A @ X`` or ``A^H @ X`` by convmat's threaded kernels (SciPy's product without Numba)."""
-    try:  # TEMP until convmat.spmm lands
-        from . import spmm
-    except ImportError:
-        return (A.conj().T if transpose else A) @ X
+    from . import spmm
+
     return spmm.csr_matmul(A, X, transpose=transpose, conjugate=transpose)
 
 

@@ -299,7 +299,7 @@ def test_operands_of_another_library_are_refused(be):
     with pytest.raises(TypeError, match=r"X is a numpy.ndarray"):
         B @ np.zeros(B.shape[1])
     A = _operator(0)
-    with pytest.raises(TypeError, match=rf"but this operator lives on backend 'scipy' \(NumPy\); pass x"):
+    with pytest.raises(TypeError, match=r"but this operator lives on backend 'scipy' \(NumPy\); pass x"):
         A(on(be, x))
 
 

@@ -1,0 +1,423 @@
+"""convmat.spmm.csr_matmul against SciPy's own products and against PyTorch's convolutions.
+
+* Random CSR matrices (empty rows, duplicates, unsorted indices, int32 and
+  int64 indices, four dtypes and mixed precisions) times vectors and blocks
+  of every layout, for ``A``, ``A.T``, ``A.conj()`` and ``A.conj().T``, on
+  one and two threads, with and without ``out``, compared with ``A @ X``.
+* Convolution matrices from ``conv_matrix`` against ``torch.nn.functional``
+  ``conv2d`` / ``conv_transpose2d``.
+* Bad inputs raise before computing; lazy Numba import; SciPy fallback;
+  on-disk cache fallback; fork and concurrent callers.
+
+The size thresholds that keep small products on one thread and skip the row
+ordering are set to zero here, so that these small matrices take the
+multi-threaded, reordered paths.  Tests never assert timings.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from convmat import spmm
+from convmat.spmm import csr_matmul
+
+SEED = 20240229
+DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
+
+
+@pytest.fixture(autouse=True, params=["ordered", "natural"])
+def small_products_in_parallel(request, monkeypatch):
+    """Run small products on the pool, with (``ordered``) and without the row ordering."""
+    monkeypatch.setattr(spmm, "PARALLEL_MIN_WORK", 0)
+    ordered = request.param == "ordered"
+    monkeypatch.setattr(spmm, "ORDER_MIN_WORK", 0 if ordered else 1 << 62)
+    monkeypatch.setattr(spmm, "ORDER_MIN_ROW_NNZ", 0)
+    monkeypatch.setattr(spmm, "ORDER_MIN_SHARED", 0)
+
+
+def random_csr(rng, m, n, *, density=0.2, dtype=np.float64, index_dtype=np.int32, canonical=False, groups=True):
+    """A CSR array with empty rows and, unless canonical, duplicates and unsorted indices.
+
+    Rows 3, 11, 19, ... are empty.  With ``groups``, rows 4-7 repeat the column indices of row 1
+    (same order, same duplicates; values differ), as the output channels of a convolution do,
+    so that the four-row kernels run, in the natural order and in the sorted one.
+    """
+    per_row = []
+    for r in range(m):
+        cols = rng.integers(0, n, rng.binomial(n, density)) if r % 8 != 3 else np.zeros(0, np.int64)
+        if canonical:
+            cols = np.unique(cols)
+        elif cols.size:
+            cols = np.concatenate([cols, cols[: max(1, cols.size // 4)]])  # duplicates
+            rng.shuffle(cols)
+        per_row.append(cols)
+    if groups and m >= 8:
+        for r in (4, 5, 6, 7):
+            per_row[r] = per_row[1].copy()
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum([c.size for c in per_row], out=indptr[1:])
+    indices = np.concatenate(per_row) if m else np.zeros(0, np.int64)
+    vals = rng.standard_normal(indices.size)
+    if np.dtype(dtype).kind == "c":
+        vals = vals + 1j * rng.standard_normal(indices.size)
+    A = sp.csr_array((vals.astype(dtype), indices, indptr), shape=(m, n))
+    A.indices = A.indices.astype(index_dtype)
+    A.indptr = A.indptr.astype(index_dtype)
+    if canonical:
+        A.has_canonical_format = True
+    else:
+        assert not A.has_canonical_format
+    return A
+
+
+def operand(rng, rows, k, dtype, layout="C"):
+    """X of shape (rows,) (k None) or (rows, k) of the given layout."""
+    shape = (rows,) if k is None else (rows, k)
+    X = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        X = X + 1j * rng.standard_normal(shape)
+    X = X.astype(dtype)
+    if layout == "F":
+        X = np.asfortranarray(X)
+    elif layout == "strided":  # a view with gaps in both axes
+        big = np.zeros((2 * rows,) + ((3 * k,) if k is not None else ()), dtype=dtype)
+        view = big[::2] if k is None else big[::2, ::3]
+        view[...] = X
+        X = view
+        assert not X.flags.c_contiguous and not X.flags.f_contiguous or X.size <= 1
+    return X
+
+
+def scipy_op(A, transpose, conjugate):
+    op = A.conj() if conjugate else A
+    return op.T if transpose else op
+
+
+def assert_close(got, A, X, ref):
+    """Within a summation-error bound: c * eps * (|A| @ |X|), elementwise."""
+    assert got.shape == ref.shape
+    assert got.dtype == ref.dtype, (got.dtype, ref.dtype)
+    eps = np.finfo(got.dtype).eps
+    bound = abs(A) @ np.abs(X)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=64 * eps * (np.max(bound, initial=0) + 1))
+
+
+# --------------------------------------------------------------------------- #
+# against scipy
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("transpose", [False, True], ids=["A", "AT"])
+@pytest.mark.parametrize("k", [None, 1, 5, 24], ids=lambda k: "vector" if k is None else f"k{k}")
+def test_matches_scipy(rng, dtype, transpose, k):
+    A = random_csr(rng, 37, 29, dtype=dtype)
+    X = operand(rng, A.shape[0] if transpose else A.shape[1], k, dtype)
+    conjugate = np.dtype(dtype).kind == "c"
+    for c in {False, conjugate}:
+        ref = scipy_op(A, transpose, c) @ X
+        assert_close(csr_matmul(A, X, transpose=transpose, conjugate=c), scipy_op(A, transpose, c), X, ref)
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("canonical", [True, False], ids=["canonical", "duplicates"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_index_dtypes_duplicates_threads(rng, index_dtype, canonical, threads):
+    A = random_csr(rng, 64, 50, index_dtype=index_dtype, canonical=canonical)
+    assert A.indices.dtype == index_dtype and A.indptr.dtype == index_dtype
+    for transpose in (False, True):
+        rows = A.shape[0] if transpose else A.shape[1]
+        for k in (None, 8):
+            X = operand(rng, rows, k, np.float64)
+            ref = scipy_op(A, transpose, False) @ X
+            got = csr_matmul(A, X, transpose=transpose, threads=threads)
+            assert_close(got, scipy_op(A, transpose, False), X, ref)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("k", [None, 1, 6])
+def test_operand_layouts(rng, layout, k):
+    A = random_csr(rng, 30, 40)
+    for transpose in (False, True):
+        X = operand(rng, 30 if transpose else 40, k, np.float64, layout)
+        op = scipy_op(A, transpose, False)
+        got = csr_matmul(A, X, transpose=transpose)
+        assert got.flags.c_contiguous
+        assert_close(got, op, X, op @ np.ascontiguousarray(X))
+
+
+def test_f_ordered_images_as_the_operator_passes_them(rng):
+    A = random_csr(rng, 48, 3 * 16)
+    images = rng.standard_normal((5, 3, 4, 4))
+    X = images.reshape(5, -1).T  # F-contiguous (48, 5), a view
+    assert X.flags.f_contiguous and np.shares_memory(X, images)
+    assert_close(csr_matmul(A, X), A, X, A @ X)
+    assert_close(csr_matmul(A, X, transpose=True), A.T, X, A.T @ X)
+
+
+@pytest.mark.parametrize(
+    ("a_dtype", "x_dtype"),
+    [(np.float32, np.float64), (np.float64, np.float32), (np.float32, np.complex128), (np.complex64, np.float64),
+     (np.float64, np.int64), (np.int64, np.float32), (np.bool_, np.float32)],
+    ids=lambda d: np.dtype(d).name,
+)
+def test_mixed_dtypes_follow_scipy(rng, a_dtype, x_dtype):
+    A = random_csr(rng, 25, 20, dtype=np.float64)
+    A = A.astype(a_dtype) if a_dtype is not np.bool_ else (A != 0).astype(np.bool_)
+    # Only float32 x float64 (the common mix) runs the block kernels too: each mix compiles its own.
+    ks = (None, 3) if (a_dtype, x_dtype) == (np.float32, np.float64) else (None,)
+    for transpose in (False, True):
+        for k in ks:
+            raw = operand(rng, 25 if transpose else 20, k, np.float64) * 4
+            X = raw.astype(x_dtype) if np.dtype(x_dtype).kind != "c" else raw + 1j * raw[::-1]
+            X = X.astype(x_dtype)
+            ref = scipy_op(A, transpose, False) @ X
+            got = csr_matmul(A, X, transpose=transpose)
+            assert got.dtype == np.result_type(A.dtype, X.dtype) == ref.dtype
+            assert_close(got, scipy_op(A, transpose, False).astype(got.dtype), X, ref)
+
+
+def test_integer_results_are_scipys(rng):
+    A = sp.csr_array(rng.integers(-3, 4, (6, 5)) * (rng.random((6, 5)) < 0.5))
+    X = rng.integers(-5, 5, (5, 2))
+    got = csr_matmul(A, X)
+    assert got.dtype == (A @ X).dtype and np.array_equal(got, A @ X)
+    assert np.array_equal(csr_matmul(A, X[:, 0]), A @ X[:, 0])
+    Y = rng.integers(-5, 5, 6)
+    assert np.array_equal(csr_matmul(A, Y, transpose=True), A.T @ Y)
+
+
+def test_csr_matrix_and_csc_input(rng):
+    A = random_csr(rng, 20, 30, canonical=True)
+    M = sp.csr_matrix(A)
+    x = rng.standard_normal(30)
+    assert_close(csr_matmul(M, x), A, x, A @ x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # np.matrix
+        xm = np.asmatrix(x).T
+    got = csr_matmul(M, xm)  # a np.matrix operand gives a plain (20, 1) array
+    assert type(got) is np.ndarray and got.shape == (20, 1)
+    assert_close(got[:, 0], A, x, A @ x)
+    X = rng.standard_normal((20, 4))
+    # A CSC array is the transpose of the CSR arrays it holds: A.T runs the transposed kernel.
+    assert A.T.format == "csc"
+    assert_close(csr_matmul(A.T, X), A.T, X, A.T @ X)
+    assert_close(csr_matmul(A.T, x, transpose=True), A, x, A @ x)
+    assert_close(csr_matmul(A.tocsc(), x), A, x, A @ x)
+
+
+def test_empty_and_degenerate_shapes(rng):
+    for m, n in ((0, 5), (5, 0), (0, 0)):
+        A = sp.csr_array((m, n))
+        for transpose in (False, True):
+            rows, cols = (m, n) if transpose else (n, m)
+            for k in (None, 0, 3):
+                X = np.ones((rows,) if k is None else (rows, k))
+                got = csr_matmul(A, X, transpose=transpose)
+                assert got.shape == ((cols,) if k is None else (cols, k))
+                assert not got.any()
+    A = sp.csr_array((4, 3))  # no entries at all
+    X = np.full((3, 2), np.nan)
+    assert np.array_equal(csr_matmul(A, X), np.zeros((4, 2)))
+    A = random_csr(rng, 10, 10)
+    assert csr_matmul(A, np.ones((10, 0))).shape == (10, 0)
+
+
+def test_out_any_layout_and_aliasing(rng):
+    A = random_csr(rng, 40, 40)
+    X = rng.standard_normal((40, 6))
+    ref = A @ X
+    for out in (np.empty((40, 6)), np.empty((40, 6), order="F"), np.empty((40, 12))[:, ::2]):
+        res = csr_matmul(A, X, out=out)
+        assert res is out
+        assert_close(out, A, X, ref)
+    out = np.empty(40)
+    assert csr_matmul(A, X[:, 0], out=out) is out
+    assert_close(out, A, X[:, 0], A @ X[:, 0])
+    # out may be X itself (square A): the product goes through a temporary
+    Z = X.copy()
+    assert csr_matmul(A, Z, transpose=True, out=Z) is Z
+    assert_close(Z, A.T, X, A.T @ X)
+
+
+def test_nan_and_inf_propagate_like_scipy(rng):
+    A = random_csr(rng, 30, 20, canonical=True)
+    X = rng.standard_normal((20, 3))
+    X[5, 0] = np.nan
+    X[7, 1] = np.inf
+    ref = A @ X
+    got = csr_matmul(A, X)
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    assert np.array_equal(np.isinf(got), np.isinf(ref))
+    finite = np.isfinite(ref)
+    np.testing.assert_allclose(got[finite], ref[finite], atol=1e-12)
+
+
+def test_transpose_in_column_slabs(rng, monkeypatch):
+    A = random_csr(rng, 50, 40)
+    Y = rng.standard_normal((50, 20))
+    # (threads - 1) * 40 rows * 20 columns * 8 bytes = 6400 > 2560: slabs of 8 columns
+    monkeypatch.setattr(spmm, "TRANSPOSE_MEMORY", 2560)
+    got = csr_matmul(A, Y, transpose=True, threads=2)
+    assert_close(got, A.T, Y, A.T @ Y)
+
+
+# --------------------------------------------------------------------------- #
+# convolution matrices against torch
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_matrix_against_torch(rng, dtype, stride):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from convmat import conv_matrix
+
+    weight = rng.standard_normal((8, 4, 3, 3))
+    C = conv_matrix(weight, (12, 12), padding=1, stride=stride, dtype=dtype)
+    N = 6
+    x = rng.standard_normal((N, 4, 12, 12))
+    y_ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), stride=stride, padding=1).numpy()
+    X = x.astype(dtype).reshape(N, -1).T  # F-contiguous, as ConvOperator passes it
+    Y = csr_matmul(C, X)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(Y.T.reshape(y_ref.shape), y_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(csr_matmul(C, X[:, 0]).reshape(y_ref.shape[1:]), y_ref[0], rtol=tol, atol=tol)
+
+    g = rng.standard_normal(y_ref.shape)
+    x_ref = F.conv_transpose2d(torch.from_numpy(g), torch.from_numpy(weight), stride=stride, padding=1,
+                               output_padding=stride - 1).numpy()
+    G = g.astype(dtype).reshape(N, -1).T
+    Z = csr_matmul(C, G, transpose=True)
+    np.testing.assert_allclose(Z.T.reshape(x_ref.shape), x_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(csr_matmul(C, G[:, 1], transpose=True).reshape(x_ref.shape[1:]), x_ref[1],
+                               rtol=tol, atol=tol)
+
+
+# --------------------------------------------------------------------------- #
+# bad inputs
+# --------------------------------------------------------------------------- #
+def test_bad_inputs_raise_clear_errors(rng):
+    A = random_csr(rng, 6, 4, canonical=True)
+    x = np.ones(4)
+    with pytest.raises(TypeError, match="A must be a scipy.sparse CSR.*got ndarray"):
+        csr_matmul(A.toarray(), x)
+    with pytest.raises(TypeError, match=r"format 'coo'.*A\.tocsr\(\)"):
+        csr_matmul(A.tocoo(), x)
+    with pytest.raises(ValueError, match=r"X must have 4 rows to multiply A of shape \(6, 4\), got X of shape \(5,\)"):
+        csr_matmul(A, np.ones(5))
+    with pytest.raises(ValueError, match=r"X must have 6 rows to multiply A\.T of shape \(4, 6\)"):
+        csr_matmul(A, np.ones((4, 2)), transpose=True)
+    with pytest.raises(ValueError, match=r"shape \(n,\) or \(n, k\), got shape \(4, 1, 1\)"):
+        csr_matmul(A, np.ones((4, 1, 1)))
+    with pytest.raises(TypeError, match="X must hold numbers.*dtype object"):
+        csr_matmul(A, np.array([None] * 4))
+    with pytest.raises(TypeError, match="X must be a dense numpy array, got a sparse"):
+        csr_matmul(A, sp.csr_array(np.ones((4, 1))))
+    with pytest.raises(ValueError, match=r"threads must be >= 1 .*got 0"):
+        csr_matmul(A, x, threads=0)
+    with pytest.raises(TypeError, match=r"threads must be a positive int or None, got 1\.5"):
+        csr_matmul(A, x, threads=1.5)
+    with pytest.raises(TypeError, match="threads must be a positive int or None, got True"):
+        csr_matmul(A, x, threads=True)
+    with pytest.raises(TypeError, match="transpose must be True or False, got 'yes'"):
+        csr_matmul(A, x, transpose="yes")
+    with pytest.raises(TypeError, match="conjugate must be True or False, got 1"):
+        csr_matmul(A, x, conjugate=1)
+    with pytest.raises(ValueError, match=r"out must have shape \(6,\), got \(4,\)"):
+        csr_matmul(A, x, out=np.empty(4))
+    with pytest.raises(ValueError, match="out must have the result dtype float64, got float32"):
+        csr_matmul(A, x, out=np.empty(6, np.float32))
+    with pytest.raises(TypeError, match="out must be a numpy array, got list"):
+        csr_matmul(A, x, out=[0.0] * 6)
+    ro = np.empty(6)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writeable"):
+        csr_matmul(A, x, out=ro)
+    broken = sp.csr_array((A.data, A.indices, A.indptr), shape=A.shape)
+    broken.indptr = broken.indptr[:-1]
+    with pytest.raises(ValueError, match="A.indptr must have 7 entries for shape"):
+        csr_matmul(broken, x)
+
+
+# --------------------------------------------------------------------------- #
+# loading, fallback, threads and processes
+# --------------------------------------------------------------------------- #
+def test_import_does_not_load_numba():
+    code = "import sys, convmat, convmat.spmm; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_scipy_fallback_without_numba(rng, monkeypatch):
+    monkeypatch.setattr(spmm, "_load", lambda: None)
+    A = random_csr(rng, 12, 9, dtype=np.complex128)
+    X = operand(rng, 12, 3, np.complex128, "F")
+    out = np.empty((9, 3), np.complex128)
+    got = csr_matmul(A, X, transpose=True, conjugate=True, threads=2, out=out)
+    assert got is out
+    np.testing.assert_allclose(out, A.conj().T @ X, atol=1e-12)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        csr_matmul(A, X, transpose=True, threads=-1)
+
+
+def test_available_and_compiled_kernels():
+    if not spmm.available():
+        pytest.skip("numba does not import")
+    K = spmm._load()
+    assert set(K) == set(spmm._KERNEL_NAMES)
+
+
+def test_no_writable_cache_location_compiles_in_memory(monkeypatch):
+    numba = pytest.importorskip("numba")
+    from numba.core import caching
+
+    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+    monkeypatch.setattr(impl, "_locator_classes", [])
+    fn = spmm._jit(numba, spmm._b_reduce, cache=True)
+    assert fn._cache.__class__.__name__ == "NullCache"
+    out = np.ones(5)
+    fn(out, np.full((2, 5), 2.0), 0, 5)
+    assert np.array_equal(out, np.full(5, 5.0))
+
+
+def test_concurrent_callers(rng):
+    A = random_csr(rng, 300, 200, density=0.1)
+    Xs = [rng.standard_normal((200, 4)) for _ in range(6)]
+    results = [None] * len(Xs)
+
+    def call(i):
+        results[i] = csr_matmul(A, Xs[i], threads=2)
+
+    workers = [threading.Thread(target=call, args=(i,)) for i in range(len(Xs))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for X, got in zip(Xs, results):
+        assert_close(got, A, X, A @ X)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_computes(rng):
+    A = random_csr(rng, 200, 100, density=0.1)
+    x = rng.standard_normal(100)
+    ref = A @ x
+    assert_close(csr_matmul(A, x, threads=2), A, x, ref)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # child: a fresh pool, same result
+        ok = False
+        try:
+            got = csr_matmul(A, x, threads=2)
+            ok = np.allclose(got, ref, atol=1e-10)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
