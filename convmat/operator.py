@@ -8,8 +8,13 @@ of a reflect-, replicate- or circular-padded convolution folds the border
 back onto the image, which PyTorch's ``ConvTranspose`` (zeros only) cannot
 express.
 
-The operator is immutable: applying it never changes its state.  Its
-adjoint :attr:`ConvOperator.T` shares the matrix (no copy) and ``A.T.T is A``.
+The operator is immutable: applying it never changes its result.  Its
+adjoint :attr:`ConvOperator.T` shares the matrix and ``A.T.T is A``.  On the
+``'scipy'`` backend the adjoint runs the threaded transposed product of
+:mod:`convmat.spmm` on ``C`` itself; on ``'cupy'`` and ``'torch'`` it uses
+``C^H`` built directly in CSR the first time it is needed (then kept).
+Operands and results are arrays of the operator's backend, on its device;
+:meth:`ConvOperator.to` moves an operator.
 """
 
 from __future__ import annotations
