@@ -41,8 +41,6 @@ __all__ = [
     "available_memory",
 ]
 
-_INT32_MAX = int(np.iinfo(np.int32).max)
-
 
 def default_threads() -> int:
     try:

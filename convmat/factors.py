@@ -43,8 +43,6 @@ __all__ = [
     "zero_insertion_matrix",
 ]
 
-_INT32_MAX = np.iinfo(np.int32).max
-
 
 # --------------------------------------------------------------------------- #
 # validation helpers

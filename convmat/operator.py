@@ -23,8 +23,8 @@ import math
 
 import numpy as np
 
-from .backends import array_library, get_backend, transfer
-from .build import _as_host_weight, _human, conv_plan, conv_transpose_plan
+from .backends import get_backend, transfer
+from .build import _as_host_weight, _backend_and_weight, _human, conv_plan, conv_transpose_plan
 
 __all__ = ["ConvOperator"]
 
@@ -135,10 +135,7 @@ class ConvOperator:
     ):
         if not isinstance(transposed, (bool, np.bool_)):
             raise TypeError(f"transposed must be a bool, got {transposed!r}")
-        if device is None and backend == "torch" and array_library(weight) == "torch":
-            device = weight.device
-        be = get_backend(backend, device)
-        weight = _as_host_weight(weight, be)
+        be, weight = _backend_and_weight(backend, device, weight)
         if transposed:
             if padding_mode != "zeros":
                 raise ValueError(

@@ -162,6 +162,40 @@ def _b_transpose_into(src, dst, i0, i1):
                 dst[i, j] = src[j, i]
 
 
+def _b_group4(indptr, indices, order, r, rend, i0, q0, L):
+    # Whether rows order[r:r+4] (the first is i0, its entries [q0, q0 + L)) all have the same
+    # L > 0 column indices; with their row numbers and first entries.  Inlined into the kernels.
+    i1 = i0
+    i2 = i0
+    i3 = i0
+    q1 = q0
+    q2 = q0
+    q3 = q0
+    same = False
+    if r + U(4) <= rend and L > U(0):
+        i1 = U(order[r + U(1)])
+        i2 = U(order[r + U(2)])
+        i3 = U(order[r + U(3)])
+        q1 = U(indptr[i1])
+        q2 = U(indptr[i2])
+        q3 = U(indptr[i3])
+        same = (
+            U(indptr[i1 + U(1)]) - q1 == L
+            and U(indptr[i2 + U(1)]) - q2 == L
+            and U(indptr[i3 + U(1)]) - q3 == L
+            and U(indptr[i1 + U(1)]) > q1
+            and U(indptr[i2 + U(1)]) > q2
+            and U(indptr[i3 + U(1)]) > q3
+        )
+        if same:
+            for p in range(L):
+                j = indices[q0 + p]
+                if indices[q1 + p] != j or indices[q2 + p] != j or indices[q3 + p] != j:
+                    same = False
+                    break
+    return same, i1, i2, i3, q1, q2, q3
+
+
 def _b_fwd_mat(indptr, indices, data, X, Y, order, r0, r1, zero):
     # Y[i] = sum_p data[p] * X[indices[p]] for the rows i = order[r], r0 <= r < r1.
     k = U(X.shape[1])
@@ -172,34 +206,7 @@ def _b_fwd_mat(indptr, indices, data, X, Y, order, r0, r1, zero):
         q0 = U(indptr[i0])
         e0 = U(indptr[i0 + U(1)])
         L = e0 - q0 if e0 > q0 else U(0)
-        i1 = i0
-        i2 = i0
-        i3 = i0
-        q1 = q0
-        q2 = q0
-        q3 = q0
-        same = False
-        if r + U(4) <= rend and L > U(0):
-            i1 = U(order[r + U(1)])
-            i2 = U(order[r + U(2)])
-            i3 = U(order[r + U(3)])
-            q1 = U(indptr[i1])
-            q2 = U(indptr[i2])
-            q3 = U(indptr[i3])
-            same = (
-                U(indptr[i1 + U(1)]) - q1 == L
-                and U(indptr[i2 + U(1)]) - q2 == L
-                and U(indptr[i3 + U(1)]) - q3 == L
-                and U(indptr[i1 + U(1)]) > q1
-                and U(indptr[i2 + U(1)]) > q2
-                and U(indptr[i3 + U(1)]) > q3
-            )
-            if same:
-                for p in range(L):
-                    j = indices[q0 + p]
-                    if indices[q1 + p] != j or indices[q2 + p] != j or indices[q3 + p] != j:
-                        same = False
-                        break
+        same, i1, i2, i3, q1, q2, q3 = _b_group4(indptr, indices, order, r, rend, i0, q0, L)
         if same:
             # Four rows with the same columns: each row of X is loaded once for the four.
             y0 = Y[i0]
@@ -299,34 +306,7 @@ def _b_tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
         q0 = U(indptr[i0])
         e0 = U(indptr[i0 + U(1)])
         L = e0 - q0 if e0 > q0 else U(0)
-        i1 = i0
-        i2 = i0
-        i3 = i0
-        q1 = q0
-        q2 = q0
-        q3 = q0
-        same = False
-        if r + U(4) <= rend and L > U(0):
-            i1 = U(order[r + U(1)])
-            i2 = U(order[r + U(2)])
-            i3 = U(order[r + U(3)])
-            q1 = U(indptr[i1])
-            q2 = U(indptr[i2])
-            q3 = U(indptr[i3])
-            same = (
-                U(indptr[i1 + U(1)]) - q1 == L
-                and U(indptr[i2 + U(1)]) - q2 == L
-                and U(indptr[i3 + U(1)]) - q3 == L
-                and U(indptr[i1 + U(1)]) > q1
-                and U(indptr[i2 + U(1)]) > q2
-                and U(indptr[i3 + U(1)]) > q3
-            )
-            if same:
-                for p in range(L):
-                    j = indices[q0 + p]
-                    if indices[q1 + p] != j or indices[q2 + p] != j or indices[q3 + p] != j:
-                        same = False
-                        break
+        same, i1, i2, i3, q1, q2, q3 = _b_group4(indptr, indices, order, r, rend, i0, q0, L)
         if same:
             # Four rows with the same columns: one read-modify-write of a result row for four.
             y0 = Y[i0]
@@ -394,6 +374,10 @@ def _jit(numba, fn, cache):
 def _build_kernels(numba, cache=True):
     """Numba dispatchers of the kernels (each compiled on its first call, per signature)."""
     g = globals()
+    # Helpers the kernels call: compiled into them (inline), callable from Python as they are.
+    from numba.extending import register_jitable
+
+    register_jitable(inline="always")(_b_group4)
     return {name: _jit(numba, g["_b_" + name], cache) for name in _KERNEL_NAMES}
 
 
