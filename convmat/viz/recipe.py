@@ -1,0 +1,222 @@
+"""The transposed convolution two ways: the scatter (columns of ``Cᵀ``) and the recipe ``K_flip·P·Z``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import factors as F
+from ..build import conv_matrix, conv_transpose_matrix, conv_transpose_plan
+from ..geometry import normalize_padding, normalize_per_axis, normalize_shape
+from ._common import (
+    _REGION_COLOR,
+    _TAP_COLOR,
+    _check_picture_ndim,
+    _lift,
+    _new_figure,
+    _pad_text,
+    _per_axis_text,
+    _save,
+    _times,
+)
+
+__all__ = ["transposed_two_ways"]
+
+
+# --------------------------------------------------------------------------- #
+# the transposed convolution, two ways
+# --------------------------------------------------------------------------- #
+def _value_grid(ax, values, *, mask=None, vmin=None, vmax=None, cmap="viridis", annotate=True, title="",
+                one_row=False, region=None, marks=(), fmt="{:.3g}"):
+    """A grid of numbers with cell lines; masked cells drawn as structural zeros."""
+    import matplotlib
+    from matplotlib.patches import Rectangle
+
+    values = np.asarray(values, dtype=float)
+    cm = matplotlib.colormaps[cmap].copy()
+    cm = cm.with_extremes(bad="#ffffff")
+    shown = np.ma.masked_array(values, mask=mask if mask is not None else np.zeros(values.shape, bool))
+    im = ax.imshow(shown, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="equal")
+    H, W = values.shape
+    ax.set_xticks(np.arange(-0.5, W, 1.0), minor=True)
+    ax.set_yticks(np.arange(-0.5, H, 1.0), minor=True)
+    ax.grid(which="minor", color="#bdbdbd", linewidth=0.6)
+    ax.tick_params(which="both", length=0, labelsize=6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if annotate and H * W <= 400:
+        cell_pt = ax.get_position().width * ax.figure.get_figwidth() * 72 / W
+        fs = max(4.0, min(8.0, 0.4 * cell_pt))
+        for (a, b), v in np.ndenumerate(values):
+            masked = mask is not None and mask[a, b]
+            r, g, b_, _ = im.cmap(im.norm(v))
+            dark = 0.299 * r + 0.587 * g + 0.114 * b_ < 0.5
+            ax.text(b, a, "0" if masked else fmt.format(v), ha="center", va="center", fontsize=fs,
+                    color="#bbbbbb" if masked else ("white" if dark else "black"))
+    if region is not None:
+        r0, c0, nr, nc = region
+        ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), nc, nr, fill=False, ec=_REGION_COLOR, lw=1.8, zorder=4))
+    for (a, b) in marks:
+        ax.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, ec=_TAP_COLOR, lw=1.6, zorder=5))
+    ax.set_title(title, fontsize=8.5)
+    return im
+
+
+def transposed_two_ways(in_shape, kernel_size, stride=1, padding=0, output_padding=0, dilation=1, *,
+                        weight=None, x=None, path=None, dpi=110):
+    """The transposed convolution as a scatter and as the zero-insertion recipe, side by side.
+
+    Parameters
+    ----------
+    in_shape : int or tuple of int
+        Spatial shape of the transposed convolution's input, 1-D or 2-D.
+    kernel_size, stride, padding, output_padding, dilation
+        As :func:`convmat.conv_transpose_matrix` (padding: an int per axis or
+        ``(lo, hi)`` pairs).
+    weight : array, shape (1, 1, *kernel_size), optional
+        Default ``1, 2, ..., K`` (so that the flip is visible).
+    x : array, shape in_shape, optional
+        The input; default ``1, 2, ..., N``.
+    path : str or path-like, optional
+        Save the figure there.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Top row, the scatter view from ``Cᵀ = conv_transpose_matrix``: the
+        input, one column of ``Cᵀ`` (the kernel stamped by the marked input
+        pixel), how many inputs write each output (nnz per row of ``Cᵀ``),
+        and ``Cᵀx``.  Bottom row, the recipe from :mod:`convmat.factors`:
+        ``Z x`` (zeros inserted; blank cells are rows of ``Z`` with no entry),
+        ``P Z x`` (padded by ``e-1-p``, ``+a`` at the high end, cropped where
+        negative), the flipped kernel, and ``K_flip P Z x`` (stride 1).  The
+        title gives ``max|Cᵀx - K_flip P Z x|`` and ``max|Cᵀ - K_flip P Z|``.
+        The figure has the attribute ``max_difference`` (the larger of the two).
+
+    Notes
+    -----
+    Per axis ``m = (n-1)s - lo - hi + e + a`` with ``e = d(k-1)+1``; the
+    recipe's stride-1 convolution runs on ``(n-1)s + 1 + 2(e-1) - lo - hi + a``
+    samples with the flipped kernel and the same dilation.
+    """
+    import scipy.sparse as sp
+
+    in_shape = normalize_shape(in_shape, "in_shape")
+    _check_picture_ndim(in_shape)
+    ndim = len(in_shape)
+    kernel_size = normalize_per_axis(kernel_size, "kernel_size", ndim, minimum=1)
+    s = normalize_per_axis(stride, "stride", ndim, minimum=1)
+    d = normalize_per_axis(dilation, "dilation", ndim, minimum=1)
+    a = normalize_per_axis(output_padding, "output_padding", ndim, minimum=0)
+    pads = normalize_padding(padding, ndim, in_shape=in_shape, kernel_size=kernel_size, stride=s, dilation=d,
+                             allow_strings=False)
+    K = math.prod(kernel_size)
+    if weight is None:
+        weight = np.arange(1.0, K + 1).reshape(1, 1, *kernel_size)
+    weight = np.asarray(weight, dtype=float)
+    if weight.shape != (1, 1, *kernel_size):
+        raise ValueError(f"weight must have shape {(1, 1, *kernel_size)!r}, got {weight.shape!r}")
+    if x is None:
+        x = np.arange(1.0, math.prod(in_shape) + 1).reshape(in_shape)
+    x = np.asarray(x, dtype=float)
+    if x.shape != in_shape:
+        raise ValueError(f"x must have shape in_shape {in_shape!r}, got {x.shape!r}")
+    kw = dict(stride=s, padding=pads, output_padding=a, dilation=d)
+    T = conv_transpose_matrix(weight, in_shape, **kw)
+    tplan = conv_transpose_plan(weight.shape, in_shape, **kw)
+    m = tplan.output_shape[1:]
+    y_scatter = T @ x.ravel()
+
+    # the recipe, as matrices
+    z_shape = tuple((n - 1) * ss + 1 for n, ss in zip(in_shape, s))
+    rpad = tplan.geometry.recipe_padding
+    p_shape = tuple(zz + lo + hi for zz, (lo, hi) in zip(z_shape, rpad))
+    Z = sp.csr_array(F.zero_insertion_matrix(in_shape, s))
+    P = sp.csr_array(F.padding_matrix(z_shape, rpad))
+    w_flip = np.asarray(F.flip_kernel(weight))
+    Kf = conv_matrix(w_flip, p_shape, dilation=d)
+    zx = Z @ x.ravel()
+    pzx = P @ zx
+    y_recipe = Kf @ pzx
+    diff_vec = float(np.max(np.abs(y_scatter - y_recipe))) if y_scatter.size else 0.0
+    chain = (Kf @ P @ Z)
+    diff_mat = float(abs(sp.csr_array(T) - chain).max()) if T.nnz or chain.nnz else 0.0
+
+    lift = (lambda v: np.asarray(v).reshape(_lift(np.shape(v), 1))) if ndim == 1 else np.asarray
+    z_mask = (np.diff(Z.indptr) == 0).reshape(z_shape)
+    p_mask = (np.diff(sp.csr_array(P @ Z).indptr) == 0).reshape(p_shape)  # padding and inserted zeros
+    coverage = np.diff(sp.csr_array(T).indptr).reshape(m)
+    j_mark = math.prod(in_shape) // 2
+    stamp = np.asarray(sp.csc_array(T)[:, [j_mark]].toarray()).reshape(m)
+    stamp_mask = np.zeros(math.prod(m), bool)
+    stamp_mask[:] = True
+    stamp_mask[sp.csc_array(T)[:, [j_mark]].tocoo().row] = False
+    mark_cell = np.unravel_index(j_mark, _lift(in_shape, 1))
+
+    # Axes placed in inches: one cell size for every panel, rows as tall as their tallest grid.
+    shapes = [[_lift(sh, 1) for sh in (in_shape, m, m, m)],
+              [_lift(sh, 1) for sh in (z_shape, p_shape, kernel_size, m)]]
+    col_w = [max(shapes[0][j][1], shapes[1][j][1], 3) for j in range(4)]
+    row_h = [max(sh[0] for sh in row) for row in shapes]
+    cell = min(0.36, 12.0 / sum(col_w), 3.6 / max(row_h))
+    rot = 0 if max(row_h) * cell < 1.2 else 90  # short rows (1-D): horizontal row labels
+    left, gap, right, top, title_h, bottom = (1.15 if rot == 0 else 0.75), 0.45, 0.2, 0.75, 0.55, 0.15
+    slots = [max(w * cell, 1.9) for w in col_w]  # room for the panel titles
+    fig_w = max(left + sum(slots) + 3 * gap + right, 9.0)
+    fig_h = top + sum(title_h + cell * h for h in row_h) + bottom
+    fig = _new_figure((fig_w, fig_h), dpi=dpi)
+    x_pad = (fig_w - (left + sum(slots) + 3 * gap + right)) / 2
+    axes = []
+    y_top = fig_h - top
+    for i in range(2):
+        band = cell * row_h[i]
+        y_top -= title_h
+        row, x_pos = [], left + x_pad
+        for j in range(4):
+            h, w = shapes[i][j][0] * cell, shapes[i][j][1] * cell
+            slot = slots[j]
+            rect = ((x_pos + (slot - w) / 2) / fig_w, (y_top - band + (band - h) / 2) / fig_h, w / fig_w, h / fig_h)
+            row.append(fig.add_axes(rect))
+            x_pos += slot + gap
+        axes.append(row)
+        y_top -= band
+    label_y = [(fig_h - top - title_h - cell * row_h[0] / 2) / fig_h,
+               (bottom + cell * row_h[1] / 2) / fig_h]
+    vmin = float(min(y_scatter.min(), y_recipe.min())) if y_scatter.size else 0.0
+    vmax = float(max(y_scatter.max(), y_recipe.max())) if y_scatter.size else 1.0
+    xmin, xmax = float(min(x.min(), 0.0)), float(x.max())
+    ktxt = f"stride {_per_axis_text(s)}, dilation {_per_axis_text(d)}"
+    _value_grid(axes[0][0], lift(x), vmin=xmin, vmax=xmax, title=f"input x {_times(in_shape)}",
+                marks=[mark_cell], cmap="Blues")
+    _value_grid(axes[0][1], lift(stamp), mask=lift(stamp_mask.reshape(m)), cmap="Oranges_r",
+                title=f"column {j_mark} of Cᵀ\n(kernel stamped by the red input)")
+    _value_grid(axes[0][2], lift(coverage), cmap="Greys", vmin=0, vmax=max(1, int(coverage.max())),
+                title="inputs writing each output\n(nnz per row of Cᵀ)", fmt="{:.0f}")
+    _value_grid(axes[0][3], lift(y_scatter.reshape(m)), vmin=vmin, vmax=vmax, title=f"Cᵀ x  {_times(m)}", cmap="viridis")
+    _value_grid(axes[1][0], lift(zx.reshape(z_shape)), mask=lift(z_mask), vmin=xmin, vmax=xmax,
+                cmap="Blues", title=f"Z x: {_per_axis_text(tuple(v - 1 for v in s))} zero(s) inserted")
+    inner = tuple(max(lo, 0) for lo, _ in rpad)
+    region = _lift(inner, 0) + _lift(tuple(min(zz, zz + min(lo, 0) + min(hi, 0)) for zz, (lo, hi) in
+                                            zip(z_shape, rpad)), 1)
+    region = (region[0], region[1], region[2], region[3])
+    _value_grid(axes[1][1], lift(pzx.reshape(p_shape)), mask=lift(p_mask), vmin=xmin, vmax=xmax, cmap="Blues",
+                title=f"P Z x: pad e−1−p = {_pad_text(rpad)}", region=region)
+    _value_grid(axes[1][2], lift(w_flip.reshape(kernel_size)), cmap="Oranges_r",
+                title=f"flipped kernel {_times(kernel_size)}\n(weight was 1…{K})" if K > 1 else "flipped kernel")
+    _value_grid(axes[1][3], lift(y_recipe.reshape(m)), vmin=vmin, vmax=vmax, cmap="viridis",
+                title=f"K_flip P Z x (stride 1)  {_times(m)}")
+    fig.text(left / 2 / fig_w, label_y[0], "scatter\n(columns\nof Cᵀ)" if rot == 0 else "scatter\n(columns of Cᵀ)",
+             rotation=rot, ha="center", va="center", fontsize=8.5, fontweight="bold")
+    fig.text(left / 2 / fig_w, label_y[1], "recipe\n(K_flip·P·Z)", rotation=rot, ha="center", va="center",
+             fontsize=8.5, fontweight="bold")
+    fig.suptitle(
+        f"conv_transpose{ndim}d: input {_times(in_shape)}, kernel {_times(kernel_size)}, {ktxt}, padding "
+        f"{_pad_text(pads)}, output_padding {_per_axis_text(a)} → output {_times(m)}\n"
+        f"max |Cᵀx − K_flip·P·Z·x| = {diff_vec:.3g},   max |Cᵀ − K_flip·P·Z| = {diff_mat:.3g}",
+        fontsize=10, y=1 - 0.08 / fig_h, va="top",
+    )
+    fig.max_difference = max(diff_vec, diff_mat)
+    _save(fig, path)
+    return fig
+
