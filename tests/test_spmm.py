@@ -27,7 +27,7 @@ import pytest
 import scipy.sparse as sp
 
 from convmat import spmm
-from convmat.spmm import csr_matmul
+from convmat.spmm import _kernels, _products, csr_matmul
 
 SEED = 20240229
 DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
@@ -36,11 +36,11 @@ DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
 @pytest.fixture(autouse=True, params=["ordered", "natural"])
 def small_products_in_parallel(request, monkeypatch):
     """Run small products on the pool, with (``ordered``) and without the row ordering."""
-    monkeypatch.setattr(spmm, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
     ordered = request.param == "ordered"
-    monkeypatch.setattr(spmm, "ORDER_MIN_WORK", 0 if ordered else 1 << 62)
-    monkeypatch.setattr(spmm, "ORDER_MIN_ROW_NNZ", 0)
-    monkeypatch.setattr(spmm, "ORDER_MIN_SHARED", 0)
+    monkeypatch.setattr(_products, "ORDER_MIN_WORK", 0 if ordered else 1 << 62)
+    monkeypatch.setattr(_products, "ORDER_MIN_ROW_NNZ", 0)
+    monkeypatch.setattr(_products, "ORDER_MIN_SHARED", 0)
 
 
 def random_csr(rng, m, n, *, density=0.2, dtype=np.float64, index_dtype=np.int32, canonical=False, groups=True):
@@ -263,7 +263,7 @@ def test_transpose_in_column_slabs(rng, monkeypatch):
     A = random_csr(rng, 50, 40)
     Y = rng.standard_normal((50, 20))
     # (threads - 1) * 40 rows * 20 columns * 8 bytes = 6400 > 2560: slabs of 8 columns
-    monkeypatch.setattr(spmm, "TRANSPOSE_MEMORY", 2560)
+    monkeypatch.setattr(_products, "TRANSPOSE_MEMORY", 2560)
     got = csr_matmul(A, Y, transpose=True, threads=2)
     assert_close(got, A.T, Y, A.T @ Y)
 
@@ -372,7 +372,7 @@ def test_available_and_compiled_kernels():
     if not spmm.available():
         pytest.skip("numba does not import")
     K = spmm._load()
-    assert set(K) == set(spmm._KERNEL_NAMES)
+    assert set(K) == set(_kernels.KERNELS)
 
 
 def test_no_writable_cache_location_compiles_in_memory(monkeypatch):
@@ -381,7 +381,7 @@ def test_no_writable_cache_location_compiles_in_memory(monkeypatch):
 
     impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
     monkeypatch.setattr(impl, "_locator_classes", [])
-    fn = spmm._jit(numba, spmm._b_reduce, cache=True)
+    fn = _kernels.jit(numba, _kernels.KERNELS["reduce"], cache=True)
     assert fn._cache.__class__.__name__ == "NullCache"
     out = np.ones(5)
     fn(out, np.full((2, 5), 2.0), 0, 5)
@@ -421,3 +421,90 @@ def test_forked_child_computes(rng):
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+# --------------------------------------------------------------------------- #
+# determinism: the same bits on every run, in forked and spawned children
+# --------------------------------------------------------------------------- #
+_DETERMINISM_SCRIPT = """
+import hashlib, sys
+import numpy as np
+from convmat import conv_matrix
+from convmat.spmm import csr_matmul
+from convmat.spmm import _products
+for name, value in {TUNABLES!r}.items():
+    setattr(_products, name, value)
+rng = np.random.default_rng(7)
+C = conv_matrix(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), (24, 24), padding=1)
+y = rng.standard_normal(C.shape[0]).astype(np.float32)
+Y = rng.standard_normal((C.shape[0], 5)).astype(np.float32)
+x = rng.standard_normal(C.shape[1]).astype(np.float32)
+h = hashlib.sha256()
+for threads in (1, 2, 3):
+    for got in (csr_matmul(C, x, threads=threads), csr_matmul(C, y, transpose=True, threads=threads),
+                csr_matmul(C, Y, transpose=True, threads=threads), csr_matmul(C, Y.T.copy().T, transpose=True, threads=threads)):
+        h.update(got.tobytes())
+print(h.hexdigest())
+"""
+# Small products on the pool, rows in column order: the paths whose sums could depend on timing.
+_TUNABLES = {"PARALLEL_MIN_WORK": 0, "ORDER_MIN_WORK": 0, "ORDER_MIN_ROW_NNZ": 0, "ORDER_MIN_SHARED": 0}
+_DETERMINISM_SCRIPT = _DETERMINISM_SCRIPT.replace("{TUNABLES!r}", repr(_TUNABLES))
+
+
+def _determinism_digest():
+    ns = {}
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(_DETERMINISM_SCRIPT, ns)  # the tunables it sets are restored by the test's monkeypatch
+    return buf.getvalue().strip()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_products_are_bitwise_reproducible(threads):
+    """20 runs of every product (forward, adjoint, batched) give one result, bit for bit."""
+    rng = np.random.default_rng(SEED)
+    from convmat import conv_matrix
+
+    C = conv_matrix(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), (32, 32), padding=1)
+    x = rng.standard_normal(C.shape[1]).astype(np.float32)
+    y = rng.standard_normal(C.shape[0]).astype(np.float32)
+    Y = rng.standard_normal((C.shape[0], 6)).astype(np.float32)
+    X = rng.standard_normal((C.shape[1], 6)).astype(np.float32)
+    cases = {
+        "A @ x": lambda: csr_matmul(C, x, threads=threads),
+        "A.T @ y": lambda: csr_matmul(C, y, transpose=True, threads=threads),
+        "A @ X": lambda: csr_matmul(C, X, threads=threads),
+        "A.T @ Y": lambda: csr_matmul(C, Y, transpose=True, threads=threads),
+    }
+    for name, run in cases.items():
+        digests = {run().tobytes() for _ in range(20)}
+        assert len(digests) == 1, f"{name} on {threads} threads gave {len(digests)} different results in 20 runs"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_same_bits_in_forked_and_spawned_children(monkeypatch):
+    for name, value in _TUNABLES.items():
+        monkeypatch.setattr(_products, name, value)
+    parent = _determinism_digest()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # forked child: the same products, the digest through the pipe
+        code = 1
+        try:
+            os.write(w, _determinism_digest().encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    forked = os.read(r, 1000).decode()
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    spawned = subprocess.run(
+        [sys.executable, "-c", _DETERMINISM_SCRIPT], capture_output=True, text=True, check=True, timeout=600
+    ).stdout.strip()
+    assert forked == parent
+    assert spawned == parent

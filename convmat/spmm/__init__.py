@@ -1,0 +1,349 @@
+"""Multi-threaded CPU products with a CSR matrix: ``A @ X``, ``A.T @ X``, ``A.conj().T @ X``.
+
+SciPy's CSR product runs on one thread.  :func:`csr_matmul` computes the
+same products with Numba kernels on all usable cores, reading the CSR arrays
+in place: no copy of the matrix, and no transposed copy for ``A.T @ X``.
+
+Numba is imported by the first product, not by ``import convmat.spmm``.
+Without Numba, :func:`csr_matmul` returns SciPy's own product (same result,
+one thread); :func:`available` says which one runs.
+
+How the kernels work
+--------------------
+* Rows are split into blocks of about equal cost (non-zeros plus one per
+  row), :data:`CHUNKS_PER_THREAD` per thread; each thread takes the next
+  block when it is free.
+* ``A @ x`` (one vector): one dot product per row, vectorised over the
+  non-zeros (gathers).  It streams ``data`` and ``indices`` once: its cost is
+  the memory bandwidth.
+* ``A @ X`` (``k`` columns): ``X`` and the result are row-major, so a row of
+  ``X`` is ``k`` contiguous values and the loop over them vectorises.  Runs
+  of four rows with identical column indices (in a convolution matrix, the
+  output channels of one output position) are computed together, each row
+  of ``X`` loaded once for the four: a small dense product, as in im2col +
+  GEMM.  To bring such rows together, rows are visited in the order of their
+  (first, last) column when most rows share theirs with another row and
+  rows are long (:data:`ORDER_MIN_SHARED`, :data:`ORDER_MIN_ROW_NNZ`); the
+  reordering also keeps the rows of ``X`` in use in cache.
+* ``A.T @ X`` scatters ``A[i, j] * X[i]`` into row ``j`` of the result.
+  The rows are split into one block per thread, of about equal cost; thread
+  ``w`` accumulates block ``w`` into a private result (the calling thread
+  into the output itself), and the partial results are summed in parallel,
+  each entry in the fixed order ``out + part[0] + part[1] + ...``.  This
+  fixed assignment makes the result the same bits on every run (no block
+  moves to whichever thread is free first).  The extra memory is ``threads - 1`` result-sized arrays, at
+  most :data:`TRANSPOSE_MEMORY` bytes (beyond it the columns of ``X`` are
+  processed in slabs).  The row order and the four-row groups apply too
+  (one read-modify-write of a result row per four non-zeros).
+* ``conjugate=True`` uses ``conj(A) @ X = conj(A @ conj(X))``: one pass over
+  ``X`` and one over the result, no copy of ``A``.
+* The kernels may reassociate sums and fuse multiply-adds (LLVM's
+  ``reassoc`` and ``contract`` flags; NaN and infinities propagate as in
+  IEEE arithmetic), so results agree with SciPy's to rounding, not bit for
+  bit.
+
+Determinism
+-----------
+Every product is a deterministic function of ``(A, X, threads)``: the same
+bits on every call, in every process (forked or spawned children included).
+``A @ X`` computes each row on one thread in an order fixed by the block
+boundaries; ``A.T @ X`` uses the fixed assignment above.  Different thread
+counts split the sums differently, so their results agree to rounding.
+
+Threads and processes
+---------------------
+The kernels are serial Numba functions compiled with ``nogil=True``; a
+product runs its blocks of rows on the calling thread and on a
+small :class:`~concurrent.futures.ThreadPoolExecutor`.  No Numba threading
+layer is involved (no OpenMP, no ``workqueue``), so there is nothing to
+clash with PyTorch's OpenMP runtime in the same process, concurrent calls
+from several Python threads are safe, and so is ``fork`` (a child process
+makes its own pool).
+
+The package: :mod:`convmat.spmm._kernels` (the kernel source and its
+table), :mod:`convmat.spmm._threads` (the pool, loading Numba),
+:mod:`convmat.spmm._products` (blocks and drivers) and this module (the
+public :func:`csr_matmul`, input checks).
+
+Compiled kernels are cached on disk (Numba's ``cache=True``) next to the kernels'
+file or, when that directory is read-only, in Numba's user cache directory;
+when no cache location is writable they are compiled in memory on each run.
+The first product of a dtype compiles its kernels (a few seconds); later
+runs load them from the cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as _sp
+
+from . import _products
+from ._products import (  # noqa: F401 - the tunables, documented here
+    CHUNKS_PER_THREAD,
+    ORDER_MIN_ROW_NNZ,
+    ORDER_MIN_SHARED,
+    ORDER_MIN_WORK,
+    PARALLEL_MIN_WORK,
+    TRANSPOSE_MEMORY,
+)
+from ._threads import default_threads, load
+
+__all__ = ["csr_matmul", "available", "default_threads", "KERNEL_DTYPES", "TRANSPOSE_MEMORY"]
+
+#: Result dtypes the Numba kernels compute; other numeric results are SciPy's product.
+KERNEL_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
+
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def _load():
+    """The kernels, or None when Numba cannot be imported (then SciPy computes)."""
+    return load()
+
+
+def available() -> bool:
+    """Whether Numba imports, so that :func:`csr_matmul` runs its multi-threaded kernels.
+
+    Returns
+    -------
+    bool
+        False means :func:`csr_matmul` computes SciPy's single-threaded product.
+
+    Examples
+    --------
+    >>> from convmat.spmm import available
+    >>> isinstance(available(), bool)
+    True
+    """
+    return _load() is not None
+
+
+# --------------------------------------------------------------------------- #
+# validation
+# --------------------------------------------------------------------------- #
+def _check_matrix(A):
+    if not _sp.issparse(A):
+        raise TypeError(f"A must be a scipy.sparse CSR array or matrix, got {type(A).__name__}")
+    if A.format not in ("csr", "csc"):
+        raise TypeError(
+            f"A must be a scipy.sparse CSR array or matrix, got {type(A).__name__} (format {A.format!r}); "
+            "convert it with A.tocsr()"
+        )
+    if A.ndim != 2:
+        raise ValueError(f"A must be 2-D, got a {A.ndim}-D {type(A).__name__} of shape {A.shape}")
+    m, n = A.shape
+    major = m if A.format == "csr" else n
+    for name in ("indptr", "indices"):
+        arr = getattr(A, name)
+        if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise TypeError(f"A.{name} must be a 1-D integer numpy array, got {getattr(arr, 'dtype', type(arr))}")
+    if not isinstance(A.data, np.ndarray) or A.data.dtype.kind not in "biufc":
+        raise TypeError(f"A must hold numbers, got data of dtype {getattr(A.data, 'dtype', type(A.data))}")
+    indptr = A.indptr
+    if indptr.size != major + 1:
+        raise ValueError(f"A.indptr must have {major + 1} entries for shape {A.shape}, got {indptr.size}")
+    nnz = int(indptr[-1])
+    if int(indptr[0]) != 0 or nnz > A.indices.size or nnz > A.data.size:
+        raise ValueError(
+            f"A is not a valid {A.format.upper()} matrix: indptr[0] = {int(indptr[0])}, indptr[-1] = {nnz}, "
+            f"len(indices) = {A.indices.size}, len(data) = {A.data.size}"
+        )
+
+
+def _check_flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_threads(threads):
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be a positive int or None, got {threads!r} ({type(threads).__name__})")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1 (or None for all usable cores), got {int(threads)}")
+    return int(threads)
+
+
+def _check_operand(X, rows, A, transpose):
+    if _sp.issparse(X):
+        raise TypeError(f"X must be a dense numpy array, got a sparse {type(X).__name__}")
+    X = np.asarray(X)  # also a plain ndarray for subclasses (np.matrix)
+    if X.dtype.kind not in "biufc":
+        raise TypeError(f"X must hold numbers (bool, integer, float or complex), got dtype {X.dtype}")
+    if X.ndim not in (1, 2):
+        raise ValueError(f"X must have shape (n,) or (n, k), got shape {X.shape}")
+    if X.shape[0] != rows:
+        op, shape = ("A.T", A.shape[::-1]) if transpose else ("A", A.shape)
+        raise ValueError(
+            f"X must have {rows} rows to multiply {op} of shape {shape}, got X of shape {X.shape}"
+        )
+    return X
+
+
+def _check_out(out, shape, dtype):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {out.shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out must have the result dtype {dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+
+
+# --------------------------------------------------------------------------- #
+# the product
+# --------------------------------------------------------------------------- #
+def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None):
+    """Multi-threaded ``Y = op(A) @ X`` for a CSR matrix ``A`` and a dense ``X``.
+
+    ``op(A)`` is ``A``, ``A.T`` (``transpose=True``), ``A.conj()``
+    (``conjugate=True``) or ``A.conj().T`` (both).  The transposed products
+    read ``A``'s arrays directly; no transposed copy is made.
+
+    Parameters
+    ----------
+    A : scipy.sparse.csr_array or csr_matrix, shape (m, n)
+        Canonical or not (duplicate entries add up, indices may be
+        unsorted), ``int32`` or ``int64`` indices.  A CSC array or matrix is
+        accepted too: it is the transpose of the CSR matrix on the same
+        arrays, so ``csr_matmul(A.T, Y)`` runs the transposed kernel on
+        ``A``.  As in SciPy, column indices are not bounds-checked (check a
+        matrix of unknown origin with ``A.check_format(full_check=True)``).
+    X : numpy.ndarray, shape (n,) or (n, k)
+        Any memory layout: a C-contiguous ``X`` of the result dtype is used
+        in place, anything else is copied once to that layout (by a parallel
+        transposition for an F-contiguous ``X`` such as
+        ``images.reshape(N, -1).T``).  With ``transpose=True`` it has ``m``
+        rows.
+    transpose : bool
+        Multiply by ``A.T`` (``A.conj().T`` with ``conjugate``).
+    conjugate : bool
+        Conjugate ``A`` (nothing to do for a real ``A``).
+    threads : int, optional
+        Number of threads (default: the usable cores,
+        ``len(os.sched_getaffinity(0))``).  Products of fewer than
+        :data:`PARALLEL_MIN_WORK` non-zeros times columns use one.
+    out : numpy.ndarray, optional
+        Where to write the result: exactly the result's shape and dtype, any
+        layout (a C-contiguous ``out`` is written directly, any other through
+        a temporary).
+
+    Returns
+    -------
+    numpy.ndarray, shape (m,) or (m, k)
+        (``(n,)`` or ``(n, k)`` with ``transpose=True``) of dtype
+        ``numpy.result_type(A.dtype, X.dtype)``, as SciPy's.  A new result
+        is C-contiguous; with ``out``, it is ``out``.
+
+    Raises
+    ------
+    TypeError
+        ``A`` is not a scipy.sparse CSR (or CSC) matrix, ``X`` or ``out`` is
+        not a numeric numpy array, ``threads`` is not an int, ``transpose``
+        or ``conjugate`` is not a bool.
+    ValueError
+        ``X`` does not have ``op(A).shape[1]`` rows or is not 1-D or 2-D,
+        ``threads < 1``, ``out`` has the wrong shape or dtype.
+
+    Notes
+    -----
+    Results of dtype float32, float64, complex64 or complex128 come from the
+    Numba kernels, mixed precisions (a float32 ``A`` with a float64 ``X``)
+    included, computed in the result dtype without copying ``A``.  Other
+    numeric results (integers), and every product when Numba does not import
+    (:func:`available`), are SciPy's ``A @ X``, on one thread.
+
+    Extra memory: ``A.T @ X`` on several threads allocates ``threads - 1``
+    partial results of the result's size (at most :data:`TRANSPOSE_MEMORY`
+    bytes); with ``k > 1``, a row order (8 bytes per row of ``A``) and, for an
+    ``X`` not C-contiguous or not of the result dtype, a copy of ``X``.
+
+    Right after a PyTorch operation, PyTorch's idle OpenMP threads keep
+    spinning for a while and slow a product down; ``OMP_WAIT_POLICY=passive``
+    in the environment avoids that.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import scipy.sparse as sp
+    >>> from convmat.spmm import csr_matmul
+    >>> A = sp.csr_array(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))
+    >>> csr_matmul(A, np.array([1.0, 1.0, 1.0]))
+    array([3., 3.])
+    >>> csr_matmul(A, np.array([1.0, 2.0]), transpose=True)
+    array([1., 6., 2.])
+    >>> X = np.arange(6.0).reshape(3, 2)
+    >>> np.array_equal(csr_matmul(A, X), A @ X)
+    True
+    """
+    _check_matrix(A)
+    transpose = _check_flag(transpose, "transpose")
+    conjugate = _check_flag(conjugate, "conjugate") and A.dtype.kind == "c"
+    threads = _check_threads(threads)
+    m, n = A.shape
+    X = _check_operand(X, m if transpose else n, A, transpose)
+    rows = n if transpose else m
+    shape = (rows,) if X.ndim == 1 else (rows, X.shape[1])
+    dtype = np.result_type(A.dtype, X.dtype)
+    if out is not None:
+        _check_out(out, shape, dtype)
+
+    K = _load() if dtype in KERNEL_DTYPES else None
+    if K is None:
+        op = A.conj() if conjugate else A
+        Y = np.asarray((op.T if transpose else op) @ X).astype(dtype, copy=False).reshape(shape)
+        if out is None:
+            return Y
+        out[...] = Y
+        return out
+
+    # The CSR arrays: a CSC matrix is the transpose of the CSR matrix on its arrays.
+    kernel_transpose = transpose != (A.format == "csc")
+    indptr, indices, data = A.indptr, A.indices, A.data
+    if indptr.dtype not in _INDEX_DTYPES:
+        indptr = indptr.astype(np.int64)
+    if indices.dtype not in _INDEX_DTYPES:
+        indices = indices.astype(np.int64)
+    if data.dtype not in KERNEL_DTYPES:
+        data = data.astype(dtype)
+    ncols = n if A.format == "csr" else m
+    k = 1 if X.ndim == 1 else X.shape[1]
+    nnz = int(indptr[-1])
+    if nnz * max(k, 1) < _products.PARALLEL_MIN_WORK:
+        threads = 1
+
+    # The kernels write a C-contiguous result: out itself when it is C-contiguous and independent.
+    direct = (
+        out is not None
+        and out.flags.c_contiguous
+        and not any(np.may_share_memory(out, a) for a in (X, indptr, indices, data))
+    )
+    Y = out if direct else np.empty(shape, dtype=dtype)
+    if Y.size:
+        if nnz == 0:
+            Y.fill(0)
+        else:
+            conj_in = conjugate and X.dtype.kind == "c"  # conj(A) @ X = conj(A @ conj(X))
+            zero = dtype.type(0)
+            if k == 1:
+                x = X.reshape(-1)
+                if conj_in:
+                    x = np.conjugate(x).astype(dtype, copy=False)
+                elif not (x.flags.c_contiguous and x.dtype == dtype):
+                    x = np.ascontiguousarray(x, dtype=dtype)
+                _products._product_vec(K, indptr, indices, data, x, Y.reshape(-1), ncols, kernel_transpose, threads, zero)
+            else:
+                Xc = _products._rowmajor(K, X, dtype, conj_in, threads)
+                _products._product_mat(K, indptr, indices, data, Xc, Y, ncols, kernel_transpose, threads, zero)
+            if conjugate:
+                np.conjugate(Y, out=Y)
+    if out is None or direct:
+        return Y
+    if Y.ndim == 2 and out.flags.f_contiguous and Y.shape[1] > 1:
+        _products._transpose(K, Y, out.T, threads)  # out.T is C-contiguous
+    else:
+        out[...] = Y
+    return out

@@ -1,0 +1,313 @@
+"""The Numba kernels of :mod:`convmat.spmm`: plain Python source, compiled by :func:`compile_kernels`.
+
+Each kernel is a serial function over a block of rows ``[r0, r1)`` of a CSR
+matrix (or a range of a result), run on one thread; :mod:`convmat.spmm._products`
+splits a product into blocks and runs them on the thread pool of
+:mod:`convmat.spmm._threads`.  :data:`KERNELS` is the explicit table of the
+kernels by name.  Nothing here imports Numba: the functions below run (slowly)
+as plain Python too, which the tests use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["KERNELS", "FASTMATH", "jit", "compile_kernels"]
+
+U = np.uint64  # unsigned indices: Numba skips negative-index wraparound for them (and vectorises)
+
+
+def _b_fwd_vec(indptr, indices, data, x, y, r0, r1, zero):
+    for i in range(U(r0), U(r1)):
+        s = zero
+        for p in range(U(indptr[i]), U(indptr[i + U(1)])):
+            s += data[p] * x[U(indices[p])]
+        y[i] = s
+
+
+def _b_tr_vec(indptr, indices, data, y, acc, r0, r1, zero, clear):
+    # acc[indices[p]] += data[p] * y[i] for the rows r0 <= i < r1 (acc zeroed first if clear).
+    if clear:
+        for j in range(U(acc.shape[0])):
+            acc[j] = zero
+    for i in range(U(r0), U(r1)):
+        v = y[i]
+        p = U(indptr[i])
+        e = U(indptr[i + U(1)])
+        while p + U(4) <= e:
+            j0 = U(indices[p])
+            j1 = U(indices[p + U(1)])
+            j2 = U(indices[p + U(2)])
+            j3 = U(indices[p + U(3)])
+            d0 = data[p] * v
+            d1 = data[p + U(1)] * v
+            d2 = data[p + U(2)] * v
+            d3 = data[p + U(3)] * v
+            acc[j0] += d0
+            acc[j1] += d1
+            acc[j2] += d2
+            acc[j3] += d3
+            p += U(4)
+        while p < e:
+            acc[U(indices[p])] += data[p] * v
+            p += U(1)
+
+
+def _b_reduce(out, part, j0, j1):
+    for j in range(U(j0), U(j1)):
+        s = out[j]
+        for b in range(part.shape[0]):
+            s += part[b, j]
+        out[j] = s
+
+
+def _b_row_keys(indptr, indices, scale, key, r0, r1):
+    for i in range(r0, r1):
+        p0 = indptr[i]
+        p1 = indptr[i + 1]
+        if p1 > p0:
+            key[i] = np.int64(indices[p0]) * scale + np.int64(indices[p1 - 1])
+        else:
+            key[i] = -1
+
+
+def _b_transpose_into(src, dst, i0, i1):
+    c = U(dst.shape[1])
+    for j0 in range(U(0), c, U(32)):
+        j1 = min(j0 + U(32), c)
+        for i in range(U(i0), U(i1)):
+            for j in range(j0, j1):
+                dst[i, j] = src[j, i]
+
+
+def _b_group4(indptr, indices, order, r, rend, i0, q0, L):
+    # Whether rows order[r:r+4] (the first is i0, its entries [q0, q0 + L)) all have the same
+    # L > 0 column indices; with their row numbers and first entries.  Inlined into the kernels.
+    i1 = i0
+    i2 = i0
+    i3 = i0
+    q1 = q0
+    q2 = q0
+    q3 = q0
+    same = False
+    if r + U(4) <= rend and L > U(0):
+        i1 = U(order[r + U(1)])
+        i2 = U(order[r + U(2)])
+        i3 = U(order[r + U(3)])
+        q1 = U(indptr[i1])
+        q2 = U(indptr[i2])
+        q3 = U(indptr[i3])
+        same = (
+            U(indptr[i1 + U(1)]) - q1 == L
+            and U(indptr[i2 + U(1)]) - q2 == L
+            and U(indptr[i3 + U(1)]) - q3 == L
+            and U(indptr[i1 + U(1)]) > q1
+            and U(indptr[i2 + U(1)]) > q2
+            and U(indptr[i3 + U(1)]) > q3
+        )
+        if same:
+            for p in range(L):
+                j = indices[q0 + p]
+                if indices[q1 + p] != j or indices[q2 + p] != j or indices[q3 + p] != j:
+                    same = False
+                    break
+    return same, i1, i2, i3, q1, q2, q3
+
+
+def _b_fwd_mat(indptr, indices, data, X, Y, order, r0, r1, zero):
+    # Y[i] = sum_p data[p] * X[indices[p]] for the rows i = order[r], r0 <= r < r1.
+    k = U(X.shape[1])
+    r = U(r0)
+    rend = U(r1)
+    while r < rend:
+        i0 = U(order[r])
+        q0 = U(indptr[i0])
+        e0 = U(indptr[i0 + U(1)])
+        L = e0 - q0 if e0 > q0 else U(0)
+        same, i1, i2, i3, q1, q2, q3 = _b_group4(indptr, indices, order, r, rend, i0, q0, L)
+        if same:
+            # Four rows with the same columns: each row of X is loaded once for the four.
+            y0 = Y[i0]
+            y1 = Y[i1]
+            y2 = Y[i2]
+            y3 = Y[i3]
+            for t in range(k):
+                y0[t] = zero
+                y1[t] = zero
+                y2[t] = zero
+                y3[t] = zero
+            p = U(0)
+            while p + U(4) <= L:
+                x0 = X[U(indices[q0 + p])]
+                x1 = X[U(indices[q0 + p + U(1)])]
+                x2 = X[U(indices[q0 + p + U(2)])]
+                x3 = X[U(indices[q0 + p + U(3)])]
+                a00 = data[q0 + p]
+                a01 = data[q0 + p + U(1)]
+                a02 = data[q0 + p + U(2)]
+                a03 = data[q0 + p + U(3)]
+                a10 = data[q1 + p]
+                a11 = data[q1 + p + U(1)]
+                a12 = data[q1 + p + U(2)]
+                a13 = data[q1 + p + U(3)]
+                a20 = data[q2 + p]
+                a21 = data[q2 + p + U(1)]
+                a22 = data[q2 + p + U(2)]
+                a23 = data[q2 + p + U(3)]
+                a30 = data[q3 + p]
+                a31 = data[q3 + p + U(1)]
+                a32 = data[q3 + p + U(2)]
+                a33 = data[q3 + p + U(3)]
+                for t in range(k):
+                    u0 = x0[t]
+                    u1 = x1[t]
+                    u2 = x2[t]
+                    u3 = x3[t]
+                    y0[t] += a00 * u0 + a01 * u1 + a02 * u2 + a03 * u3
+                    y1[t] += a10 * u0 + a11 * u1 + a12 * u2 + a13 * u3
+                    y2[t] += a20 * u0 + a21 * u1 + a22 * u2 + a23 * u3
+                    y3[t] += a30 * u0 + a31 * u1 + a32 * u2 + a33 * u3
+                p += U(4)
+            while p < L:
+                x0 = X[U(indices[q0 + p])]
+                a00 = data[q0 + p]
+                a10 = data[q1 + p]
+                a20 = data[q2 + p]
+                a30 = data[q3 + p]
+                for t in range(k):
+                    u0 = x0[t]
+                    y0[t] += a00 * u0
+                    y1[t] += a10 * u0
+                    y2[t] += a20 * u0
+                    y3[t] += a30 * u0
+                p += U(1)
+            r += U(4)
+        else:
+            yr = Y[i0]
+            for t in range(k):
+                yr[t] = zero
+            p1 = q0 + L
+            p = q0
+            while p + U(4) <= p1:
+                a0 = data[p]
+                a1 = data[p + U(1)]
+                a2 = data[p + U(2)]
+                a3 = data[p + U(3)]
+                x0 = X[U(indices[p])]
+                x1 = X[U(indices[p + U(1)])]
+                x2 = X[U(indices[p + U(2)])]
+                x3 = X[U(indices[p + U(3)])]
+                for t in range(k):
+                    yr[t] += a0 * x0[t] + a1 * x1[t] + a2 * x2[t] + a3 * x3[t]
+                p += U(4)
+            while p < p1:
+                a0 = data[p]
+                x0 = X[U(indices[p])]
+                for t in range(k):
+                    yr[t] += a0 * x0[t]
+                p += U(1)
+            r += U(1)
+
+
+def _b_tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
+    # acc[indices[p]] += data[p] * Y[i] for the rows i = order[r], r0 <= r < r1 (acc zeroed first if clear).
+    k = U(Y.shape[1])
+    if clear:
+        for j in range(U(acc.shape[0])):
+            ar = acc[j]
+            for t in range(k):
+                ar[t] = zero
+    r = U(r0)
+    rend = U(r1)
+    while r < rend:
+        i0 = U(order[r])
+        q0 = U(indptr[i0])
+        e0 = U(indptr[i0 + U(1)])
+        L = e0 - q0 if e0 > q0 else U(0)
+        same, i1, i2, i3, q1, q2, q3 = _b_group4(indptr, indices, order, r, rend, i0, q0, L)
+        if same:
+            # Four rows with the same columns: one read-modify-write of a result row for four.
+            y0 = Y[i0]
+            y1 = Y[i1]
+            y2 = Y[i2]
+            y3 = Y[i3]
+            p = U(0)
+            while p + U(2) <= L:
+                z0 = acc[U(indices[q0 + p])]
+                z1 = acc[U(indices[q0 + p + U(1)])]
+                a00 = data[q0 + p]
+                a10 = data[q1 + p]
+                a20 = data[q2 + p]
+                a30 = data[q3 + p]
+                a01 = data[q0 + p + U(1)]
+                a11 = data[q1 + p + U(1)]
+                a21 = data[q2 + p + U(1)]
+                a31 = data[q3 + p + U(1)]
+                for t in range(k):
+                    v0 = y0[t]
+                    v1 = y1[t]
+                    v2 = y2[t]
+                    v3 = y3[t]
+                    z0[t] += a00 * v0 + a10 * v1 + a20 * v2 + a30 * v3
+                    z1[t] += a01 * v0 + a11 * v1 + a21 * v2 + a31 * v3
+                p += U(2)
+            if p < L:
+                z0 = acc[U(indices[q0 + p])]
+                a00 = data[q0 + p]
+                a10 = data[q1 + p]
+                a20 = data[q2 + p]
+                a30 = data[q3 + p]
+                for t in range(k):
+                    z0[t] += a00 * y0[t] + a10 * y1[t] + a20 * y2[t] + a30 * y3[t]
+            r += U(4)
+        else:
+            yr = Y[i0]
+            for p in range(q0, q0 + L):
+                a0 = data[p]
+                zr = acc[U(indices[p])]
+                for t in range(k):
+                    zr[t] += a0 * yr[t]
+            r += U(1)
+
+
+# Reassociation and contraction (FMA) let LLVM vectorise the sums.  No nnan/ninf: NaN and
+
+
+# Reassociation and contraction (FMA) let LLVM vectorise the sums.  No nnan/ninf: NaN and
+# infinities propagate as in IEEE arithmetic.  Compiled code is deterministic: the same inputs
+# give the same bits on every call (the order of a reassociated sum is fixed at compile time).
+FASTMATH = frozenset({"reassoc", "contract"})
+
+#: The kernels by name: what :func:`compile_kernels` compiles and the products call.
+KERNELS = {
+    "fwd_vec": _b_fwd_vec,
+    "tr_vec": _b_tr_vec,
+    "reduce": _b_reduce,
+    "row_keys": _b_row_keys,
+    "transpose_into": _b_transpose_into,
+    "fwd_mat": _b_fwd_mat,
+    "tr_mat": _b_tr_mat,
+}
+
+#: Helpers the kernels call: compiled into them (inline), callable from Python as they are.
+INLINED = (_b_group4,)
+
+
+def jit(numba, fn, cache):
+    """``numba.njit`` of one kernel (cached on disk where a cache location is writable)."""
+    opts = dict(nogil=True, fastmath=set(FASTMATH), error_model="numpy", boundscheck=False, no_cfunc_wrapper=True)
+    if cache:
+        try:
+            return numba.njit(cache=True, **opts)(fn)
+        except RuntimeError:  # "cannot cache function ...: no locator available" (read-only everywhere)
+            pass
+    return numba.njit(**opts)(fn)
+
+
+def compile_kernels(numba, cache=True):
+    """Numba dispatchers of :data:`KERNELS` (each compiled on its first call, per signature)."""
+    from numba.extending import register_jitable
+
+    for fn in INLINED:
+        register_jitable(inline="always")(fn)
+    return {name: jit(numba, fn, cache) for name, fn in KERNELS.items()}

@@ -1,0 +1,167 @@
+"""How :func:`convmat.spmm.csr_matmul` splits a product into blocks of rows and runs them.
+
+The tunables below are read at every product (tests change them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._threads import parallel, parallel_fixed
+
+#: Extra bytes the transposed product may allocate for per-thread partial
+#: results (``(threads - 1) * n * k * itemsize``); beyond it the columns of
+#: ``X`` are processed in slabs, each pass reading the matrix again.
+TRANSPOSE_MEMORY = 1 << 30
+
+#: Products with fewer non-zeros times columns run on the calling thread only.
+PARALLEL_MIN_WORK = 1 << 16
+
+#: Chunks of rows per thread in ``A @ X``; threads take the next chunk when free (dynamic load balance).
+CHUNKS_PER_THREAD = 4
+
+#: ``A @ X`` and ``A.T @ X`` with at least ORDER_MIN_WORK non-zeros times columns, and at least
+#: ORDER_MIN_ROW_NNZ non-zeros per row on average, visit the rows in column order when at least
+#: a fraction ORDER_MIN_SHARED of them share their first and last column with another row
+#: (as the output channels of a convolution do).
+ORDER_MIN_WORK = 1 << 20
+ORDER_MIN_ROW_NNZ = 32
+ORDER_MIN_SHARED = 0.5
+
+
+def _nchunks(threads):
+    """Chunks per product: a few per thread (dynamic balance), one without threads."""
+    return 1 if threads == 1 else CHUNKS_PER_THREAD * threads
+
+
+def _even_bounds(size, nchunks):
+    """``nchunks + 1`` boundaries of equal chunks of ``range(size)``."""
+    return [size * c // nchunks for c in range(nchunks + 1)]
+
+
+def _cost_bounds(indptr, nchunks, order=None):
+    """Boundaries of ``nchunks`` chunks of rows (in ``order``) of about equal non-zeros + rows."""
+    m = indptr.size - 1
+    if nchunks == 1:
+        return [0, m]
+    if order is None:
+        cost = indptr.astype(np.int64) + np.arange(m + 1, dtype=np.int64)
+    else:
+        cost = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(np.diff(indptr)[order] + 1, out=cost[1:])
+    bounds = np.searchsorted(cost, np.linspace(0, float(cost[-1]), nchunks + 1)).tolist()
+    bounds[0], bounds[-1] = 0, m
+    return bounds
+
+
+def _transpose(K, src, dst, threads):
+    """``dst[...] = src.T`` for C-contiguous ``src`` (a, b) and ``dst`` (b, a), in parallel."""
+    nc = min(_nchunks(threads), max(1, dst.shape[0] // 32))
+    b = _even_bounds(dst.shape[0], nc)
+    fn = K["transpose_into"]
+    parallel(lambda w, c: fn(src, dst, b[c], b[c + 1]), nc, threads)
+
+
+def _rowmajor(K, X, dtype, conj, threads):
+    """``X`` (n, k) as a C-contiguous array of ``dtype`` (conjugated if asked), copied only if needed."""
+    if X.flags.c_contiguous and X.dtype == dtype and not conj:
+        return X
+    Xc = np.empty(X.shape, dtype=dtype)
+    if X.flags.f_contiguous and X.dtype == dtype:
+        _transpose(K, X.T, Xc, threads)
+        if conj:
+            np.conjugate(Xc, out=Xc)
+    elif conj:
+        np.conjugate(X, out=Xc)
+    else:
+        np.copyto(Xc, X, casting="unsafe")
+    return Xc
+
+
+def _scatter(K, name, args, out, part, bounds, zero, extra=()):
+    """Run a transposed kernel: block ``w`` of rows (``bounds[w]:bounds[w+1]``) into ``[out, *part][w]``.
+
+    A fixed assignment (block ``w`` on worker ``w``, one block each) and a sum of the partial
+    results in a fixed order: the result is the same bits on every run.
+    """
+    fn = K[name]
+    accs = [out, *part]
+
+    def task(w):
+        fn(*args, accs[w], *extra, bounds[w], bounds[w + 1], zero, True)
+
+    parallel_fixed(task, len(accs))
+    if len(part):
+        _reduce(K, out.reshape(-1), part.reshape(len(part), -1), len(accs))
+
+
+def _reduce(K, out, parts, threads):
+    """``out += parts.sum(axis=0)`` for flat ``out`` and 2-D ``parts``, in parallel."""
+    nc = min(_nchunks(threads), max(1, out.size // 4096))
+    b = _even_bounds(out.size, nc)
+    fn = K["reduce"]
+    parallel(lambda w, c: fn(out, parts, b[c], b[c + 1]), nc, threads)
+
+
+def _product_vec(K, indptr, indices, data, x, y, ncols, transpose, threads, zero):
+    """``y = A @ x`` or ``A.T @ x`` on the CSR arrays (``y`` contiguous, written entirely)."""
+    if not transpose:
+        b = _cost_bounds(indptr, _nchunks(threads))
+        fn = K["fwd_vec"]
+        parallel(lambda w, c: fn(indptr, indices, data, x, y, b[c], b[c + 1], zero), len(b) - 1, threads)
+        return
+    b = _cost_bounds(indptr, threads)  # one block per thread (a fixed assignment)
+    threads = len(b) - 1
+    part = np.empty((threads - 1, ncols), dtype=y.dtype)
+    _scatter(K, "tr_vec", (indptr, indices, data, x), y, part, b, zero)
+
+
+def _row_order(K, indptr, indices, ncols, k, threads):
+    """Rows sorted by (first column, last column) when that groups rows with the same columns.
+
+    The natural order otherwise: for short rows, or rows that rarely share their first and
+    last column, the reordering costs more (a sort, scattered reads of the rows) than it saves.
+    """
+    m = indptr.size - 1
+    nnz = int(indptr[-1])
+    if nnz * k >= ORDER_MIN_WORK and nnz >= ORDER_MIN_ROW_NNZ * m:
+        key = np.empty(m, dtype=np.int64)
+        scale = np.int64(ncols if ncols <= np.iinfo(np.int32).max else 0)
+        nc = _nchunks(threads)
+        rb = _even_bounds(m, nc)
+        fn = K["row_keys"]
+        parallel(lambda w, c: fn(indptr, indices, scale, key, rb[c], rb[c + 1]), nc, threads)
+        order = np.argsort(key)  # the order among equal keys does not matter
+        sorted_key = key[order]
+        if np.count_nonzero(sorted_key[1:] == sorted_key[:-1]) >= ORDER_MIN_SHARED * m:
+            return order
+    return np.arange(m, dtype=np.int64)
+
+
+def _product_mat(K, indptr, indices, data, X, Y, ncols, transpose, threads, zero):
+    """``Y = A @ X`` or ``A.T @ X`` on the CSR arrays (``X``, ``Y`` C-contiguous, ``Y`` written entirely)."""
+    k = X.shape[1]
+    order = _row_order(K, indptr, indices, ncols, k, threads)
+    if not transpose:
+        b = _cost_bounds(indptr, _nchunks(threads), order)
+        fn = K["fwd_mat"]
+        parallel(lambda w, c: fn(indptr, indices, data, X, Y, order, b[c], b[c + 1], zero), len(b) - 1, threads)
+        return
+    # One block of rows per thread (a fixed assignment); column slabs of X keep the private
+    # partial results within TRANSPOSE_MEMORY.
+    b = _cost_bounds(indptr, threads, order)
+    threads = len(b) - 1
+    isz = Y.dtype.itemsize
+    slab = k
+    if threads > 1 and (threads - 1) * ncols * k * isz > TRANSPOSE_MEMORY:
+        slab = max(8, TRANSPOSE_MEMORY // ((threads - 1) * ncols * isz))
+    for c0 in range(0, k, slab):
+        c1 = min(c0 + slab, k)
+        if slab >= k:
+            xs, ys = X, Y
+        else:
+            xs, ys = np.ascontiguousarray(X[:, c0:c1]), np.empty((ncols, c1 - c0), dtype=Y.dtype)
+        part = np.empty((threads - 1, ncols, c1 - c0), dtype=Y.dtype)
+        _scatter(K, "tr_mat", (indptr, indices, data, xs), ys, part, b, zero, extra=(order,))
+        if ys is not Y:
+            Y[:, c0:c1] = ys
