@@ -259,22 +259,13 @@ class ConvPlan:
 
     @property
     def padding(self) -> tuple[tuple[int, int], ...]:
-        """``(lo, hi)`` per axis, as the convolution was called (without output_padding)."""
-        return tuple((lo, hi - a) for (lo, hi), a in zip(self.geometry.padding, self.output_padding))
+        """``(lo, hi)`` per axis, as the convolution was called."""
+        return self.geometry.padding
 
     @property
     def output_padding(self) -> tuple[int, ...]:
-        """Per axis ``a`` of a transposed plan (zeros for a forward plan).
-
-        The geometry of a transposed plan is the forward convolution on
-        ``m = (n-1)s - lo - hi + e + a`` with padding ``(lo, hi + a)`` (see
-        ``ConvGeometry.for_transpose``), so ``a = (m - (n-1)s + lo + (hi + a) - e) / 2``.
-        """
-        if not self.transposed:
-            return (0,) * self.ndim
-        return tuple(
-            (ax.n - (ax.o - 1) * ax.s + ax.lo + ax.hi - ax.extent) // 2 for ax in self.geometry.axes
-        )
+        """Per axis ``a`` of a transposed plan (zeros for a forward plan)."""
+        return self.geometry.output_padding
 
     def transpose(self) -> "ConvPlan":
         """The plan of this matrix's transpose, built directly in CSR by the same builder.

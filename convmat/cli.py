@@ -403,8 +403,7 @@ def _cmd_shape(args) -> int:
     fwd, trans, out_pad, restoring = _plans(args)
     g = fwd.geometry
     nd = g.ndim
-    ext = tuple(d * (k - 1) + 1 for k, d in zip(g.kernel_size, g.dilation))
-    recipe_pad = tuple((e - 1 - lo, e - 1 - hi + a) for e, (lo, hi), a in zip(ext, g.padding, out_pad))
+    recipe_pad = trans.geometry.recipe_padding
     print(
         f"conv{nd}d: in_shape {_shape(g.in_shape)}, kernel {_shape(g.kernel_size)}, stride {_shape(g.stride)}, "
         f"padding {g.padding} (lo, hi), dilation {_shape(g.dilation)}, groups {g.groups}, "
