@@ -18,30 +18,34 @@ With these factors the identities of the design notes become executable:
 * zero insertion is its transpose, ``Z = S_s.T`` (:func:`zero_insertion_matrix`);
 * a padding mode is a matrix, ``C = K @ P_mode`` (:func:`padding_matrix`);
 * dilation is the zero-inserted kernel (:func:`kernel_zero_insertion`);
-* the transposed convolution is ``K_flip @ P @ Z`` (:func:`transpose_by_recipe`,
-  with :func:`flip_kernel`).
+* the transposed convolution is ``K_flip @ P @ Z`` (:func:`recipe_factors` gives
+  the three, :func:`transpose_by_recipe` their product; :func:`flip_kernel`).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import scipy.sparse as sp
 
 from . import geometry as G
 from .backends import get_backend
-from .build import MatrixTooLargeError, _as_host_weight, _value_dtype, conv_matrix, conv_transpose_plan
-from .pattern import AxisPattern, axis_pattern
+from .build import _as_host_weight, _value_dtype, conv_matrix, conv_transpose_plan
+from .pattern import axis_pattern
+from .selection import assemble_selection
 
 __all__ = [
     "flip_kernel",
     "kernel_zero_insertion",
     "padding_matrix",
+    "recipe_factors",
     "stride_matrix",
     "transpose_by_recipe",
     "zero_insertion_matrix",
 ]
+
+
+#: The ConvTranspose weight layout, as messages spell it.
+_T_LAYOUT = "(C_in, C_out/groups, *kernel_size)"
 
 
 # --------------------------------------------------------------------------- #
@@ -77,75 +81,6 @@ def _signed_padding(padding, ndim: int, *, allow_negative: bool) -> tuple[tuple[
         raise ValueError(
             f"padding must be >= 0 on every side unless mode='zeros' (negative padding crops), got {padding!r}"
         ) from None
-
-
-def _check_size(shape, nnz: int, rows_per_channel: int, vdtype: np.dtype, what: str, be) -> np.dtype:
-    """The index dtype (int32 when nnz and both dimensions fit); a MatrixTooLargeError if it cannot fit."""
-    n_rows = shape[0]
-    idt = be.max_index_dtype_for(nnz, shape)
-    if idt is None:
-        raise MatrixTooLargeError(
-            f"the {what} of shape {shape} with {nnz:,} non-zeros needs int64 indices, and backend "
-            f"{be.name!r} takes {', '.join(str(t) for t in be.index_dtypes)} only"
-        )
-    need = nnz * (vdtype.itemsize + idt.itemsize) + (n_rows + 1) * idt.itemsize + rows_per_channel * 17
-    limit = be.memory_limit()
-    if limit is not None and need > limit:
-        raise MatrixTooLargeError(
-            f"the {what} with {n_rows:,} rows and {nnz:,} non-zeros would take about {need:,} bytes, "
-            f"more than the available memory ({limit:,} bytes)"
-        )
-    return idt
-
-
-# --------------------------------------------------------------------------- #
-# assembly: Kronecker product of one-entry-per-row tables, block-diagonal channels
-# --------------------------------------------------------------------------- #
-def _sources(p: AxisPattern) -> np.ndarray:
-    """Column read by each row of a table with at most one entry per row (-1: none)."""
-    lengths = p.row_lengths
-    assert lengths.size == 0 or int(lengths.max()) <= 1, "factor tables hold at most one entry per row"
-    src = np.full(p.n_rows, -1, dtype=np.int64)
-    src[lengths.astype(bool)] = p.cols
-    return src
-
-
-def _assemble(tables, channels: int, dtype, what: str, backend="scipy", device=None):
-    """``I_channels (x) T_0 (x) ... (x) T_{D-1}`` as canonical CSR, values 1.
-
-    Rows and columns of the product are C-order ravels of the per-axis
-    positions, so the source column of a row is ``ravel(src_0[i_0], ...)``;
-    a row reads nothing when any axis reads nothing.  One channel's columns
-    and row pointers are computed on the host (they are as long as one
-    channel's image); the channel copies, the matrix itself, are written on
-    the backend's device.
-    """
-    be = get_backend(backend, device)
-    vdtype = _value_dtype(np.dtype(np.float64), dtype)
-    rows_c = math.prod(p.n_rows for p in tables)
-    cols_c = math.prod(p.n_cols for p in tables)
-    nnz_c = math.prod(int(p.nnz) for p in tables)
-    idt = _check_size((channels * rows_c, channels * cols_c), channels * nnz_c, rows_c, vdtype, what, be)
-
-    col = np.zeros(1, dtype=np.int64)
-    for p in tables:
-        src = _sources(p)
-        # invalid (-1) sources poison the whole row: mark with a negative sentinel
-        col = np.where(
-            (col[:, None] >= 0) & (src[None, :] >= 0), col[:, None] * p.n_cols + src[None, :], -1
-        ).ravel()
-    keep = col >= 0
-    cols = col[keep]
-    ptr_c = np.cumsum(keep, dtype=np.int64)
-
-    c = be.arange(channels, dtype=np.int64)[:, None]
-    indices = be.empty(channels * nnz_c, dtype=idt)
-    be.add(be.asarray(cols)[None, :], c * cols_c, out=indices.reshape(channels, nnz_c))
-    indptr = be.zeros(channels * rows_c + 1, dtype=idt)
-    be.add(be.asarray(ptr_c)[None, :], c * nnz_c, out=indptr[1:].reshape(channels, rows_c))
-    data = be.empty(channels * nnz_c, dtype=vdtype)
-    data[...] = 1
-    return be.csr(data, indices, indptr, (channels * rows_c, channels * cols_c))
 
 
 # --------------------------------------------------------------------------- #
@@ -196,7 +131,7 @@ def stride_matrix(shape, stride, *, channels=1, dtype=np.float64, backend="scipy
     channels = _channels(channels)
     _value_dtype(np.dtype(np.float64), dtype)
     geom = G.ConvGeometry.forward(shape, (1,) * ndim, stride=stride)
-    return _assemble([axis_pattern(ax) for ax in geom.axes], channels, dtype, "stride matrix", backend, device)
+    return assemble_selection([axis_pattern(ax) for ax in geom.axes], channels, dtype, "stride matrix", backend, device)
 
 
 def zero_insertion_matrix(in_shape, stride, *, out_shape=None, channels=1, dtype=np.float64, backend="scipy", device=None):
@@ -257,7 +192,7 @@ def zero_insertion_matrix(in_shape, stride, *, out_shape=None, channels=1, dtype
         axis_pattern(G.AxisGeometry(m, 1, s, 1, 0, 0, n)).transpose()
         for n, s, m in zip(in_shape, stride, out_shape)
     ]
-    return _assemble(tables, channels, dtype, "zero-insertion matrix", backend, device)
+    return assemble_selection(tables, channels, dtype, "zero-insertion matrix", backend, device)
 
 
 def padding_matrix(in_shape, padding, *, mode="zeros", channels=1, dtype=np.float64, backend="scipy", device=None):
@@ -327,7 +262,7 @@ def padding_matrix(in_shape, padding, *, mode="zeros", channels=1, dtype=np.floa
         axis_pattern(G.AxisGeometry(n, 1, 1, 1, lo, hi, G._forward_length(n, 1, 1, 1, lo, hi), mode))
         for n, (lo, hi) in zip(in_shape, pads)
     ]
-    return _assemble(tables, channels, dtype, "padding matrix", backend, device)
+    return assemble_selection(tables, channels, dtype, "padding matrix", backend, device)
 
 
 def _weight_array(weight, layout: str, be=None) -> np.ndarray:
@@ -367,7 +302,7 @@ def flip_kernel(weight, groups=1):
     >>> flip_kernel(w, groups=2).shape            # C_out=2, one channel per group
     (2, 1, 3)
     """
-    w = _weight_array(weight, "(C_in, C_out/groups, *kernel_size)")
+    w = _weight_array(weight, _T_LAYOUT)
     groups = G.as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups!r}")
@@ -413,59 +348,111 @@ def kernel_zero_insertion(weight, dilation):
     w = _weight_array(weight, "(A, B, *kernel_size)")
     ndim = w.ndim - 2
     dilation = G.normalize_per_axis(dilation, "dilation", ndim, minimum=1)
-    extent = tuple(d * (k - 1) + 1 for k, d in zip(w.shape[2:], dilation))
+    extent = tuple(G.extent(k, d) for k, d in zip(w.shape[2:], dilation))
     out = np.zeros(w.shape[:2] + extent, dtype=w.dtype)
     out[(slice(None), slice(None), *(slice(None, None, d) for d in dilation))] = w
     return out
 
 
-def transpose_by_recipe(
-    weight, in_shape, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1, dtype=None,
-    backend="scipy", device=None,
+def recipe_factors(
+    weight, in_shape, *, stride=1, padding=0, output_padding=0, output_size=None, dilation=1, groups=1,
+    dtype=None, backend="scipy", device=None,
 ):
-    """The transposed convolution built by the classic recipe, ``T = K_flip @ P @ Z``.
-
-    An oracle and a teaching tool, not the fast path: it multiplies three
-    sparse matrices with the backend's sparse library (scipy, cupyx or
-    torch).  Use :func:`convmat.conv_transpose_matrix` to build the matrix.
+    """The three factors of the transposed-convolution recipe, ``T = K_flip @ P @ Z``, in one call.
 
     Parameters
     ----------
     weight : array_like, shape (C_in, C_out/groups, *kernel_size)
-        ConvTranspose layout.
+        ConvTranspose layout (the same tensor as the forward convolution).
     in_shape : tuple of int
         Spatial shape ``(n_1, ..., n_D)`` of the transposed convolution's input.
-    stride, dilation : int or tuple of int
-    padding : int, tuple of int, or tuple of (lo, hi) pairs
-        As :func:`convmat.conv_transpose_matrix`; may exceed ``e - 1``.
-    output_padding : int or tuple of int
-        ``0 <= a < max(stride, dilation)``.
-    groups : int
+    stride, padding, output_padding, output_size, dilation, groups
+        As :func:`convmat.conv_transpose_matrix` (same validation, same
+        messages); ``padding`` may exceed ``e - 1``.
     dtype : {float32, float64, complex64, complex128}, optional
         Default: the weight's (float64 for integer weights).
     backend, device
-        As :func:`convmat.conv_matrix`; the factors are built and multiplied there.
+        As :func:`convmat.conv_matrix`; all three factors are built there.
+
+    Returns
+    -------
+    K_flip : CSR, shape (C_out * prod(m), C_in * prod(L))
+        The stride-1 convolution, no padding, same dilation and groups, of
+        :func:`flip_kernel` ``(weight, groups)`` on the padded length ``L``.
+    P : CSR, shape (C_in * prod(L), C_in * prod(z))
+        Zero padding by ``(e-1-lo, e-1-hi+a)`` per axis (negative crops),
+        :func:`padding_matrix`.
+    Z : CSR, shape (C_in * prod(z), C_in * prod(n))
+        ``s - 1`` zeros inserted between samples, ``z = (n-1)s + 1``,
+        :func:`zero_insertion_matrix`.
+
+    Notes
+    -----
+    Per axis, with extent ``e = d(k-1) + 1`` and output padding ``a``
+    (given, or derived from ``output_size``): ``z = (n-1)s + 1``,
+    ``L = z + 2(e-1) - lo - hi + a`` and the output
+    ``m = L - e + 1 = (n-1)s - lo - hi + e + a``, the transposed
+    convolution's.  The padding is ``ConvGeometry.recipe_padding`` (JAX's
+    ``_conv_transpose_padding``).  ``K_flip @ (P @ Z)`` equals
+    :func:`convmat.conv_transpose_matrix` exactly (it is
+    :func:`transpose_by_recipe`); every factor holds small integers when the
+    weight does, so the equality can be checked entry by entry.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmat import conv_transpose_matrix
+    >>> w = np.arange(1.0, 19.0).reshape(2, 1, 3, 3)           # C_in=2, C_out=1
+    >>> K, P, Z = recipe_factors(w, (3, 3), stride=2, padding=1, output_size=(6, 6))
+    >>> K.shape, P.shape, Z.shape                              # (1*6*6, 2*8*8), (2*8*8, 2*5*5), (2*5*5, 2*3*3)
+    ((36, 128), (128, 50), (50, 18))
+    >>> T = conv_transpose_matrix(w, (3, 3), stride=2, padding=1, output_padding=1)
+    >>> int((K @ (P @ Z) - T).count_nonzero())
+    0
+    """
+    be = get_backend(backend, device)
+    w = _weight_array(weight, _T_LAYOUT, be)
+    # All geometric validation (and its wording) is the transposed convolution's own.
+    geom = conv_transpose_plan(
+        w.shape, in_shape, stride=stride, padding=padding, output_padding=output_padding,
+        output_size=output_size, dilation=dilation, groups=groups,
+    ).geometry
+    c_in = w.shape[0]  # channels of the transposed convolution's input
+    K_flip_weight = flip_kernel(w, groups)
+    vdtype = _value_dtype(K_flip_weight.dtype, dtype)
+    Z = zero_insertion_matrix(geom.out_shape, geom.stride, channels=c_in, dtype=vdtype, backend=be)
+    inserted = G.conv_transpose_output_shape(geom.out_shape, (1,) * geom.ndim, stride=geom.stride)
+    P = padding_matrix(inserted, geom.recipe_padding, channels=c_in, dtype=vdtype, backend=be)
+    padded = tuple(L + lo + hi for L, (lo, hi) in zip(inserted, geom.recipe_padding))
+    K = conv_matrix(K_flip_weight, padded, dilation=geom.dilation, groups=groups, dtype=vdtype, backend=be)
+    return K, P, Z
+
+
+def transpose_by_recipe(
+    weight, in_shape, *, stride=1, padding=0, output_padding=0, output_size=None, dilation=1, groups=1,
+    dtype=None, backend="scipy", device=None,
+):
+    """The transposed convolution built by the classic recipe, ``T = K_flip @ (P @ Z)``.
+
+    An oracle and a teaching tool, not the fast path: it multiplies the three
+    sparse matrices of :func:`recipe_factors` (same parameters) with the
+    backend's sparse library (scipy, cupyx or torch).  Use
+    :func:`convmat.conv_transpose_matrix` to build the matrix.
 
     Returns
     -------
     scipy.sparse.csr_array (or the backend's CSR), shape (C_out * prod(m), C_in * prod(n))
-        Canonical CSR for ``'scipy'`` and ``'cupy'``; as the library's product leaves it for ``'torch'``.  Equal to ``conv_transpose_matrix`` with the same
-        arguments; exact zeros that the products produce are not stored.
+        Canonical CSR for ``'scipy'`` and ``'cupy'``; as the library's product
+        leaves it for ``'torch'``.  Equal to ``conv_transpose_matrix`` with the
+        same arguments; exact zeros that the products produce are not stored.
 
     Notes
     -----
-    Per axis, with extent ``e = d(k-1) + 1``:
-
-    1. ``Z`` inserts ``s - 1`` zeros between the ``n`` input samples
-       (length ``(n-1)s + 1``), see :func:`zero_insertion_matrix`;
-    2. ``P`` pads ``e - 1 - lo`` before and ``e - 1 - hi + a`` after, with
-       zeros; a negative amount crops (when ``p > e - 1``), see
-       :func:`padding_matrix`;
-    3. ``K_flip`` is the stride-1 convolution without padding, same dilation
-       and groups, of :func:`flip_kernel` ``(weight, groups)``.
-
-    The output length is ``m = (n-1)s - lo - hi + e + a``, the transposed
-    convolution's.
+    Per axis, with extent ``e = d(k-1) + 1``: ``Z`` inserts ``s - 1`` zeros
+    between the ``n`` input samples, ``P`` pads ``e - 1 - lo`` before and
+    ``e - 1 - hi + a`` after (a negative amount crops), and ``K_flip`` is the
+    stride-1 convolution of :func:`flip_kernel` ``(weight, groups)``; the
+    output length is ``m = (n-1)s - lo - hi + e + a``.
 
     Examples
     --------
@@ -479,26 +466,10 @@ def transpose_by_recipe(
     0
     """
     be = get_backend(backend, device)
-    w = _weight_array(weight, "(C_in, C_out/groups, *kernel_size)", be)
-    # All geometric validation (and its wording) is the transposed convolution's own.
-    geom = conv_transpose_plan(
-        w.shape, in_shape, stride=stride, padding=padding, output_padding=output_padding,
-        dilation=dilation, groups=groups,
-    ).geometry
-    ndim = geom.ndim
-    # geometry stores the forward convolution on the output: padding (lo, hi + a) per axis
-    out_pad = G.normalize_per_axis(output_padding, "output_padding", ndim, minimum=0)
-    recipe_pads = tuple(
-        (ax.extent - 1 - ax.lo, ax.extent - 1 - (ax.hi - a) + a) for ax, a in zip(geom.axes, out_pad)
+    K, P, Z = recipe_factors(
+        weight, in_shape, stride=stride, padding=padding, output_padding=output_padding, output_size=output_size,
+        dilation=dilation, groups=groups, dtype=dtype, backend=be,
     )
-    c_in = w.shape[0]  # channels of the transposed convolution's input
-    K_flip_weight = flip_kernel(w, groups)
-    vdtype = _value_dtype(K_flip_weight.dtype, dtype)
-    Z = zero_insertion_matrix(geom.out_shape, geom.stride, channels=c_in, dtype=vdtype, backend=be)
-    inserted = G.conv_transpose_output_shape(geom.out_shape, (1,) * ndim, stride=geom.stride)
-    P = padding_matrix(inserted, recipe_pads, channels=c_in, dtype=vdtype, backend=be)
-    padded = tuple(L + lo + hi for L, (lo, hi) in zip(inserted, recipe_pads))
-    K = conv_matrix(K_flip_weight, padded, dilation=geom.dilation, groups=groups, dtype=vdtype, backend=be)
     T = K @ (P @ Z)
     if be.name == "scipy":
         T = sp.csr_array(T)

@@ -17,11 +17,12 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convmat import MatrixTooLargeError, conv_matrix, conv_output_shape, conv_transpose_matrix
+from convmat import MatrixTooLargeError, conv_matrix, conv_output_shape, conv_transpose_matrix, conv_transpose_plan
 from convmat.factors import (
     flip_kernel,
     kernel_zero_insertion,
     padding_matrix,
+    recipe_factors,
     stride_matrix,
     transpose_by_recipe,
     zero_insertion_matrix,
@@ -212,6 +213,36 @@ def test_recipe_edges(kernel, in_shape, kw, groups):
     T = transpose_by_recipe(w, in_shape, groups=groups, **kw)
     _assert_canonical(T)
     _assert_same(T, conv_transpose_matrix(w, in_shape, groups=groups, **kw))
+
+
+@PROPS
+@given(transposed_cases(), st.booleans())
+def test_recipe_factors_multiply_to_the_transposed_matrix(case, by_size):
+    """K_flip @ (P @ Z) is exactly conv_transpose_matrix (integer weights: every entry exact)."""
+    A = conv_transpose_matrix(**case)
+    if by_size:  # the same geometry asked for by output size: output_padding derived
+        m = conv_transpose_plan(case["weight"].shape, case["in_shape"], **{
+            k: v for k, v in case.items() if k not in ("weight", "in_shape")}).output_shape[1:]
+        case = dict(case, output_padding=0, output_size=m)
+    K, P, Z = recipe_factors(**case)
+    for F in (K, P, Z):
+        _assert_canonical(F)
+    _assert_selection(P)
+    _assert_selection(Z.T.tocsr())  # one entry per column: zero insertion
+    B = sp.csr_array(K @ (P @ Z))
+    assert A.shape == B.shape
+    assert (A - B).nnz == 0
+    assert K.shape[1] == P.shape[0] and P.shape[1] == Z.shape[0] and Z.shape[1] == A.shape[1]
+    assert np.all(A.data == np.round(A.data))  # exactness of the comparison rests on integer values
+
+
+def test_recipe_factors_shapes_by_hand():
+    """n = 3, k = 3, s = 2, p = 1, a = 1: z = 5, padding (1, 2), L = 8, m = 6."""
+    w = _int_weight(np.random.default_rng(4), (2, 3, 3))  # C_in = 2, C_out = 3
+    K, P, Z = recipe_factors(w, (3,), stride=2, padding=1, output_padding=1)
+    assert Z.shape == (2 * 5, 2 * 3) and P.shape == (2 * 8, 2 * 5) and K.shape == (3 * 6, 2 * 8)
+    np.testing.assert_array_equal((P @ Z @ np.eye(6))[:8, :3].argmax(axis=0), [1, 3, 5])
+    np.testing.assert_array_equal(K.toarray()[:6, :8][0, :3], flip_kernel(w)[0, 0])
 
 
 def test_recipe_depthwise():
@@ -420,6 +451,32 @@ W1 = np.ones((2, 1, 3))
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(stride=2, output_padding=2),
+        dict(stride=(1, 2)),
+        dict(padding="same"),
+        dict(padding=3, in_shape=(2,)),
+        dict(groups=3),
+        dict(stride=2, padding=1, output_size=(9,)),
+        dict(output_padding=1, output_size=(3,)),
+        dict(dilation=0),
+        dict(weight=np.ones((3, 1))),
+        dict(weight=np.array([[["a"]]])),
+        dict(dtype="int64"),
+    ],
+)
+def test_recipe_factors_refuse_with_conv_transpose_matrix_messages(bad):
+    """The same message, word for word, as conv_transpose_matrix: both call the same validation."""
+    kw = dict(dict(weight=W1, in_shape=(3,)), **bad)
+    with pytest.raises((ValueError, TypeError)) as want:
+        conv_transpose_matrix(**kw)
+    with pytest.raises(want.type) as got:
+        recipe_factors(**kw)
+    assert str(got.value) == str(want.value)
 
 
 def test_too_large_is_refused_before_allocating():
