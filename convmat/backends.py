@@ -658,3 +658,17 @@ def backend_of(a) -> Backend | None:
     if lib == "torch" and hasattr(a, "device"):
         return get_backend("torch", a.device)
     return None
+
+
+def dtype_backend(dtype) -> tuple[np.dtype, str | None]:
+    """``(NumPy dtype, backend name or None)`` of a dtype of any array library.
+
+    A ``torch.dtype`` gives its NumPy twin and ``'torch'`` (PyTorch is already
+    imported by whoever made it); NumPy's and CuPy's dtypes, type objects and
+    strings give ``np.dtype(dtype)`` and None.  Raises TypeError for anything else.
+    """
+    if type(dtype).__module__.partition(".")[0] == "torch":
+        return _numpy_dtype(dtype), "torch"
+    if dtype is None:
+        raise TypeError("None is not a dtype")
+    return np.dtype(dtype), None
