@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import array_library, backend_of, dtype_backend, get_backend
+from .backends import array_library, dtype_backend, get_backend, line_nnz, matrix_backend, matrix_vector
 from .operator import ConvOperator
 
 __all__ = ["AdjointTestResult", "AdjointTestWarning", "adjoint_test"]
@@ -49,15 +49,14 @@ class AdjointTestResult:
     max_error : float
         The largest normalised error over the trials (inf when a product is not finite).
     tolerance : float
-        The bound on ``max_error`` that rounding can explain (or ``rtol``).
+        The bound on ``max_error`` that rounding explains (or ``rtol``).
     resolution : float
         The smallest relative error of the adjoint (a scale error ``A^H -> (1 + d) A^H``)
         that every trial of this run would have detected: ``tolerance * max_i D_i / |rhs_i|``.
     dtype : numpy.dtype
         The dtype of the test vectors ``x`` (the operator's own).
     lhs, rhs : ndarray, shape (trials,)
-        ``<A x_i, y_i>`` and ``<x_i, A^H y_i>``, accumulated in float64 or complex128
-        (``inf`` where the value itself overflows float64; the verdict does not).
+        ``<A x_i, y_i>`` and ``<x_i, A^H y_i>`` in float64/complex128 (inf if beyond its range).
     errors : ndarray, shape (trials,)
         ``|lhs - rhs| / D`` with ``D = ||A x|| ||y|| + ||x|| ||A^H y||``.
     noise : (float, float)
@@ -65,9 +64,9 @@ class AdjointTestResult:
     shape : (int, int)
         The operator's shape ``(m, n)``.
     row_length : int or None
-        The longest row or column (non-zeros) of an explicit matrix; None for black boxes.
+        Most non-zeros in a row or column of an explicit matrix (None for black boxes).
     library : str
-        The backend of the test vectors, with the device (``"torch, device cpu"``).
+        The backend and device of the test vectors (``"torch, device cpu"``).
     """
 
     passed: bool
@@ -113,9 +112,7 @@ def _fmt(z) -> str:
     return f"{float(z):.16e}"
 
 
-# --------------------------------------------------------------------------- #
-# one side of the test: an operator reduced to "apply to a flat vector"
-# --------------------------------------------------------------------------- #
+# --- one side of the test: an operator reduced to "apply to a flat vector" ---
 @dataclass(frozen=True)
 class _Side:
     name: str  # for messages: "A", "AT", "function 'f'"
@@ -150,33 +147,13 @@ class _Side:
         return out.reshape(-1)
 
 
-def _row_length(be, M) -> int:
-    """Max non-zeros in a row or a column of a sparse matrix (structural), on its own device."""
-    if be.name == "scipy" or not be.is_sparse(M):
-        M = M.tocsr() if hasattr(M, "tocsr") else M
-    _, indices, indptr = be.csr_arrays(M)
-    if indptr.shape[0] <= 1 or indices.shape[0] == 0:
-        return 1
-    rows = int((indptr[1:] - indptr[:-1]).max().item())
-    cols = int(be.xp.bincount(be.astype(indices, np.int64)).max().item())
-    return max(rows, cols, 1)
-
-
 def _matrix_side(A, name, adjoint, be) -> _Side:
     if A.ndim != 2:
         raise ValueError(f"{name} must be a 2-D matrix, got shape {tuple(A.shape)}")
-    if be.is_sparse(A):
-        if be.name == "torch" and A.layout != be.xp.sparse_csr:
-            A = A.to_sparse_csr()
-        M = be.transpose(A) if adjoint else A
-        k = _row_length(be, A)
-        call = (lambda v: be.matmul(M, v)) if be.name == "torch" else (lambda v: M @ v)
-    else:
-        M = be.transpose(A) if adjoint else A
-        k = max(A.shape)
-        call = lambda v: M @ v  # noqa: E731
+    M = be.transpose(A) if adjoint else A
+    k = line_nnz(be, A) if be.is_sparse(A) else max(A.shape)
     m, n = (int(s) for s in M.shape)
-    return _Side(name, (n,), (m,), be.dtype_of(M), call, be, k)
+    return _Side(name, (n,), (m,), be.dtype_of(M), lambda v: matrix_vector(be, M, v), be, k)
 
 
 def _dtype_of(obj, dtype, name):
@@ -187,9 +164,7 @@ def _dtype_of(obj, dtype, name):
     try:
         dt, lib = dtype_backend(given)
     except TypeError:
-        raise TypeError(
-            f"dtype of {name} must be a NumPy, CuPy or torch dtype, got {given!r}"
-        ) from None
+        raise TypeError(f"dtype of {name} must be a NumPy, CuPy or torch dtype, got {given!r}") from None
     return (dt if dt.kind in "fc" else np.dtype(np.float64)), lib
 
 
@@ -200,11 +175,9 @@ def _side(A, name, *, adjoint, backend, device, in_shape, out_shape, dtype) -> _
         k = max(A.plan.max_row_nnz(), A.plan.transpose().max_row_nnz(), 1)
         m, n = op.shape
         return _Side(name, (n,), (m,), np.dtype(op.dtype), lambda v: op @ v, op.backend, k)
-    lib = array_library(A)
-    if lib in ("numpy", "scipy", "cupy", "torch") and hasattr(A, "ndim") and hasattr(A, "shape"):
-        be = backend_of(A)
-        if lib != "scipy" or be.is_sparse(A):  # else a scipy LinearOperator, below
-            return _matrix_side(A, name, adjoint, be)
+    be = matrix_backend(A)
+    if be is not None:
+        return _matrix_side(A, name, adjoint, be)
     dt, lib = _dtype_of(A, dtype, name)
     dev = device if device is not None else getattr(A, "device", None)
     be = get_backend(backend or lib or "scipy", None if dev is None else dev)
@@ -233,15 +206,8 @@ def _side(A, name, *, adjoint, backend, device, in_shape, out_shape, dtype) -> _
     )
 
 
-def _callable_pair(f, g, *, backend, device, in_shape, out_shape, dtype):
-    dt, lib = _dtype_of(None, dtype, "the functions")
-    be = get_backend(backend or lib or "scipy", device)
-
-    def label(h, role):
-        return f"{role} function {getattr(h, '__qualname__', None) or type(h).__name__!r}"
-
-    fwd = _Side(label(f, "forward"), in_shape, out_shape, dt, f, be)
-    return fwd, _Side(label(g, "adjoint"), out_shape, in_shape, dt, g, be)
+def _function_side(fn, role, src, dst, dtype, be) -> _Side:
+    return _Side(f"{role} function {getattr(fn, '__qualname__', None) or type(fn).__name__!r}", src, dst, dtype, fn, be)
 
 
 def _is_operator(A) -> bool:
@@ -268,9 +234,7 @@ def _check_shape(shape, name):
     return out
 
 
-# --------------------------------------------------------------------------- #
-# overflow- and underflow-safe norms and inner products
-# --------------------------------------------------------------------------- #
+# --- overflow- and underflow-safe norms and inner products ---
 def _scaled(v, be):
     """``(v * 2**-e, e)`` in float64/complex128 with ``max |v * 2**-e|`` in [0.5, 1); e = None if v is not finite."""
     v = be.astype(v, np.complex128 if be.dtype_of(v).kind == "c" else np.float64)
@@ -318,10 +282,6 @@ def _vector(rng, n, dtype, be):
     if dtype.kind == "c":
         v = v + 1j * rng.standard_normal(n)
     return be.asarray(v.astype(dtype))
-
-
-def _single(dtype) -> bool:
-    return np.finfo(dtype).eps >= np.finfo(np.float32).eps
 
 
 def adjoint_test(
@@ -426,40 +386,31 @@ def adjoint_test(
     """
     if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
         raise ValueError(f"trials must be a positive int, got {trials!r}")
-    if rtol is not None and (
-        isinstance(rtol, bool) or not isinstance(rtol, (int, float, np.integer, np.floating)) or not rtol > 0
-        or not math.isfinite(rtol)
-    ):
+    if rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, (int, float, np.integer, np.floating))
+                             or not 0 < rtol < math.inf):
         raise ValueError(f"rtol must be a positive finite number or None, got {rtol!r}")
-    if rng is None:
-        rng = 0
-    if not isinstance(rng, np.random.Generator) and not (
-        isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)
-    ):
+    rng = 0 if rng is None else rng
+    if not isinstance(rng, np.random.Generator) and (isinstance(rng, bool) or not isinstance(rng, (int, np.integer))):
         raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {rng!r}")
     in_shape, out_shape = _check_shape(in_shape, "in_shape"), _check_shape(out_shape, "out_shape")
     kw = dict(backend=backend, device=device, in_shape=in_shape, out_shape=out_shape, dtype=dtype)
-    if callable(A) and not _is_operator(A):
-        if AT is None or not callable(AT):
+    if callable(A) and not _is_operator(A):  # a pair of functions
+        if AT is None or not callable(AT) or in_shape is None or out_shape is None:
             raise TypeError(
-                f"A is a function ({type(A).__name__}); pass its adjoint too: adjoint_test(f, g, in_shape=..., "
-                f"out_shape=..., dtype=...), got AT={AT!r}"
+                "a function A needs its adjoint function and both shapes: adjoint_test(f, g, in_shape=..., "
+                f"out_shape=..., dtype=...), got AT={AT!r}, in_shape={in_shape!r}, out_shape={out_shape!r}"
             )
-        if in_shape is None or out_shape is None:
-            raise ValueError(
-                f"a function pair needs in_shape= and out_shape=, got in_shape={in_shape!r}, out_shape={out_shape!r}"
-            )
-        fwd, adj = _callable_pair(A, AT, **kw)
+        dt, lib = _dtype_of(None, dtype, "the functions")
+        be = get_backend(backend or lib or "scipy", device)
+        fwd = _function_side(A, "forward", in_shape, out_shape, dt, be)
     else:
         fwd = _side(A, "A", adjoint=False, **kw)
-        if AT is None:
-            adj = _side(A, "A", adjoint=True, **kw)
-        else:
-            kw_t = dict(kw, in_shape=out_shape, out_shape=in_shape)
-            adj = _side(AT, "AT", adjoint=False, **kw_t) if _is_operator(AT) or not callable(AT) else None
-            if adj is None:  # a plain function as the adjoint of an operator
-                adj = _Side(f"adjoint function {getattr(AT, '__qualname__', '?')!r}", fwd.dst, fwd.src, fwd.dtype,
-                            AT, fwd.backend)
+    if AT is None:
+        adj = _side(A, "A", adjoint=True, **kw)
+    elif callable(AT) and not _is_operator(AT):
+        adj = _function_side(AT, "adjoint", fwd.dst, fwd.src, fwd.dtype, fwd.backend)
+    else:
+        adj = _side(AT, "AT", adjoint=False, **dict(kw, in_shape=out_shape, out_shape=in_shape))
     if fwd.backend != adj.backend:
         raise TypeError(
             f"A and AT must take vectors of the same library and device, got {fwd.backend!r} and {adj.backend!r}"
@@ -475,8 +426,7 @@ def _run(fwd, adj, be, rng, trials, rtol) -> AdjointTestResult:
     m, n = fwd.shape
     eps = max(float(np.finfo(fwd.dtype).eps), float(np.finfo(adj.dtype).eps))
     floor = SAFETY_FACTOR * eps + 10.0 * math.sqrt(max(m, n)) * float(np.finfo(np.float64).eps)
-    rows, noise, finite = [], (0.0, 0.0), True
-    tol = rtol
+    rows, noise, finite, tol = [], (0.0, 0.0), True, rtol
     for trial in range(trials):
         x = _vector(rng, n, fwd.dtype, be)
         r = _vector(rng, m, adj.dtype, be)
@@ -513,12 +463,9 @@ def _run(fwd, adj, be, rng, trials, rtol) -> AdjointTestResult:
         rows.append((_ldexp(lhs, ea + ey), _ldexp(rhs, ex + eb), err, D / abs(R) if R != 0 else math.inf))
     if tol is None:
         tol = floor
-    lhs = np.array([row[0] for row in rows] or [np.nan])
-    rhs = np.array([row[1] for row in rows] or [np.nan])
+    lhs, rhs = (np.array([row[i] for row in rows] or [np.nan]) for i in (0, 1))
     errors = np.array([row[2] for row in rows] + ([] if finite else [math.inf]))
-    max_error = float(errors.max())
-    if not math.isfinite(max_error):
-        max_error = math.inf
+    max_error = float(errors.max()) if np.isfinite(errors).all() else math.inf
     passed = bool(finite and max_error <= tol)
     resolution = float(tol * max(row[3] for row in rows)) if rows and finite else math.inf
     dtype = fwd.dtype
@@ -528,14 +475,14 @@ def _run(fwd, adj, be, rng, trials, rtol) -> AdjointTestResult:
         row_length=None if fwd.row_length is None else max(fwd.row_length, adj.row_length or 0),
         library=be.name if be.device is None else f"{be.name}, device {be.device}",
     )
-    limit = RESOLUTION_LIMITS["single" if _single(dtype) else "double"]
+    limit = RESOLUTION_LIMITS["single" if np.finfo(dtype).eps >= np.finfo(np.float32).eps else "double"]
     if passed and resolution > limit:
         warnings.warn(
             f"adjoint test passed, but its resolution {resolution:.2e} is worse than {limit:g} for {dtype}: "
             f"adjoints wrong by less than that would have passed too (rounding noise of A x "
             f"{noise[0]:.1e}, of A^H y {noise[1]:.1e})",
             AdjointTestWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return result
 

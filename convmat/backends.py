@@ -672,3 +672,37 @@ def dtype_backend(dtype) -> tuple[np.dtype, str | None]:
     if dtype is None:
         raise TypeError("None is not a dtype")
     return np.dtype(dtype), None
+
+
+def matrix_backend(A) -> Backend | None:
+    """The backend of a matrix -- sparse (SciPy, cupyx, torch CSR) or a dense array -- or None.
+
+    None for everything else, SciPy's ``LinearOperator`` included (it has a
+    shape but is not a matrix).
+    """
+    lib = array_library(A)
+    if lib is None or not (hasattr(A, "ndim") and hasattr(A, "shape")):
+        return None
+    be = backend_of(A)
+    if be is None or (lib == "scipy" and not be.is_sparse(A)):
+        return None
+    return be
+
+
+def line_nnz(be: Backend, A) -> int:
+    """The most non-zeros in one row or one column of a sparse matrix of backend ``be`` (structural), >= 1."""
+    if hasattr(A, "tocsr"):
+        A = A.tocsr()
+    _, indices, indptr = be.csr_arrays(A)
+    if indptr.shape[0] <= 1 or indices.shape[0] == 0:
+        return 1
+    rows = int((indptr[1:] - indptr[:-1]).max().item())
+    cols = int(be.xp.bincount(be.astype(indices, np.int64)).max().item())
+    return max(rows, cols, 1)
+
+
+def matrix_vector(be: Backend, M, v):
+    """``M @ v`` for a matrix of backend ``be`` (sparse or dense) and a 1-D ``v`` of the same backend."""
+    if be.name == "torch":
+        return be.matmul(M, v)
+    return M @ v
