@@ -1,0 +1,319 @@
+"""Row blocks of a convolution matrix: sizes, what each block reads, and how partial sums combine.
+
+The matrix ``C`` of a :class:`~convmat.ConvPlan` never needs to exist whole:
+:mod:`convmat.streamed` and :mod:`convmat.dask` build it a block of rows at a
+time.  This module holds the decisions they share, in NumPy and SciPy only:
+
+* :func:`row_blocks` -- contiguous row ranges of at most ``block_bytes`` bytes
+  each, counted exactly (values plus int32 indices whenever the block's
+  non-zeros and shape fit in int32, whatever the whole matrix needs);
+* :func:`build_block` -- one such block, with int32 indices when it fits;
+* :func:`slabs` and :func:`build_slab` -- a *slab*: the rows of every output
+  channel at the output positions ``[j0, j1)`` (flat, C order), with its
+  columns renumbered onto its *column support*: every input channel at the
+  flat input positions ``[f0, f1)`` it reads (:func:`slab_support`).  A slab
+  multiplies a halo of the input, not all of it;
+* :func:`combine` and :func:`tree_order` -- the fixed order in which the
+  partial sums of the adjoint, ``C^H y = sum_b C_b^H y_b``, are added.
+
+Every function here is a pure function of the plan, the weight and its
+arguments: a block built twice (on two machines, or after a worker was lost)
+has the same bits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+
+from .build import MatrixTooLargeError, _human, _value_dtype
+from .pattern import axis_pattern
+
+__all__ = [
+    "block_index_dtype",
+    "block_nbytes",
+    "row_blocks",
+    "build_block",
+    "slabs",
+    "slab_support",
+    "slab_nbytes",
+    "build_slab",
+    "combine",
+    "tree_order",
+]
+
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def block_index_dtype(nnz: int, shape) -> np.dtype:
+    """int32 when the block's non-zeros and both dimensions fit in int32, else int64."""
+    return np.dtype(np.int32 if max(int(nnz), *(int(s) for s in shape)) <= _INT32_MAX else np.int64)
+
+
+def block_nbytes(nnz: int, shape, dtype) -> int:
+    """Bytes of a CSR block: ``nnz (value + index) + (rows + 1) index``, with :func:`block_index_dtype`."""
+    idx = block_index_dtype(nnz, shape).itemsize
+    return int(nnz) * (np.dtype(dtype).itemsize + idx) + (int(shape[0]) + 1) * idx
+
+
+def _check_block_bytes(block_bytes) -> int:
+    if isinstance(block_bytes, (bool, np.bool_)) or not isinstance(block_bytes, (int, np.integer)):
+        raise TypeError(f"block_bytes must be an int (a number of bytes), got {block_bytes!r}")
+    if block_bytes < 1:
+        raise ValueError(f"block_bytes must be >= 1 (a number of bytes), got {block_bytes!r}")
+    return int(block_bytes)
+
+
+def _largest_fit(lo: int, hi: int, fits) -> int:
+    """The largest ``b`` in ``[lo, hi]`` with ``fits(b)``, ``fits`` monotone and ``fits(lo)`` true."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def row_blocks(plan, dtype, block_bytes) -> list[tuple[int, int]]:
+    """Contiguous row ranges ``(start, stop)`` covering ``plan``'s matrix, each of at most ``block_bytes`` bytes.
+
+    Parameters
+    ----------
+    plan : ConvPlan
+    dtype : numpy dtype
+        The values' dtype.
+    block_bytes : int
+        Bytes of one block as built by :func:`build_block` (:func:`block_nbytes`).
+
+    Returns
+    -------
+    list of (int, int)
+
+    Raises
+    ------
+    ValueError
+        One row alone takes more than ``block_bytes``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmat import conv_plan
+    >>> plan = conv_plan((4, 4, 3, 3), (16, 16), padding=1)
+    >>> blocks = row_blocks(plan, np.float64, 40_000)
+    >>> blocks[0], blocks[-1][1] == plan.shape[0], len(blocks)
+    ((0, 101), True, 11)
+    """
+    block_bytes = _check_block_bytes(block_bytes)
+    dtype = _value_dtype(np.dtype(np.float64), dtype)
+    m, n = plan.shape
+
+    def size(a, b):
+        return block_nbytes(plan.row_nnz(a, b), (b - a, n), dtype)
+
+    out, a = [], 0
+    while a < m:
+        if size(a, a + 1) > block_bytes:
+            raise ValueError(
+                f"block_bytes={block_bytes!r} is too small: row {a} alone takes {size(a, a + 1):,} bytes as {dtype}"
+            )
+        b = _largest_fit(a + 1, m, lambda b: size(a, b) <= block_bytes)
+        out.append((a, b))
+        a = b
+    return out
+
+
+def build_block(plan, weight, rows, dtype, *, threads=None):
+    """Rows ``[start, stop)`` of ``plan``'s matrix as a ``scipy.sparse.csr_array``, int32 indices when they fit.
+
+    The same bits as the same rows of ``plan.build(weight, dtype=dtype)``.
+    """
+    C = plan.build(weight, rows=rows, dtype=dtype, threads=threads)
+    idt = block_index_dtype(C.nnz, C.shape)
+    if C.indices.dtype != idt:
+        C = sp.csr_array((C.data, C.indices.astype(idt), C.indptr.astype(idt)), shape=C.shape, copy=False)
+    return C
+
+
+# --------------------------------------------------------------------------- #
+# slabs: all output channels at a range of output positions
+# --------------------------------------------------------------------------- #
+def _spatial(shape) -> int:
+    return math.prod(shape[1:])
+
+
+def _axis_reach(plan):
+    """Per spatial axis, the first and last column position each row position reads (-1: none)."""
+    out = []
+    for ax in plan.geometry.axes:
+        p = axis_pattern(ax)
+        if plan.transposed:
+            p = p.transpose()
+        nonempty = p.ptr[1:] > p.ptr[:-1]
+        first = np.full(p.n_rows, -1, dtype=np.int64)
+        last = np.full(p.n_rows, -1, dtype=np.int64)
+        first[nonempty] = p.cols[p.ptr[:-1][nonempty]]
+        last[nonempty] = p.cols[p.ptr[1:][nonempty] - 1]
+        out.append((first, last))
+    return out
+
+
+def slab_support(plan, j0: int, j1: int, reach=None) -> tuple[int, int]:
+    """The flat input positions ``[f0, f1)`` read by the output positions ``[j0, j1)`` (flat, C order).
+
+    The rows of a slab read, on each axis ``a``, the inputs
+    ``[min_j (j s - lo), max_j (j s - lo + (k-1) d)]`` over the slab's
+    positions ``j`` on that axis (clipped, or mapped by the padding mode:
+    taken from the per-axis tables of :func:`convmat.pattern.axis_pattern`);
+    ``[f0, f1)`` is the flat range from the low corner of that box to its high
+    corner.  An axis is taken whole when the slab spans more than one value
+    of the axes before it.  Every input channel of the slab's rows is read
+    (a slab holds every output channel).
+
+    Examples
+    --------
+    >>> from convmat import conv_plan
+    >>> plan = conv_plan((1, 1, 3, 3), (8, 8), padding=1)   # 8 x 8 outputs
+    >>> slab_support(plan, 16, 24)                           # output row 2 reads input rows 1..3
+    (8, 32)
+    """
+    reach = _axis_reach(plan) if reach is None else reach
+    out_sp = plan.output_shape[1:]
+    in_sp = plan.input_shape[1:]
+    lo = np.unravel_index(j0, out_sp)
+    hi = np.unravel_index(j1 - 1, out_sp)
+    box_lo, box_hi = [], []
+    same_prefix = True
+    for a, ((first, last), o) in enumerate(zip(reach, out_sp)):
+        r0, r1 = (int(lo[a]), int(hi[a])) if same_prefix else (0, o - 1)
+        same_prefix = same_prefix and lo[a] == hi[a]
+        f, l_ = first[r0 : r1 + 1], last[r0 : r1 + 1]
+        have = l_ >= 0
+        if not have.any():
+            return (0, 0)
+        box_lo.append(int(f[have].min()))
+        box_hi.append(int(l_[have].max()))
+    return int(np.ravel_multi_index(box_lo, in_sp)), int(np.ravel_multi_index(box_hi, in_sp)) + 1
+
+
+def slab_nbytes(plan, dtype, j0: int, j1: int, support) -> int:
+    """Bytes of :func:`build_slab`'s matrix for output positions ``[j0, j1)``."""
+    R = plan.output_shape[0]
+    nnz = R * plan.row_nnz(j0, j1)
+    width = plan.input_shape[0] * (support[1] - support[0])
+    return block_nbytes(nnz, (R * (j1 - j0), width), _value_dtype(np.dtype(np.float64), dtype))
+
+
+def slabs(plan, dtype, block_bytes) -> list[tuple[int, int, int, int]]:
+    """Slabs ``(j0, j1, f0, f1)`` covering the output positions, each of at most ``block_bytes`` bytes.
+
+    A slab holds the rows of every output channel at the flat output
+    positions ``[j0, j1)`` and reads every input channel at the flat input
+    positions ``[f0, f1)`` (:func:`slab_support`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmat import conv_plan
+    >>> plan = conv_plan((2, 2, 3, 3), (8, 8), padding=1)
+    >>> slabs(plan, np.float64, 6_000)[:2]
+    [(0, 17, 0, 32), (17, 31, 8, 40)]
+    """
+    block_bytes = _check_block_bytes(block_bytes)
+    reach = _axis_reach(plan)
+    O = _spatial(plan.output_shape)
+
+    def size(a, b):
+        return slab_nbytes(plan, dtype, a, b, slab_support(plan, a, b, reach))
+
+    out, a = [], 0
+    while a < O:
+        if size(a, a + 1) > block_bytes:
+            raise ValueError(
+                f"block_bytes={block_bytes!r} is too small: the {plan.output_shape[0]} rows of output position {a} "
+                f"take {size(a, a + 1):,} bytes as {np.dtype(dtype)}"
+            )
+        b = _largest_fit(a + 1, O, lambda b: size(a, b) <= block_bytes)
+        out.append((a, b, *slab_support(plan, a, b, reach)))
+        a = b
+    return out
+
+
+def build_slab(plan, weight, slab, dtype, *, threads=None):
+    """The rows of slab ``(j0, j1, f0, f1)``, columns renumbered onto its support: a ``csr_array``.
+
+    Shape ``(R (j1 - j0), C_in (f1 - f0))``: row ``c (j1 - j0) + (j - j0)`` is
+    row ``c O + j`` of the matrix, column ``c' (f1 - f0) + (f - f0)`` is column
+    ``c' F + f`` (``O``, ``F`` the output and input positions per channel).
+    Rows keep their entries in the same order, so each row of
+    ``build_slab(...) @ halo`` has the bits of the same row of ``C @ x``.
+    Built one output channel at a time into the final arrays.
+    """
+    j0, j1, f0, f1 = (int(v) for v in slab)
+    R, O = plan.output_shape[0], _spatial(plan.output_shape)
+    Cin, F = plan.input_shape[0], _spatial(plan.input_shape)
+    L = f1 - f0
+    vdtype = _value_dtype(np.dtype(np.asarray(weight).dtype), dtype)
+    per = plan.row_nnz(j0, j1)
+    nnz, shape = R * per, (R * (j1 - j0), Cin * L)
+    idt = block_index_dtype(nnz, shape)
+    data = np.empty(nnz, dtype=vdtype)
+    indices = np.empty(nnz, dtype=idt)
+    indptr = np.zeros(shape[0] + 1, dtype=idt)
+    for c in range(R):
+        B = plan.build(weight, rows=(c * O + j0, c * O + j1), dtype=vdtype, threads=threads)
+        s = slice(c * per, (c + 1) * per)
+        data[s] = B.data
+        g = B.indices.astype(np.int64)
+        ch = g // F
+        indices[s] = ch * L + (g - ch * F - f0)
+        indptr[c * (j1 - j0) + 1 : (c + 1) * (j1 - j0) + 1] = B.indptr[1:] + c * per
+        del B, g, ch
+    return sp.csr_array((data, indices, indptr), shape=shape, copy=False)
+
+
+def check_fits(need: int, limit: int, what: str, fits_bytes: int) -> None:
+    """Refuse a block of ``need`` bytes where ``limit`` bytes are available, naming a ``block_bytes`` that fits."""
+    if need > limit:
+        raise MatrixTooLargeError(
+            f"a block of {_human(need)} ({need:,} bytes) is larger than {what} ({_human(limit)}, {limit:,} bytes); "
+            f"use block_bytes={fits_bytes:,} or less"
+        )
+
+
+# --------------------------------------------------------------------------- #
+# the adjoint's partial sums, in a fixed order
+# --------------------------------------------------------------------------- #
+def combine(left, right):
+    """``left + right`` of two partial sums ``(f0, f1, array (C, f1 - f0, N))`` on the union of their ranges.
+
+    ``left`` is copied into zeros, ``right`` added: every entry is
+    ``left + right`` (or ``0 + right`` where ``left`` does not reach), the same
+    bits wherever it runs.
+    """
+    (a0, a1, A), (b0, b1, B) = left, right
+    lo, hi = min(a0, b0), max(a1, b1)
+    out = np.zeros((A.shape[0], hi - lo) + A.shape[2:], dtype=np.result_type(A, B))
+    out[:, a0 - lo : a1 - lo] = A
+    out[:, b0 - lo : b1 - lo] += B
+    return lo, hi, out
+
+
+def tree_order(n: int) -> list[list[tuple[int, int]]]:
+    """The fixed reduction tree of ``n`` partial sums: levels of pairs ``(i, j)``, ``i`` absorbing ``j``.
+
+    Level by level, neighbours are combined: ``(0, 1), (2, 3), ...``, then
+    ``(0, 2), (4, 6), ...``.  The order depends on ``n`` only.
+
+    Examples
+    --------
+    >>> tree_order(5)
+    [[(0, 1), (2, 3)], [(0, 2)], [(0, 4)]]
+    """
+    levels, step = [], 1
+    while step < n:
+        levels.append([(i, i + step) for i in range(0, n - step, 2 * step)])
+        step *= 2
+    return levels

@@ -1,0 +1,272 @@
+"""StreamedConvOperator: a convolution layer whose matrix is built block by block at every product.
+
+A :class:`~convmat.ConvOperator` holds the whole CSR matrix ``C``.  A
+:class:`StreamedConvOperator` holds only the plan and the weight: each
+product builds the rows of ``C`` in blocks of at most ``block_bytes`` bytes
+(:func:`convmat.blocks.row_blocks`), multiplies each block and drops it
+before building the next.  It therefore works for matrices larger than
+memory, and past 2**31 non-zeros with int32 indices in every block.  Building
+a block costs about what writing its bytes costs, so a streamed product costs
+about a stored product plus a fill of the matrix.
+
+Same bits as the stored operator
+--------------------------------
+``C @ X`` computes each row by one row kernel of :func:`convmat.spmm.csr_matmul`,
+whose result does not depend on the other rows in the product: a row-block
+partition gives the bits of the stored product.  The adjoint ``C^H @ Y`` is
+computed the same way, by row blocks of ``C^H`` built directly from the
+transposed plan (:meth:`convmat.ConvPlan.transpose`, with the conjugated
+weight): no sums across blocks, so the result is the bits of
+``csr_matmul(plan.transpose().build(w.conj()), Y)`` -- the adjoint that
+``ConvOperator`` computes on the ``'cupy'`` and ``'torch'`` backends, and the
+forward product of the transposed convolution's ``ConvOperator``.  The stored
+``'scipy'`` operator instead scatters ``C``'s rows into per-thread partial
+sums (it never builds ``C^H``); those sums are associated differently, so
+the streamed adjoint agrees with it to rounding, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator
+
+from .blocks import block_nbytes, build_block, row_blocks
+from .build import _human, _value_dtype, conv_plan, conv_transpose_plan
+from .spmm import csr_matmul
+
+__all__ = ["StreamedConvOperator", "layer_plan"]
+
+
+def layer_plan(weight_shape, in_shape, *, transposed=False, stride=1, padding=0, dilation=1, groups=1,
+               padding_mode="zeros", output_padding=0, output_size=None):
+    """The :class:`~convmat.ConvPlan` of a layer given as :class:`~convmat.ConvOperator` takes it.
+
+    ``transposed=True`` gives :func:`convmat.conv_transpose_plan` (zeros
+    padding only), else :func:`convmat.conv_plan`.
+    """
+    if not isinstance(transposed, (bool, np.bool_)):
+        raise TypeError(f"transposed must be a bool, got {transposed!r}")
+    if transposed:
+        if padding_mode != "zeros":
+            raise ValueError(
+                f"a transposed convolution takes padding_mode='zeros' only (as PyTorch's ConvTranspose), got "
+                f"padding_mode={padding_mode!r}; for the adjoint of a {padding_mode!r}-padded convolution use .H"
+            )
+        return conv_transpose_plan(weight_shape, in_shape, stride=stride, padding=padding,
+                                   output_padding=output_padding, output_size=output_size, dilation=dilation,
+                                   groups=groups)
+    if output_size is not None or np.any(np.asarray(output_padding) != 0):
+        raise ValueError(
+            f"output_padding and output_size apply to a transposed convolution only (transposed=True), "
+            f"got output_padding={output_padding!r}, output_size={output_size!r}"
+        )
+    return conv_plan(weight_shape, in_shape, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                     padding_mode=padding_mode)
+
+
+def host_weight(weight, dtype, name="weight"):
+    """``weight`` as a read-only NumPy array of the matrix's value dtype (float64 for integers)."""
+    try:
+        w = np.asarray(weight)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the parameter's name
+        raise TypeError(f"{name} must be a NumPy array or array-like on the host, got {type(weight).__name__}") from exc
+    if w.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must hold numbers, got dtype {w.dtype}")
+    w = np.array(w, dtype=_value_dtype(w.dtype, dtype))
+    w.setflags(write=False)
+    return w
+
+
+def image_columns(x, shape, name):
+    """``x`` of shape ``shape`` or ``(N, *shape)`` as C-contiguous columns ``(F, N)``, and whether batched."""
+    x = np.asarray(x)
+    if tuple(x.shape) == tuple(shape):
+        return x.reshape(-1, 1), False
+    if x.ndim == len(shape) + 1 and tuple(x.shape[1:]) == tuple(shape):
+        return np.ascontiguousarray(x.reshape(x.shape[0], -1).T), True
+    raise ValueError(
+        f"{name} must have shape {tuple(shape)} (one image) or (N, {', '.join(map(str, shape))}) (a batch), "
+        f"got {tuple(x.shape)}"
+    )
+
+
+def columns_images(Y, shape, batched):
+    """Columns ``(F, N)`` back to images ``(N, *shape)`` (or ``shape`` when not batched)."""
+    out = Y.T.reshape((Y.shape[1],) + tuple(shape))
+    return out if batched else out[0]
+
+
+class StreamedConvOperator(LinearOperator):
+    """A convolution layer applied block by block: never more than ``block_bytes`` of its matrix in memory.
+
+    Parameters
+    ----------
+    weight : array, shape (C_out, C_in/groups, *kernel_size) or (C_in, C_out/groups, *kernel_size)
+        As :class:`~convmat.ConvOperator` (the second layout with ``transposed=True``); NumPy or array-like.
+    in_shape : tuple of int
+        Spatial shape of the operation's input.
+    block_bytes : int
+        The most bytes of the matrix held at once: each block (values plus
+        int32 or int64 indices, :func:`convmat.blocks.block_nbytes`) fits.
+        Building a block needs a few temporaries besides (see
+        :meth:`convmat.ConvPlan.build`).
+    stride, padding, dilation, groups, padding_mode, transposed, output_padding, output_size, dtype, bias
+        As :class:`~convmat.ConvOperator`.
+    threads : int, optional
+        Threads of the builds and products (default: the usable cores).
+
+    Attributes
+    ----------
+    plan : ConvPlan
+    blocks : list of (int, int)
+        The row ranges built at each product (of ``C^H`` for the adjoint view ``A.H``).
+    in_shape, out_shape : tuple of int
+    shape : (int, int)
+    dtype : numpy.dtype
+    bias : ndarray or None
+    is_adjoint : bool
+
+    Notes
+    -----
+    ``A @ v``, ``matvec``, ``matmat`` take columns ``v = x.ravel()``;
+    :meth:`apply` (also ``A(x)``) takes images ``(N, *in_shape)`` or
+    ``in_shape`` and adds the bias; :meth:`apply_adjoint` applies ``C^H``.
+    ``A.H`` (and ``A.T`` for real weights) is the streamed operator of
+    ``C^H``: ``plan.transpose()`` with the conjugated weight.  Each product
+    builds all ``plan.nnz`` entries once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmat import ConvOperator
+    >>> w = np.random.default_rng(0).standard_normal((4, 4, 3, 3))
+    >>> A = StreamedConvOperator(w, (16, 16), padding=1, block_bytes=20_000)
+    >>> len(A.blocks), A.max_block_nbytes <= 20_000
+    (21, True)
+    >>> x = np.random.default_rng(1).standard_normal((2, 4, 16, 16))
+    >>> bool(np.array_equal(A(x), ConvOperator(w, (16, 16), padding=1)(x)))
+    True
+    """
+
+    def __init__(self, weight, in_shape, *, block_bytes, stride=1, padding=0, dilation=1, groups=1,
+                 padding_mode="zeros", transposed=False, output_padding=0, output_size=None, dtype=None,
+                 bias=None, threads=None):
+        w = host_weight(weight, dtype)
+        plan = layer_plan(w.shape, in_shape, transposed=transposed, stride=stride, padding=padding,
+                          dilation=dilation, groups=groups, padding_mode=padding_mode,
+                          output_padding=output_padding, output_size=output_size)
+        self._init_pair(plan, w, block_bytes, bias, threads)
+
+    @classmethod
+    def from_plan(cls, plan, weight, *, block_bytes, dtype=None, bias=None, threads=None):
+        """The streamed operator of ``plan`` filled with ``weight`` (shape ``plan.weight_shape``)."""
+        out = object.__new__(cls)
+        out._init_pair(plan, host_weight(weight, dtype), block_bytes, bias, threads)
+        return out
+
+    def _init_pair(self, plan, w, block_bytes, bias, threads):
+        """This operator and its adjoint view (the transposed plan, the conjugated weight)."""
+        self._setup(plan, w, block_bytes, bias, threads, False)
+        H = object.__new__(type(self))
+        H._setup(plan.transpose(), w.conj() if w.dtype.kind == "c" else w, block_bytes, None, threads, True)
+        self._H, H._H = H, self
+
+    def _setup(self, plan, w, block_bytes, bias, threads, is_adjoint):
+        if tuple(w.shape) != tuple(plan.weight_shape):
+            raise ValueError(f"weight must have shape {plan.weight_shape} for this plan, got {tuple(w.shape)}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                    or threads < 1):
+            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+        self.plan, self._w, self.threads, self.is_adjoint = plan, w, threads, is_adjoint
+        self.in_shape, self.out_shape = tuple(plan.input_shape), tuple(plan.output_shape)
+        self.blocks = row_blocks(plan, w.dtype, block_bytes)
+        self.block_bytes = int(block_bytes)
+        if bias is not None:
+            bias = np.array(bias, dtype=w.dtype)
+            if bias.shape != (self.out_shape[0],):
+                raise ValueError(f"bias must have shape ({self.out_shape[0]},) (one per output channel), "
+                                 f"got {bias.shape}")
+            bias.setflags(write=False)
+        self.bias = bias
+        super().__init__(w.dtype, plan.shape)
+
+    # ------------------------------------------------------------------ #
+    @property
+    def nnz(self) -> int:
+        return int(self.plan.nnz)
+
+    @property
+    def max_block_nbytes(self) -> int:
+        """Bytes of the largest block: the most of the matrix held at once."""
+        return max(block_nbytes(self.plan.row_nnz(a, b), (b - a, self.shape[1]), self.dtype) for a, b in self.blocks)
+
+    def build_block(self, i: int):
+        """Block ``i`` (rows ``blocks[i]``) of the matrix, a ``csr_array`` with int32 indices when they fit."""
+        return build_block(self.plan, self._w, self.blocks[i], self.dtype, threads=self.threads)
+
+    def _product(self, X):
+        """``C @ X`` for columns ``X`` (``(n,)`` or ``(n, k)``), one block at a time."""
+        X = np.asarray(X)
+        dtype = np.result_type(self.dtype, X.dtype)
+        X = np.ascontiguousarray(X, dtype=dtype)  # once, not at every block
+        Y = np.empty((self.shape[0],) + X.shape[1:], dtype=dtype)
+        for i, (a, b) in enumerate(self.blocks):
+            C = None  # drop the previous block before building the next
+            C = self.build_block(i)
+            csr_matmul(C, X, threads=self.threads, out=Y[a:b])
+        return Y
+
+    def _matvec(self, x):
+        return self._product(x)
+
+    def _matmat(self, X):
+        return self._product(X)
+
+    def _rmatvec(self, y):
+        return self._H._product(y)
+
+    def _rmatmat(self, Y):
+        return self._H._product(Y)
+
+    def _adjoint(self):
+        return self._H
+
+    def _transpose(self):
+        return self._H if self.dtype.kind != "c" else super()._transpose()
+
+    # ------------------------------------------------------------------ #
+    def apply(self, x):
+        """Apply the layer to images: ``C @ x`` plus the bias.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, *in_shape) or in_shape
+
+        Returns
+        -------
+        ndarray, shape (N, *out_shape) or out_shape
+        """
+        y = self._apply_linear(x)
+        if self.bias is not None:
+            y = y + self.bias.reshape((-1,) + (1,) * (len(self.out_shape) - 1))
+        return y
+
+    __call__ = apply
+
+    def apply_adjoint(self, y):
+        """Apply ``C^H`` to images ``(N, *out_shape)`` or ``out_shape`` (no bias)."""
+        return self._H._apply_linear(y)
+
+    def _apply_linear(self, x):
+        """``C @ x`` on images, without the bias."""
+        X, batched = image_columns(x, self.in_shape, "x")
+        return columns_images(self._product(X), self.out_shape, batched)
+
+    def __repr__(self) -> str:
+        head = repr(self.plan).splitlines()[0].replace("ConvPlan(", "", 1)
+        kind = "adjoint of " if self.is_adjoint else ""
+        return (
+            f"StreamedConvOperator({kind}{head}\n  matrix {self.shape[0]} x {self.shape[1]}, nnz {self.nnz:,}, "
+            f"{self.dtype}, {_human(self.plan.nbytes(self.dtype))} if stored; built in {len(self.blocks)} blocks "
+            f"of at most {_human(self.block_bytes)} per product)"
+        )
