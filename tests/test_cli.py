@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from convmat import conv_matrix, conv_output_shape, conv_plan, conv_transpose_matrix
-from convmat.cli import main
+from convmat.cli import build_parser, main
 
 GEOM = ["--in-shape", "12", "10", "--kernel", "3", "--stride", "2", "--padding", "1", "--in-channels", "3",
         "--out-channels", "4"]
@@ -174,8 +173,8 @@ def test_build_refuses_a_matrix_over_the_limit(capsys, tmp_path):
     path = tmp_path / "C.npz"
     code, out, err = run(capsys, "build", *GEOM, "--max-bytes", "1kB", "-o", path)
     assert code == 2
-    assert err.startswith("convmat: error: the matrix of shape (120, 360)")
-    assert "--max-bytes" in err and "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith("convmat: error: argument --max-bytes: the matrix of shape (120, 360)")
+    assert "Traceback" not in err and err.count("\n") == 1
     assert not path.exists() and out == ""
     assert run(capsys, "build", *GEOM, "--max-bytes", "10MB", "-o", path)[0] == 0
 
@@ -193,7 +192,7 @@ def test_build_refuses_a_matrix_over_the_limit(capsys, tmp_path):
         (["shape", "--in-shape", 8, "--kernel", 3, "--padding", "1:2:3"], "--padding"),
         (["shape", "--in-shape", 8, "--kernel", 3, "--padding", "-1"], "--padding"),
         (["shape", "--in-shape", 8, "--kernel", 3, "--stride", 2, "--output-padding", 2], "--output-padding"),
-        (["shape", "--in-shape", 8, "--kernel", 3, "--padding", 8, "--padding-mode", "reflect"], "--padding-mode"),
+        (["shape", "--in-shape", 8, "--kernel", 3, "--padding", 8, "--padding-mode", "reflect"], "--padding"),
         (["shape", "--in-shape", 8, "--kernel", 3, "--padding-mode", "mirror"], "--padding-mode"),
         (["shape", "--in-shape", 8, "--kernel", 3, "--in-channels", 3, "--groups", 2], "--in-channels"),
         (["shape", "--in-shape", 0, "--kernel", 1], "--in-shape"),
@@ -215,22 +214,46 @@ def test_bad_options_exit_2_with_one_line_naming_the_option(capsys, tmp_path, mo
     assert not (tmp_path / "x.npz").exists()
 
 
-def test_no_command_prints_help_and_exits_2(capsys):
-    code, _, err = run(capsys)
-    assert code == 2 and "shape" in err and "build" in err and "check" in err
+def test_no_command_prints_a_short_usage_and_exits_2(capsys):
+    code, out, err = run(capsys)
+    lines = err.splitlines()
+    assert code == 2 and out == ""
+    assert 2 <= len(lines) <= 6 and lines[-1] == "convmat: error: a command is required"
+    assert [line.split()[0] for line in lines[1:-1]] == ["shape", "build", "check", "draw"]
+
+
+def test_copied_constants_are_the_librarys():
+    from convmat.build import VALUE_DTYPES
+    from convmat.cli.parser import DTYPES, PADDING_KEYWORDS, build_parser
+    from convmat.geometry import PADDING_MODES, PADDING_STRINGS
+
+    assert DTYPES == tuple(str(d) for d in VALUE_DTYPES)
+    assert PADDING_KEYWORDS == tuple(PADDING_STRINGS)
+    choices = {a.dest: a.choices for a in build_parser()._subparsers._group_actions[0].choices["build"]._actions}
+    assert tuple(choices["padding_mode"]) == PADDING_MODES and tuple(choices["dtype"]) == DTYPES
+
+
+def test_errors_map_to_options_through_the_parameter_attribute():
+    from convmat.cli import OPTION_OF, option_of
+    from convmat.errors import ParameterError, ParameterTypeError
+
+    # the attribute wins over a message that names another parameter
+    assert option_of(ParameterError("dilation", "stride * dilation too large")) == "--dilation"
+    assert option_of(ParameterTypeError("groups", "x")) == "--groups"
+    assert option_of(ValueError("padding must be >= 0")) == "--padding"  # fallback: the message
+    assert option_of(ValueError("nothing known")) is None
+    with_weight = type("Args", (), {"weight": "W.npy"})()
+    assert option_of(ParameterError("kernel_size", "k"), with_weight) == "--weight"
+    parser_options = {s for a in build_parser()._subparsers._group_actions[0].choices["build"]._actions
+                      for s in a.option_strings}
+    assert {o for v in OPTION_OF.values() for o in v.split("/")} <= parser_options | {"--max-dense"}
 
 
 # --------------------------------------------------------------------------- #
 # check
 # --------------------------------------------------------------------------- #
-def _needs_checks():
-    if importlib.util.find_spec("convmat.checks") is None:
-        pytest.skip("convmat.checks (check_geometry) is not in this checkout yet")
-
-
 @pytest.mark.parametrize("transposed", [False, True])
 def test_check_prints_one_row_per_check_and_exits_0(capsys, transposed):
-    _needs_checks()
     from convmat.checks import check_geometry
 
     code, out, err = run(capsys, "check", *GEOM, "--seed", 1, *(["--transposed"] if transposed else []))
@@ -298,3 +321,74 @@ def test_draw_says_what_it_cannot_draw(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "r" / "conv.gif").exists() and not (tmp_path / "r" / "recipe.png").exists()
     assert "recipe is the transpose of zero padding only" in out
+
+
+# --------------------------------------------------------------------------- #
+# build -o writes exactly the path given
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("name, written", [("C.npz", "C.npz"), ("C", "C.npz"), ("C.mat", "C.mat.npz"),
+                                           ("sub/C.npz", "sub/C.npz")])
+def test_build_output_is_the_path_given_plus_npz_when_missing(capsys, tmp_path, name, written):
+    (tmp_path / "sub").mkdir()
+    code, out, err = run(capsys, "build", "--in-shape", 6, "--kernel", 3, "-o", tmp_path / name)
+    assert code == 0, err
+    assert field(out, "saved") == str(tmp_path / written)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [written.split("/")[-1]]
+    assert sp.load_npz(tmp_path / written).shape == (4, 6)
+
+
+@pytest.mark.parametrize("make_target", [lambda d: d, lambda d: str(d) + "/", lambda d: d / "missing" / "C.npz"])
+def test_build_output_directory_or_missing_parent_is_exit_2_before_building(capsys, tmp_path, make_target):
+    code, out, err = run(capsys, "build", "--in-shape", 6, "--kernel", 3, "-o", make_target(tmp_path))
+    assert code == 2 and out == ""
+    assert err.startswith("convmat: error: argument --output: ") and err.count("\n") == 1
+    assert list(tmp_path.rglob("*.npz")) == []
+
+
+def test_output_padding_without_transposed_is_an_error_in_build_and_check(capsys, tmp_path):
+    for command in ("check", "build"):
+        code, _, err = run(capsys, command, "--in-shape", 8, "--kernel", 3, "--stride", 2, "--output-padding", 1,
+                           "-o" if command == "build" else "--no-torch", *([tmp_path / "C"] if command == "build" else []))
+        assert code == 2
+        assert err.startswith("convmat: error: argument --output-padding: ") and "--transposed" in err
+    assert not (tmp_path / "C.npz").exists()
+    # with --transposed it is honoured: a = 0 gives 15 samples instead of 16
+    code, out, err = run(capsys, "check", "--in-shape", 16, "--kernel", 3, "--stride", 2, "--padding", 1,
+                         "--output-padding", 0, "--transposed", "--no-torch")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("conv_transpose1d: (1, 8) -> (1, 15)")
+
+
+def test_check_size_limit_names_checks_own_option(capsys):
+    code, out, err = run(capsys, "check", *GEOM, "--max-bytes", "10kB", "--no-torch")
+    assert code == 2 and out == ""
+    assert err.startswith("convmat: error: argument --max-bytes: checking the matrix of shape (120, 360)")
+    assert "convmat build" not in err and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- #
+# draw --max-dense
+# --------------------------------------------------------------------------- #
+def test_draw_states_its_limit_in_help(capsys):
+    code, out, _ = run(capsys, "draw", "--help")
+    assert code == 0 and "--max-dense" in out and "default 400" in " ".join(out.split())
+
+
+def test_draw_refuses_frames_above_max_dense_before_building_them(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from convmat import viz
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("frames computed above --max-dense")
+
+    monkeypatch.setattr(viz, "conv_arithmetic_frames", forbidden)
+    monkeypatch.setattr(viz, "transposed_two_ways", forbidden)
+    # 256 x 256 took more than 8 GB before; the grid is 258 x 258 cells with padding 1
+    code, out, err = run(capsys, "draw", "--in-shape", 256, 256, "--kernel", 3, "--padding", 1, "-o", tmp_path)
+    assert code == 0, err
+    assert "not drawn: conv_frame.png, conv.gif, recipe.png: the grid has 66,564 cells, more than --max-dense 400" in out
+    assert (tmp_path / "matrix.png").exists() and not (tmp_path / "conv.gif").exists()
+    # the recipe's grid counts too: n + e - 1 = 10 + 21 - 1 per axis with dilation 10
+    code, out, _ = run(capsys, "draw", "--in-shape", 10, 10, "--kernel", 3, "--dilation", 10, "--padding", "same",
+                       "--max-dense", 500, "-o", tmp_path / "d")
+    assert code == 0 and "the grid has 900 cells, more than --max-dense 500" in out
