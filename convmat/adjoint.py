@@ -153,7 +153,7 @@ def _matrix_side(A, name, adjoint, be) -> _Side:
     M = be.transpose(A) if adjoint else A
     k = line_nnz(be, A) if be.is_sparse(A) else max(A.shape)
     m, n = (int(s) for s in M.shape)
-    return _Side(name, (n,), (m,), be.dtype_of(M), lambda v: matrix_vector(be, M, v), be, k)
+    return _Side(name, (n,), (m,), be.dtype_of(M), lambda v: be.asarray(matrix_vector(be, M, v)), be, k)
 
 
 def _dtype_of(obj, dtype, name):

@@ -224,7 +224,7 @@ def test_adjoint_test_on_the_device_gives_scipys_verdict(be, case):
     B = _operator(case, be.name, be.device)
     ra, rb = adjoint_test(A, rng=case), adjoint_test(B, rng=case)
     assert rb.passed and ra.passed
-    assert rb.tolerance == ra.tolerance  # same row length (from the plan) and dtype
+    assert rb.tolerance == pytest.approx(ra.tolerance, rel=0.05)  # measured rounding noise: same size, not bits
     # same seed, same vectors: the inner products agree to rounding
     np.testing.assert_allclose(rb.lhs, ra.lhs, rtol=1e-10)
     np.testing.assert_allclose(rb.rhs, ra.rhs, rtol=1e-10)

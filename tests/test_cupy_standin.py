@@ -165,7 +165,7 @@ for got, ref in [(B(cupy.asarray(x)), A(x)), (B.adjoint(cupy.asarray(y)), A.adjo
     assert isinstance(got, cupy.ndarray), type(got)
     np.testing.assert_allclose(cupy.asnumpy(got), ref, rtol=1e-12, atol=1e-12)
 r = adjoint_test(B)
-assert r.passed and r.tolerance == adjoint_test(A).tolerance
+assert r.passed and abs(r.tolerance / adjoint_test(A).tolerance - 1) < 0.05  # measured noise, other product
 assert adjoint_test(B.matrix).passed  # a cupyx matrix on its own
 L = B.as_linear_operator()
 assert L.shape == A.shape
