@@ -5,14 +5,16 @@ convmat handles (dense SVD for small matrices, ``svds`` on the explicit
 sparse matrix, or power iteration on ``A^H A``).
 
 :func:`circular_singular_values` gives *all* singular values of a
-circularly padded, stride-1 convolution from FFTs of its kernel, without
-building anything (Sedghi, Gupta & Long, ICLR 2019).  The same numbers
+circularly padded convolution from FFTs of its kernel, without building
+anything: stride 1 by Sedghi, Gupta & Long (ICLR 2019), stride ``s`` (dividing
+the size) by the polyphase blocks that subsampling folds the spectrum into.  The same numbers
 bound the norm of a zero-padded convolution from above (see its Notes).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -62,13 +64,25 @@ def operator_norm(A, *, method="auto", tol=1e-10, maxiter=None, rng=None) -> flo
         iteration on ``A^H A``.  ``'auto'`` uses ``'dense'`` when
         ``m * n <= DENSE_LIMIT`` (4e6) and the matrix is explicit, else ``'svds'``.
     tol : float
-        Relative accuracy: ARPACK's ``tol`` for ``'svds'`` (0 means machine
-        precision), the relative change of the estimate between two steps
-        for ``'power'``.  Ignored by ``'dense'``.
+        The relative accuracy asked for.  ``'svds'``: ARPACK's ``tol`` (the
+        relative accuracy of the Ritz value; 0 means machine precision).
+        ``'power'``: iterate until the residual
+        ``r = ||A^H A v - rho v||`` of the Rayleigh quotient
+        ``rho = ||A v||^2`` (``||v|| = 1``) is at most ``tol * rho``; then
+        ``rho`` is within ``tol * rho`` of an eigenvalue of ``A^H A``, so the
+        estimate ``sqrt(rho)`` is within about ``tol / 2`` (relative) of a
+        singular value of ``A`` -- and never above the norm.  Ignored by
+        ``'dense'``.  The default, 1e-10, asks for about ten correct digits.
     maxiter : int, optional
-        Iterations for ``'svds'`` and ``'power'`` (default: ARPACK's; 10000 for power).
+        At most this many iterations (``>= 1``) for ``'svds'`` and
+        ``'power'`` (default: ARPACK's; 10000 for power).  When power
+        iteration stops at ``maxiter`` before reaching ``tol`` it warns
+        (``RuntimeWarning``, with the accuracy reached) and returns its
+        estimate, a lower bound of the norm; ARPACK raises
+        ``ArpackNoConvergence``.
     rng : None, int or numpy.random.Generator
-        Seed of the starting vector (None: seed 0, deterministic).
+        Seed (a non-negative int) or generator of the starting vector (None:
+        seed 0, deterministic).
 
     Returns
     -------
@@ -77,9 +91,13 @@ def operator_norm(A, *, method="auto", tol=1e-10, maxiter=None, rng=None) -> flo
 
     Notes
     -----
-    Power iteration converges like ``(sigma_2 / sigma_1)^(2k)`` in the
-    estimate; the top singular values of a convolution on ``n`` samples are
-    ``O(1/n^2)`` apart, so prefer ``'svds'`` for large images.
+    Power iteration on ``A^H A`` reduces the residual like
+    ``(sigma_2 / sigma_1)^(2k)``; the top singular values of a convolution on
+    ``n`` samples are ``O(1/n^2)`` apart, so it needs ``O(n^2)`` steps: prefer
+    ``'svds'`` for large images.  The residual bound is the one for Hermitian
+    matrices (an eigenvalue lies within ``||r||`` of ``rho``); the eigenvalue
+    is the largest unless the starting vector is orthogonal to its
+    eigenvector, which a random start makes improbable.
 
     Examples
     --------
@@ -93,11 +111,15 @@ def operator_norm(A, *, method="auto", tol=1e-10, maxiter=None, rng=None) -> flo
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    if not (isinstance(tol, (int, float, np.floating)) and tol >= 0):
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float, np.floating, np.integer)) and tol >= 0):
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-    if rng is None:
-        rng = 0
-    rng = np.random.default_rng(rng)
+    if maxiter is not None:
+        if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)):
+            raise TypeError(f"maxiter must be a positive int or None, got {maxiter!r}")
+        if maxiter < 1:
+            raise ValueError(f"maxiter must be a positive int or None (at least one iteration), got {maxiter!r}")
+        maxiter = int(maxiter)
+    rng = _generator(rng)
     M, L = _explicit(A)
     m, n = L.shape
     if min(m, n) == 0:
@@ -120,22 +142,41 @@ def operator_norm(A, *, method="auto", tol=1e-10, maxiter=None, rng=None) -> flo
         v0 = _start(rng, min(m, n), dtype)
         s = svds(L if M is None else M, k=1, tol=tol, v0=v0, maxiter=maxiter, return_singular_vectors=False)
         return float(s[0])
-    # power iteration on A^H A
-    maxiter = 10_000 if maxiter is None else int(maxiter)
+    # power iteration on A^H A, stopped by the residual of the Rayleigh quotient
+    maxiter = 10_000 if maxiter is None else maxiter
     v = _start(rng, n, dtype)
     v /= np.linalg.norm(v)
-    estimate = 0.0
     for _ in range(maxiter):
         w = L.rmatvec(L.matvec(v))
-        norm = float(np.linalg.norm(w))
-        if norm == 0.0:
-            return 0.0
-        new = math.sqrt(norm)  # ||A^H A v|| -> sigma_1^2 as v -> the top right singular vector
-        v = w / norm
-        if abs(new - estimate) <= tol * new:
-            return new
-        estimate = new
-    return estimate
+        rho = float(np.vdot(v, w).real)  # ||A v||^2 <= sigma_1^2
+        if rho <= 0.0:
+            return 0.0  # A v = 0: a random v has a component along every singular vector unless A = 0
+        residual = float(np.linalg.norm(w - rho * v))
+        if residual <= tol * rho:
+            return math.sqrt(rho)
+        v = w / np.linalg.norm(w)
+    warnings.warn(
+        f"operator_norm: power iteration did not reach tol={tol:g} in maxiter={maxiter} iterations (relative "
+        f"residual {residual / rho:.2g}); the estimate {math.sqrt(rho):.12g} is a lower bound of the norm. "
+        f"Raise maxiter or use method='svds'",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return math.sqrt(rho)
+
+
+def _generator(rng) -> np.random.Generator:
+    """The generator of the starting vector: None (seed 0), a non-negative int seed, or a Generator."""
+    if rng is None:
+        return np.random.default_rng(0)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    allowed = "None, a non-negative int seed or a numpy.random.Generator"
+    if isinstance(rng, bool) or not isinstance(rng, (int, np.integer)):
+        raise TypeError(f"rng must be {allowed}, got {rng!r}")
+    if rng < 0:
+        raise ValueError(f"rng must be {allowed}, got {rng!r}")
+    return np.random.default_rng(int(rng))
 
 
 def _start(rng, n, dtype):
@@ -145,50 +186,66 @@ def _start(rng, n, dtype):
     return v.astype(np.result_type(dtype, np.float64))
 
 
-def circular_singular_values(weight, in_shape, *, groups=1, dilation=1) -> np.ndarray:
-    """All singular values of a circular, stride-1 convolution, from FFTs of its kernel.
+def circular_singular_values(weight, in_shape, *, stride=1, groups=1, dilation=1) -> np.ndarray:
+    """All singular values of a circular convolution (any stride dividing the size), from FFTs of its kernel.
 
     Parameters
     ----------
     weight : array, shape (C_out, C_in/groups, *kernel_size)
         Forward (PyTorch) layout.
     in_shape : tuple of int
-        Spatial shape ``(n_1, ..., n_D)``; the convolution maps it onto itself
-        (``padding='same'``, or any ``(lo, hi)`` with ``lo + hi = e - 1``, and
-        ``padding_mode='circular'``).  Kernels longer than the input wrap.
+        Spatial shape ``(n_1, ..., n_D)`` of the input.  The convolution has
+        ``padding_mode='circular'`` and ``n/s`` outputs per axis: ``padding='same'``,
+        or any ``(lo, hi)`` with ``lo + hi = e - 1`` (``e = d(k-1) + 1``).
+        Kernels longer than the input wrap.
+    stride : int or tuple of int
+        ``s`` per axis; it must divide ``n`` on every axis.
     groups : int
     dilation : int or tuple of int
 
     Returns
     -------
-    ndarray of float64, shape (min(C_out, C_in) * prod(in_shape),)
+    ndarray of float64, shape (prod(n/s) * min(C_out, prod(s) * C_in),)
         Sorted in decreasing order: exactly the singular values of
-        ``conv_matrix(weight, in_shape, padding='same', padding_mode='circular',
-        groups=groups, dilation=dilation)``.
+        ``conv_matrix(weight, in_shape, stride=stride, padding='same',
+        padding_mode='circular', groups=groups, dilation=dilation)``.
 
     Notes
     -----
-    Theorem (Sedghi, Gupta & Long, *The Singular Values of Convolutional
-    Layers*, ICLR 2019): a circular stride-1 convolution is block-circulant;
-    the D-dimensional DFT diagonalises every circulant block at once, so for
-    each frequency ``w`` on the grid ``{0, ..., n-1}^D`` the layer acts on the
+    Stride 1 (Sedghi, Gupta & Long, *The Singular Values of Convolutional
+    Layers*, ICLR 2019): a circular convolution is block-circulant; the
+    D-dimensional DFT diagonalises every circulant block at once, so for each
+    frequency ``w`` on the grid ``{0, ..., n-1}^D`` the layer acts on the
     Fourier coefficients ``x^(w)`` of the ``C_in`` channels by the
     ``C_out x C_in`` matrix
 
     .. math:: \\hat W(w)_{oi} = \\sum_t W_{o,i,t}\\, e^{+2\\pi i \\langle w, d\\,t / n\\rangle}
 
     times a unit phase (from the padding offset).  The ``+`` sign is the
-    cross-correlation (``y_j = sum_t W_t x_{j+t}``); a true convolution has
-    ``-``: the two matrices are ``W^(w)`` and ``W^(-w)`` (complex conjugates
-    for a real kernel), so the *set* of singular values over all ``w`` is the
-    same either way.  With ``groups`` the matrix ``W^(w)`` is block diagonal
-    and its singular values are the union over the groups.
+    cross-correlation; a true convolution has ``W^(-w)`` (the complex
+    conjugate for a real kernel): the *set* of singular values is the same.
+
+    Stride ``s`` (polyphase blocks): the strided convolution is the stride-1
+    one followed by keeping every ``s``-th output, and keeping every
+    ``s``-th sample of a length-``n`` signal folds its spectrum: with
+    ``N = n/s``, output frequency ``w`` in ``{0, ..., N-1}^D`` receives the
+    ``s^D`` input frequencies ``w + q N`` (``q`` in ``{0, ..., s-1}^D``).
+    In unitary DFT coordinates the layer is block diagonal with the
+    ``C_out x (s^D C_in)`` blocks
+
+    .. math:: M(w) = s^{-D/2} \\big[\\hat W(w + q N)\\big]_{q}
+
+    (all ``q`` side by side, each times a unit phase), so its singular values
+    are those of the ``prod(N)`` blocks.  When ``s`` does not divide ``n``
+    the subsampled frequencies do not fall on the grid and there is no such
+    block structure: refused.  With ``groups`` every block is block diagonal
+    (after ordering its columns by group) and its singular values are the
+    union over the groups.
 
     With **zero** padding (any padding ``(lo, hi)``, any stride) the matrix is
-    a row/column selection of the circular convolution on the padded size
-    ``L = n + lo + hi``, hence ``||C|| <= circular_singular_values(weight, L)[0]``;
-    the bound tends to ``||C||`` as ``n`` grows (both tend to the maximum of
-    ``||W^(w)||`` over the continuous frequencies).
+    a row/column selection of the stride-1 circular convolution on the padded
+    size ``L = n + lo + hi``, hence ``||C|| <= circular_singular_values(weight, L)[0]``;
+    the bound tends to ``||C||`` as ``n`` grows.
 
     Examples
     --------
@@ -196,32 +253,52 @@ def circular_singular_values(weight, in_shape, *, groups=1, dilation=1) -> np.nd
     >>> w = np.array([[[1.0, -2.0, 1.0]]])                 # second difference
     >>> np.round(circular_singular_values(w, (4,)), 12)    # |2 cos(w) - 2| at w = 0, pi/2, pi, 3pi/2
     array([4., 2., 2., 0.])
+    >>> haar = np.array([[[1.0, 1.0]]])                     # sums of disjoint pairs: stride 2
+    >>> np.round(circular_singular_values(haar, (4,), stride=2) ** 2, 12)
+    array([2., 2.])
     """
     w = np.asarray(weight)
     if w.dtype == object or w.dtype.kind not in "biufc":
         raise TypeError(f"weight must be an array of numbers, got dtype {w.dtype}")
     if w.ndim < 3:
         raise ValueError(f"weight must have shape (C_out, C_in/groups, *kernel_size), got shape {w.shape}")
+    if w.size == 0:
+        raise ValueError(
+            f"weight must have at least one output channel, one input channel and one tap per axis, "
+            f"got an empty weight of shape {w.shape}"
+        )
     in_shape = normalize_shape(in_shape, "in_shape")
     D = w.ndim - 2
     if len(in_shape) != D:
         raise ValueError(
             f"weight of shape {w.shape} has {D} spatial axes but in_shape {in_shape!r} has {len(in_shape)}"
         )
+    stride = normalize_per_axis(stride, "stride", D, minimum=1)
     dilation = normalize_per_axis(dilation, "dilation", D, minimum=1)
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     c_out, c_in_g = w.shape[:2]
     if c_out % groups:
         raise ValueError(f"C_out ({c_out}, weight.shape[0]) must be divisible by groups ({groups})")
+    for axis, (n, s) in enumerate(zip(in_shape, stride)):
+        if n % s:
+            raise ValueError(
+                f"stride must divide in_shape on every axis (the DFT block-diagonalises a strided circular "
+                f"convolution only then), got stride {stride!r} for in_shape {in_shape!r} "
+                f"(axis {axis}: {n} is not a multiple of {s})"
+            )
 
     # Fold the (dilated) taps onto the circle of each axis: tap t sits at (t * d) mod n.
     folded = np.zeros((c_out, c_in_g) + in_shape, dtype=np.result_type(w.dtype, np.float64))
     index = np.ix_(*[(np.arange(k) * d) % n for k, d, n in zip(w.shape[2:], dilation, in_shape)])
     np.add.at(folded, (slice(None), slice(None)) + index, w)
-    spatial = tuple(range(2, 2 + D))
     # e^{+2 pi i w t / n}: the inverse DFT times N (cross-correlation).
-    symbol = np.fft.ifftn(folded, axes=spatial) * math.prod(in_shape)
-    symbol = np.moveaxis(symbol, (0, 1), (-2, -1)).reshape((-1, groups, c_out // groups, c_in_g))
-    s = np.linalg.svd(symbol, compute_uv=False)
+    symbol = np.fft.ifftn(folded, axes=tuple(range(2, 2 + D))) * math.prod(in_shape)
+    # frequency q*N + w on each axis -> axes (q, w); blocks over w, columns (group, q, input channel)
+    split = tuple(v for n, s in zip(in_shape, stride) for v in (s, n // s))
+    symbol = symbol.reshape((groups, c_out // groups, c_in_g) + split)
+    q_axes, w_axes = tuple(range(3, 3 + 2 * D, 2)), tuple(range(4, 4 + 2 * D, 2))
+    blocks = symbol.transpose(w_axes + (0, 1) + q_axes + (2,))
+    blocks = blocks.reshape((-1, groups, c_out // groups, math.prod(stride) * c_in_g))
+    s = np.linalg.svd(blocks, compute_uv=False) / math.sqrt(math.prod(stride))
     return np.sort(s.ravel())[::-1]

@@ -40,6 +40,56 @@ def test_circular_singular_values_equal_dense_svd(case):
     assert np.all(np.diff(fft) <= 0)
 
 
+STRIDED_CASES = [
+    # weight shape, spatial, stride, groups, dilation, padding
+    ((1, 1, 3), (8,), 2, 1, 1, "same"),
+    ((1, 1, 4), (12,), 4, 1, 1, ((0, 3),)),  # stride = kernel: disjoint windows
+    ((3, 2, 5), (12,), 3, 1, 2, ((2, 6),)),  # dilation; kernel wider than the stride
+    ((2, 1, 2), (6,), 3, 2, 1, "same"),  # depthwise-like, C_out < s * C_in
+    ((4, 2, 3, 3), (6, 8), (2, 4), 2, 1, "same"),  # groups, a different stride per axis
+    ((2, 3, 2, 2), (4, 6), (2, 3), 1, (2, 1), ((1, 0), (1, 0))),
+    ((6, 1, 3), (9,), 3, 6, 1, "same"),  # 6 groups of one channel
+    ((5, 1, 3, 3), (4, 4), 2, 1, 1, "same"),  # C_out > s^D * C_in: zero singular values
+    ((2, 2, 2, 2, 3), (4, 2, 6), (2, 1, 3), 1, 1, "same"),  # 3-D
+]
+
+
+@pytest.mark.parametrize("case", STRIDED_CASES, ids=lambda c: f"w{c[0]}-n{c[1]}-s{c[2]}-g{c[3]}-d{c[4]}")
+def test_strided_circular_singular_values_equal_dense_svd(case):
+    """Polyphase blocks: output frequency w couples the input frequencies w + q n/s."""
+    wshape, spatial, stride, groups, dilation, padding = case
+    w = np.random.default_rng(10).standard_normal(wshape)
+    C = conv_matrix(w, spatial, stride=stride, padding=padding, padding_mode="circular", groups=groups,
+                    dilation=dilation)
+    s = (stride,) * len(spatial) if isinstance(stride, int) else stride
+    assert C.shape[0] == wshape[0] * np.prod([n // v for n, v in zip(spatial, s)])  # n/s outputs per axis
+    fft = circular_singular_values(w, spatial, stride=stride, groups=groups, dilation=dilation)
+    dense = dense_singular_values(C)
+    assert fft.shape == dense.shape == (min(C.shape),)
+    np.testing.assert_allclose(fft, dense, rtol=0, atol=1e-10 * dense[0])
+    assert np.all(np.diff(fft) <= 0)
+
+
+def test_strided_singular_values_by_hand():
+    """The Haar sum [1, 1] with stride 2 sums disjoint pairs: every singular value is sqrt(2);
+    with stride 1 the same kernel has |1 + e^{iw}| = 2|cos(w/2)|, which is 0 at w = pi."""
+    haar = np.array([[[1.0, 1.0]]])
+    np.testing.assert_allclose(circular_singular_values(haar, (8,), stride=2), np.full(4, np.sqrt(2)), atol=1e-15)
+    one = circular_singular_values(haar, (8,))
+    np.testing.assert_allclose(one, np.sort(2 * np.abs(np.cos(np.pi * np.arange(8) / 8)))[::-1], atol=1e-14)
+
+
+def test_stride_that_does_not_divide_is_refused():
+    w = np.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"stride must divide in_shape on every axis.*got stride \(2, 3\) for "
+                       r"in_shape \(6, 7\) \(axis 1: 7 is not a multiple of 3\)"):
+        circular_singular_values(w, (6, 7), stride=(2, 3))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        circular_singular_values(w, (6, 6), stride=0)
+    with pytest.raises(ValueError, match="stride must be an int or have 2 entries"):
+        circular_singular_values(w, (6, 6), stride=(1, 2, 3))
+
+
 def test_padding_offset_does_not_matter():
     """Any (lo, hi) with lo + hi = e - 1 is a circular shift of 'same': same singular values."""
     w = np.random.default_rng(1).standard_normal((2, 2, 5))
@@ -104,8 +154,24 @@ def test_operator_norm_large_uses_svds_and_is_deterministic():
     C = conv_matrix(w, (48, 48), padding=1, padding_mode="circular")  # 4608 x 4608: above the dense limit
     bound = circular_singular_values(w, (48, 48))[0]
     assert operator_norm(C) == pytest.approx(bound, rel=1e-10)
-    power = operator_norm(C, method="power", rng=3, maxiter=50)
-    assert power == operator_norm(C, method="power", rng=3, maxiter=50) and power <= bound * (1 + 1e-12)
+    with pytest.warns(RuntimeWarning, match=r"did not reach tol=1e-10 in maxiter=50 iterations.*lower bound"):
+        power = operator_norm(C, method="power", rng=3, maxiter=50)
+    with pytest.warns(RuntimeWarning):
+        again = operator_norm(C, method="power", rng=np.random.default_rng(3), maxiter=50)
+    assert power == again and power <= bound * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("n", [16, 24])
+def test_power_iteration_reaches_the_accuracy_it_promises(n, recwarn):
+    """tol is an accuracy: the residual stop gives about tol/2 relative error, from below, without a warning
+    (the earlier relative-change stop gave 2e-9 here at n = 24 with tol = 1e-10)."""
+    w = np.random.default_rng(11).standard_normal((2, 2, 3, 3))
+    C = conv_matrix(w, (n, n), padding=1)  # top singular values 1.2% apart at n = 24: slow convergence
+    exact = dense_singular_values(C)[0]
+    for tol in (1e-6, 1e-10):
+        estimate = operator_norm(C, method="power", tol=tol)
+        assert exact * (1 - tol) <= estimate <= exact * (1 + 1e-14)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def test_zero_padding_norm_is_bounded_by_the_fft_and_the_gap_shrinks():
@@ -144,6 +210,18 @@ def test_bad_inputs():
         operator_norm(C, method="lanczos")
     with pytest.raises(ValueError, match="tol must be a non-negative number, got -1"):
         operator_norm(C, tol=-1)
+    with pytest.raises(ValueError, match=r"maxiter must be a positive int or None \(at least one iteration\), got 0"):
+        operator_norm(C, method="power", maxiter=0)
+    with pytest.raises(ValueError, match="maxiter must be a positive int or None"):
+        operator_norm(C, method="svds", maxiter=-3)
+    with pytest.raises(TypeError, match="maxiter must be a positive int or None, got 2.5"):
+        operator_norm(C, method="power", maxiter=2.5)
+    with pytest.raises(TypeError, match="rng must be None, a non-negative int seed or a numpy.random.Generator, got 'x'"):
+        operator_norm(C, rng="x")
+    with pytest.raises(ValueError, match="rng must be None, a non-negative int seed .*got -1"):
+        operator_norm(C, method="power", rng=-1)
+    with pytest.raises(ValueError, match="tol must be a non-negative number, got True"):
+        operator_norm(C, tol=True)
     with pytest.raises(ValueError, match="method='dense' needs an explicit matrix"):
         operator_norm(sp.linalg.aslinearoperator(C), method="dense")
     with pytest.raises(TypeError, match="A must be a scipy sparse matrix.*got list"):
@@ -161,3 +239,7 @@ def test_bad_inputs():
         circular_singular_values(w, (5, 5), dilation=0)
     with pytest.raises(TypeError, match="weight must be an array of numbers"):
         circular_singular_values(np.array([[["a"]]]), (5,))
+    with pytest.raises(ValueError, match=r"weight must have at least one output channel.*empty weight of shape \(0, 1, 3\)"):
+        circular_singular_values(np.ones((0, 1, 3)), (5,))
+    with pytest.raises(ValueError, match=r"empty weight of shape \(1, 1, 0\)"):
+        circular_singular_values(np.ones((1, 1, 0)), (5,))
