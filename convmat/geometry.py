@@ -21,16 +21,28 @@ import numbers
 import operator
 from dataclasses import dataclass
 
+from .errors import ParameterError, ParameterTypeError
+
 __all__ = [
     "PADDING_MODES",
     "AxisGeometry",
     "ConvGeometry",
     "conv_output_shape",
     "conv_transpose_output_shape",
+    "MAX_INT",
+    "ParameterError",
+    "ParameterTypeError",
+    "extent",
     "normalize_per_axis",
     "normalize_padding",
     "output_padding_for",
+    "positive_int",
+    "restoring_output_padding",
 ]
+
+#: The largest size, stride, dilation, padding or channel count accepted: past it a
+#: size is absurd (no index of an int64 could address the matrix) and is refused.
+MAX_INT = 2**62
 
 #: The padding modes, as PyTorch names them.
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -48,10 +60,42 @@ PADDING_STRINGS = {
 # normalisers
 # --------------------------------------------------------------------------- #
 def as_int(value, name: str) -> int:
-    """Return ``value`` as a Python int, or raise a TypeError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
-    return operator.index(value)
+    """Return ``value`` as a Python int, or raise a TypeError naming ``name``.
+
+    Integers, NumPy integer scalars and 0-d integer arrays are accepted;
+    a value beyond ``MAX_INT`` in size is an absurd size (a ValueError).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_int(np.array(2), "stride")
+    2
+    """
+    integral = isinstance(value, numbers.Integral) or (
+        getattr(value, "ndim", None) == 0 and getattr(getattr(value, "dtype", None), "kind", "") in "iu"
+    )
+    if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b" or not integral:
+        raise ParameterTypeError(
+            name, f"{name} must be an integer, got {value!r:.80} of type {type(value).__name__}"
+        )
+    out = operator.index(value)
+    if abs(out) > MAX_INT:
+        raise ParameterError(name, f"{name} must be at most 2**62 in size, got {out!r:.40}")
+    return out
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as an int >= 1 (groups, threads, trials, channels, max_nnz...), or an error naming ``name``.
+
+    Examples
+    --------
+    >>> positive_int(4, "threads")
+    4
+    """
+    out = as_int(value, name)
+    if out < 1:
+        raise ParameterError(name, f"{name} must be >= 1, got {value!r}")
+    return out
 
 
 def _is_sequence(value) -> bool:
@@ -73,20 +117,21 @@ def normalize_per_axis(value, name: str, ndim: int, *, minimum: int | None = Non
     if _is_sequence(value):
         items = tuple(value)
         if len(items) != ndim:
-            raise ValueError(
+            raise ParameterError(
+                name,
                 f"{name} must be an int or have {ndim} entries (one per spatial axis), got {value!r}"
             )
         try:
             out = tuple(as_int(v, name) for v in items)
         except TypeError:
-            raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
+            raise ParameterTypeError(name, f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
     else:
         try:
             out = (as_int(value, name),) * ndim
         except TypeError:
-            raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
+            raise ParameterTypeError(name, f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
     if minimum is not None and any(v < minimum for v in out):
-        raise ValueError(f"{name} must be >= {minimum} on every axis, got {value!r}")
+        raise ParameterError(name, f"{name} must be >= {minimum} on every axis, got {value!r}")
     return out
 
 
@@ -96,23 +141,23 @@ def normalize_shape(shape, name: str) -> tuple[int, ...]:
         try:
             shape = (as_int(shape, name),)
         except TypeError:
-            raise TypeError(f"{name} must be a sequence of positive ints, got {shape!r}") from None
+            raise ParameterTypeError(name, f"{name} must be a sequence of positive ints, got {shape!r}") from None
     try:
         out = tuple(as_int(v, name) for v in shape)
     except TypeError:
-        raise TypeError(f"{name} must be a sequence of positive ints, got {shape!r}") from None
+        raise ParameterTypeError(name, f"{name} must be a sequence of positive ints, got {shape!r}") from None
     if len(out) == 0:
-        raise ValueError(f"{name} must have at least one spatial axis, got {shape!r}")
+        raise ParameterError(name, f"{name} must have at least one spatial axis, got {shape!r}")
     if any(v < 1 for v in out):
-        raise ValueError(f"{name} must contain positive sizes, got {shape!r}")
+        raise ParameterError(name, f"{name} must contain positive sizes, got {shape!r}")
     return out
 
 
 def normalize_padding_mode(padding_mode) -> str:
     if not isinstance(padding_mode, str):
-        raise TypeError(f"padding_mode must be a string, one of {PADDING_MODES}, got {padding_mode!r}")
+        raise ParameterTypeError("padding_mode", f"padding_mode must be a string, one of {PADDING_MODES}, got {padding_mode!r}")
     if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        raise ParameterError("padding_mode", f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     return padding_mode
 
 
@@ -154,16 +199,18 @@ def normalize_padding(
     """
     if isinstance(padding, str):
         if not allow_strings:
-            raise ValueError(
+            raise ParameterError(
+                "padding",
                 f"padding must be an int, one int per axis or one (lo, hi) pair per axis for a "
                 f"transposed convolution, got {padding!r}"
             )
         if padding not in PADDING_STRINGS:
-            raise ValueError(
+            raise ParameterError(
+                "padding",
                 f"padding must be an int, a sequence, or one of {tuple(PADDING_STRINGS)}, got {padding!r}"
             )
         return tuple(
-            _string_padding(padding, n, s, d * (k - 1) + 1)
+            _string_padding(padding, n, s, extent(k, d))
             for n, k, s, d in zip(in_shape, kernel_size, stride, dilation)
         )
     allowed = f"an int, {ndim} ints, {ndim} (lo, hi) pairs" + (
@@ -172,46 +219,64 @@ def normalize_padding(
     if _is_sequence(padding):
         items = tuple(padding)
         if len(items) != ndim:
-            raise ValueError(f"padding must be {allowed} (one per spatial axis), got {padding!r}")
+            raise ParameterError("padding", f"padding must be {allowed} (one per spatial axis), got {padding!r}")
         pairs = []
         for item in items:
             if _is_sequence(item):
                 pair = tuple(item)
                 if len(pair) != 2:
-                    raise ValueError(f"padding must be {allowed}; the entry {item!r} is not a (lo, hi) pair")
+                    raise ParameterError("padding", f"padding must be {allowed}; the entry {item!r} is not a (lo, hi) pair")
                 try:
                     pairs.append((as_int(pair[0], "padding"), as_int(pair[1], "padding")))
                 except TypeError:
-                    raise TypeError(f"padding must be {allowed}, got {padding!r}") from None
+                    raise ParameterTypeError("padding", f"padding must be {allowed}, got {padding!r}") from None
             else:
                 try:
                     v = as_int(item, "padding")
                 except TypeError:
-                    raise TypeError(f"padding must be {allowed}, got {padding!r}") from None
+                    raise ParameterTypeError("padding", f"padding must be {allowed}, got {padding!r}") from None
                 pairs.append((v, v))
     else:
         try:
             v = as_int(padding, "padding")
         except TypeError:
-            raise TypeError(f"padding must be {allowed}, got {padding!r}") from None
+            raise ParameterTypeError("padding", f"padding must be {allowed}, got {padding!r}") from None
         pairs = [(v, v)] * ndim
     if not allow_negative and any(lo < 0 or hi < 0 for lo, hi in pairs):
-        raise ValueError(f"padding must be >= 0 on every side, got {padding!r}")
+        raise ParameterError("padding", f"padding must be >= 0 on every side, got {padding!r}")
     return tuple(pairs)
 
 
 # --------------------------------------------------------------------------- #
 # per-axis geometry
 # --------------------------------------------------------------------------- #
+def extent(k: int, d: int) -> int:
+    """The effective extent ``e = d(k-1) + 1`` of a kernel of ``k`` taps with dilation ``d``.
+
+    The one home of this formula; every other place asks it.
+
+    Examples
+    --------
+    >>> extent(3, 2)
+    5
+    """
+    return d * (k - 1) + 1
+
+
 @dataclass(frozen=True)
 class AxisGeometry:
-    """One spatial axis of a forward convolution.
+    """One spatial axis of a forward convolution (or of the one a transposed convolution transposes).
 
     ``o`` outputs read ``n`` inputs; output ``j``, tap ``t`` reads the virtual
     input ``u = j*s - lo + t*d``, which ``mode`` maps onto ``[0, n)`` (or drops,
-    for ``'zeros'``).  ``o`` is normally ``floor((n + lo + hi - e)/s) + 1``; a
-    transposed convolution with ``output_padding >= stride`` keeps only its
-    first ``o`` rows.
+    for ``'zeros'``).  ``o`` is normally ``floor((n + lo + hi + a - e)/s) + 1``.
+
+    ``a`` is the output padding of the transposed convolution whose matrix is
+    this geometry's matrix transposed (0 for a forward convolution): the
+    transposed convolution maps ``o`` samples to ``n = (o-1)s - lo - hi + e + a``;
+    when ``a >= s`` the forward convolution on ``n`` has more than ``o``
+    outputs and only the first ``o`` rows are kept.  ``(lo, hi)`` is the
+    padding as the convolution was called, never ``hi + a``.
     """
 
     n: int
@@ -222,22 +287,35 @@ class AxisGeometry:
     hi: int
     o: int
     mode: str = "zeros"
+    a: int = 0
 
     @property
     def extent(self) -> int:
         """Effective kernel extent ``e = d(k-1) + 1``."""
-        return self.d * (self.k - 1) + 1
+        return extent(self.k, self.d)
+
+    @property
+    def recipe_padding(self) -> tuple[int, int]:
+        """``(e-1-lo, e-1-hi+a)``: the padding of the stride-1 convolution in the transposed-conv recipe.
+
+        The transposed convolution equals: insert ``s-1`` zeros between the
+        ``o`` samples, pad by this (negative means crop), and correlate with the
+        flipped kernel, stride 1, dilation ``d`` (JAX's ``_conv_transpose_padding``).
+        """
+        e = self.extent
+        return (e - 1 - self.lo, e - 1 - self.hi + self.a)
 
 
 def _forward_length(n, k, s, d, lo, hi) -> int:
-    return (n + lo + hi - (d * (k - 1) + 1)) // s + 1
+    return (n + lo + hi - extent(k, d)) // s + 1
 
 
 def _check_reach(in_shape, kernel_size, dilation, pads, what="input"):
     for axis, (n, k, d, (lo, hi)) in enumerate(zip(in_shape, kernel_size, dilation, pads)):
-        e = d * (k - 1) + 1
+        e = extent(k, d)
         if n + lo + hi < e:
-            raise ValueError(
+            raise ParameterError(
+                "kernel_size",
                 f"kernel_size {tuple(kernel_size)!r} with dilation {tuple(dilation)!r} reaches {e} samples on "
                 f"axis {axis}, more than the padded {what} ({n} + {lo} + {hi} = {n + lo + hi}); "
                 f"use a larger {what}, more padding or a smaller kernel"
@@ -248,14 +326,16 @@ def _check_mode(mode, in_shape, pads):
     if mode == "reflect":
         for axis, (n, (lo, hi)) in enumerate(zip(in_shape, pads)):
             if lo >= n or hi >= n:
-                raise ValueError(
+                raise ParameterError(
+                    "padding",
                     f"padding_mode='reflect' needs padding < input size on every axis, got padding "
                     f"({lo}, {hi}) for size {n} on axis {axis}"
                 )
     elif mode == "circular":
         for axis, (n, (lo, hi)) in enumerate(zip(in_shape, pads)):
             if lo > n or hi > n:
-                raise ValueError(
+                raise ParameterError(
+                    "padding",
                     f"padding_mode='circular' needs padding <= input size on every axis (it wraps once), "
                     f"got padding ({lo}, {hi}) for size {n} on axis {axis}"
                 )
@@ -306,6 +386,16 @@ class ConvGeometry:
     @property
     def padding_mode(self) -> str:
         return self.axes[0].mode
+
+    @property
+    def output_padding(self) -> tuple[int, ...]:
+        """``a`` per axis (see :class:`AxisGeometry`); zeros unless built by :meth:`for_transpose`."""
+        return tuple(a.a for a in self.axes)
+
+    @property
+    def recipe_padding(self) -> tuple[tuple[int, int], ...]:
+        """``(e-1-lo, e-1-hi+a)`` per axis: the padding of the transposed-conv recipe."""
+        return tuple(a.recipe_padding for a in self.axes)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -379,7 +469,8 @@ class ConvGeometry:
         )
         if output_size is not None:
             if _is_nonzero(output_padding):
-                raise ValueError(
+                raise ParameterError(
+                    "output_size",
                     f"give output_size or output_padding, not both (got output_size={output_size!r}, "
                     f"output_padding={output_padding!r})"
                 )
@@ -389,7 +480,8 @@ class ConvGeometry:
         out_pad = normalize_per_axis(output_padding, "output_padding", ndim, minimum=0)
         for axis, (a, s, d) in enumerate(zip(out_pad, stride, dilation)):
             if a >= max(s, d):
-                raise ValueError(
+                raise ParameterError(
+                    "output_padding",
                     f"output_padding must be smaller than max(stride, dilation) on every axis, got "
                     f"output_padding={output_padding!r} with stride={stride!r}, dilation={dilation!r} "
                     f"(axis {axis}: {a} >= {max(s, d)})"
@@ -398,17 +490,33 @@ class ConvGeometry:
         for axis, (n, k, s, d, (lo, hi), a) in enumerate(
             zip(in_shape, kernel_size, stride, dilation, pads, out_pad)
         ):
-            m = (n - 1) * s - lo - hi + d * (k - 1) + 1 + a
+            m = (n - 1) * s - lo - hi + extent(k, d) + a
             if m < 1:
-                raise ValueError(
+                raise ParameterError(
+                    "padding",
                     f"padding {padding!r} removes everything: the transposed output would have size "
                     f"{m} on axis {axis} (input {n}, kernel {k}, stride {s}, dilation {d}, "
                     f"output_padding {a}); it must be >= 1"
                 )
             # The forward convolution on length m with padding (lo, hi + a) has n + a//s outputs;
             # the transposed convolution is its first n rows, transposed.
-            axes.append(AxisGeometry(m, k, s, d, lo, hi + a, n, "zeros"))
-        return cls(out_channels, in_channels, groups, tuple(axes))
+            axes.append(AxisGeometry(m, k, s, d, lo, hi, n, "zeros", a))
+        return _checked(cls(out_channels, in_channels, groups, tuple(axes)))
+
+
+def _checked(geom: "ConvGeometry") -> "ConvGeometry":
+    """``geom``, or a ParameterError if its matrix has more rows or columns than an int64 can count."""
+    rows, cols = geom.shape
+    if max(rows, cols) > 2**63 - 1:
+        big_pad = any(max(lo, hi) > ax.n for ax in geom.axes for lo, hi in [(ax.lo, ax.hi)])
+        name = "padding" if big_pad else "in_shape"
+        raise ParameterError(
+            name,
+            f"the matrix would have {rows:.3g} rows and {cols:.3g} columns, more than an int64 can index "
+            f"(2**63 - 1): in_shape {geom.in_shape!r}, padding {geom.padding!r}, channels "
+            f"({geom.in_channels}, {geom.out_channels})",
+        )
+    return geom
 
 
 def _is_nonzero(value) -> bool:
@@ -422,13 +530,15 @@ def _check_channels(in_channels, out_channels, groups):
     out_channels = as_int(out_channels, "out_channels")
     groups = as_int(groups, "groups")
     if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups!r}")
+        raise ParameterError("groups", f"groups must be >= 1, got {groups!r}")
     if in_channels < 1 or out_channels < 1:
-        raise ValueError(
+        raise ParameterError(
+            "in_channels" if in_channels < 1 else "out_channels",
             f"channel counts must be >= 1, got in_channels={in_channels!r}, out_channels={out_channels!r}"
         )
     if in_channels % groups or out_channels % groups:
-        raise ValueError(
+        raise ParameterError(
+            "groups",
             f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be divisible by "
             f"groups ({groups})"
         )
@@ -517,19 +627,21 @@ def output_padding_for(output_size, in_shape, kernel_size, *, stride, padding, d
     """
     ndim = len(in_shape)
     if not _is_sequence(output_size) or len(output_size) not in (ndim, ndim + 1, ndim + 2):
-        raise ValueError(
+        raise ParameterError(
+            "output_size",
             f"output_size must have {ndim} entries (spatial), or {ndim + 2} with batch and channels, "
             f"got {output_size!r}"
         )
     sizes = tuple(as_int(v, "output_size") for v in tuple(output_size)[-ndim:])
     lows, highs, out = [], [], []
     for n, k, s, d, (lo, hi), size in zip(in_shape, kernel_size, stride, dilation, padding, sizes):
-        low = (n - 1) * s - lo - hi + d * (k - 1) + 1
+        low = (n - 1) * s - lo - hi + extent(k, d)
         lows.append(low)
         highs.append(low + max(s, d) - 1)
         out.append(size - low)
     if any(not (lo <= size <= hi) for lo, hi, size in zip(lows, highs, sizes)):
-        raise ValueError(
+        raise ParameterError(
+            "output_size",
             f"requested an output_size of {sizes!r}, but valid sizes range from {tuple(lows)!r} to "
             f"{tuple(highs)!r} (for an input of {tuple(in_shape)!r}, kernel_size {tuple(kernel_size)!r}, "
             f"stride {tuple(stride)!r}, dilation {tuple(dilation)!r})"
@@ -537,19 +649,44 @@ def output_padding_for(output_size, in_shape, kernel_size, *, stride, padding, d
     return tuple(out)
 
 
-def restoring_output_padding(input_size, kernel_size, *, stride, padding, dilation) -> tuple[int, ...]:
+def restoring_output_padding(input_size, kernel_size, *, stride=1, padding=0, dilation=1) -> tuple[int, ...]:
     """The output_padding with which the transposed convolution restores ``input_size``.
 
+    Parameters
+    ----------
+    input_size : tuple of int
+        Spatial input size ``(i_1, ..., i_D)`` of the forward convolution.
+    kernel_size, stride, dilation : int or tuple of int
+    padding : int, tuple of int, tuple of (lo, hi) pairs, or {'valid', 'same', 'full'}
+        The forward convolution's padding, in any form :func:`conv_matrix` accepts.
+
+    Returns
+    -------
+    tuple of int
+        One ``a`` per axis, ``0 <= a < stride``.
+
+    Notes
+    -----
     Per axis ``a = (i + lo + hi - e) mod s``: the forward convolution maps every
     size ``i`` with the same ``floor`` to one output size, and ``a`` picks ``i``
     among them.
 
     Examples
     --------
-    >>> restoring_output_padding((8,), (3,), stride=(2,), padding=((1, 1),), dilation=(1,))
+    >>> restoring_output_padding((8,), 3, stride=2, padding=1)
     (1,)
+    >>> restoring_output_padding((8, 7), (3, 3), stride=2, padding=((1, 1), (1, 1)))
+    (1, 0)
     """
+    input_size = normalize_shape(input_size, "input_size")
+    ndim = len(input_size)
+    kernel_size = normalize_per_axis(kernel_size, "kernel_size", ndim, minimum=1)
+    stride = normalize_per_axis(stride, "stride", ndim, minimum=1)
+    dilation = normalize_per_axis(dilation, "dilation", ndim, minimum=1)
+    pads = normalize_padding(
+        padding, ndim, in_shape=input_size, kernel_size=kernel_size, stride=stride, dilation=dilation
+    )
     return tuple(
-        (i + lo + hi - (d * (k - 1) + 1)) % s
-        for i, k, s, d, (lo, hi) in zip(input_size, kernel_size, stride, dilation, padding)
+        (i + lo + hi - extent(k, d)) % s
+        for i, k, s, d, (lo, hi) in zip(input_size, kernel_size, stride, dilation, pads)
     )

@@ -1,40 +1,45 @@
-"""Integer index arithmetic on one axis: geometry -> a small sparse table.
+"""The CSR structure of a convolution matrix: per-axis tables and their product.
 
 Every convolution matrix convmat builds is a (ragged) Kronecker product of one
 small table per spatial axis, times the channel structure.  An
-:class:`AxisPattern` is that table: for each row position ``r`` (an output
-sample) the sorted, distinct column positions ``c`` (input samples) it touches,
-and for each ``(r, c)`` the kernel taps that land there.
+:class:`AxisPattern` is that table for a range of rows of one axis: for each
+row (an output sample; an input sample for a transposed axis) the sorted,
+distinct columns it touches, and for each entry the kernel taps that land
+there.  Tables are made for the rows being built only (:func:`axis_table`),
+so a 1-D signal of 10**9 samples is built a chunk of rows at a time.
 
-With zero padding each ``(r, c)`` holds exactly one tap.  With reflect,
-replicate or circular padding several taps may land on the same input sample;
-they are kept in ``m`` "slots" per entry, unused slots holding the sentinel
-tap ``k`` (which points at a zero appended to the kernel), so that the value
-of an entry is always a sum of ``m`` gathers and never needs a branch.
+With zero padding each entry holds exactly one tap.  With reflect, replicate
+or circular padding several taps may land on the same input sample; they are
+kept in ``m`` "slots" per entry, unused slots holding the sentinel tap ``k``
+(which points at a zero appended to the kernel), so that the value of an
+entry is always a sum of ``m`` gathers and never needs a branch.
 
-The tables have ``O(o*k)`` entries: they are built with NumPy on the host and
-are tiny next to the matrix.  Nothing here depends on weights.
+:func:`fill_structure` writes the column indices of a range of spatial rows of
+one output channel (all in-group input channels) and their tap numbers: the
+multi-axis CSR pattern.  Nothing here depends on weights.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .geometry import AxisGeometry
+from .sizes import axis_row_bound, axis_slot_bound
 
-__all__ = ["AxisPattern", "axis_pattern"]
+__all__ = ["AxisPattern", "axis_pattern", "axis_table", "fill_structure", "table_bytes"]
 
 
 @dataclass(frozen=True, eq=False)
 class AxisPattern:
-    """Sparse 1-D table of one axis, in CSR layout.
+    """Sparse 1-D table of rows ``[row0, row0 + n_rows)`` of one axis, in CSR layout.
 
     Attributes
     ----------
     n_rows, n_cols : int
-        Row positions (outputs of this axis) and column positions (inputs).
+        Rows in the table and column positions of the axis.
     k : int
         Kernel taps on this axis; ``k`` itself is the sentinel "no tap".
     ptr : ndarray of int64, shape (n_rows + 1,)
@@ -42,6 +47,8 @@ class AxisPattern:
         Sorted within each row, no duplicates.
     taps : ndarray of int64, shape (P, m)
         The taps of each entry; unused slots hold ``k``.
+    row0 : int
+        The axis row of the table's first row.
     """
 
     n_rows: int
@@ -50,6 +57,7 @@ class AxisPattern:
     ptr: np.ndarray
     cols: np.ndarray
     taps: np.ndarray
+    row0: int = 0
 
     @property
     def nnz(self) -> int:
@@ -64,7 +72,7 @@ class AxisPattern:
         return np.diff(self.ptr)
 
     def runs(self, start: int = 0, stop: int | None = None):
-        """Maximal ranges ``(a, b)`` of consecutive rows in ``[start, stop)`` of equal length."""
+        """Maximal ranges ``(a, b)`` of consecutive local rows in ``[start, stop)`` of equal length."""
         stop = self.n_rows if stop is None else stop
         if stop <= start:
             return []
@@ -74,72 +82,280 @@ class AxisPattern:
         return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
     def transpose(self) -> "AxisPattern":
-        """The table with rows and columns swapped (taps kept)."""
+        """The table with rows and columns swapped (taps kept); for a whole-axis table."""
         m = self.slots
-        rows = np.repeat(np.arange(self.n_rows, dtype=np.int64), self.row_lengths)
+        rows = np.repeat(np.arange(self.row0, self.row0 + self.n_rows, dtype=np.int64), self.row_lengths)
         rows = np.repeat(rows, m)
         cols = np.repeat(self.cols, m)
         taps = self.taps.ravel()
         keep = taps < self.k
-        return _group(cols[keep], rows[keep], taps[keep], self.n_cols, self.n_rows, self.k)
+        return _group(cols[keep], rows[keep], taps[keep], self.n_cols, self.row0 + self.n_rows, self.k)
 
 
-def _group(rows, cols, taps, n_rows: int, n_cols: int, k: int) -> AxisPattern:
-    """Group ``(row, col, tap)`` triples into an AxisPattern (sorted, merged)."""
+def _group(rows, cols, taps, n_rows: int, n_cols: int, k: int, row0: int = 0) -> AxisPattern:
+    """Group ``(row, col, tap)`` triples (rows local, in ``[0, n_rows)``) into an AxisPattern."""
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     taps = np.asarray(taps, dtype=np.int64)
     order = np.lexsort((taps, cols, rows))
     rows, cols, taps = rows[order], cols[order], taps[order]
-    if rows.size:
-        new = np.empty(rows.size, dtype=bool)
-        new[0] = True
-        new[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-    else:
-        new = np.zeros(0, dtype=bool)
+    del order
+    new = np.ones(rows.size, dtype=bool)
+    new[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
     starts = np.flatnonzero(new)
     entry = np.cumsum(new) - 1  # entry number of each triple
-    slot = np.arange(rows.size) - starts[entry] if rows.size else np.zeros(0, dtype=np.int64)
+    slot = np.arange(rows.size) - starts[entry]
     m = int(slot.max()) + 1 if rows.size else 1
     table = np.full((starts.size, m), k, dtype=np.int64)
     table[entry, slot] = taps
-    counts = np.bincount(rows[starts], minlength=n_rows)
     ptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(counts, out=ptr[1:])
-    return AxisPattern(n_rows, n_cols, k, ptr, cols[starts].copy(), table)
+    np.cumsum(np.bincount(rows[starts], minlength=n_rows), out=ptr[1:])
+    return AxisPattern(n_rows, n_cols, k, ptr, cols[starts].copy(), table, row0)
 
 
-def axis_pattern(ax: AxisGeometry) -> AxisPattern:
-    """The table of a forward convolution along one axis.
+def _fold(u, n: int, mode: str):
+    """Virtual inputs ``u`` mapped onto ``[0, n)`` by the padding mode (``'zeros'``: unchanged)."""
+    if mode == "reflect":
+        u = np.abs(u)
+        return np.where(u >= n, 2 * (n - 1) - u, u)
+    if mode == "replicate":
+        return np.clip(u, 0, n - 1)
+    if mode == "circular":
+        return np.mod(u, n)
+    return u
+
+
+def _unmerged_rows(ax: AxisGeometry, r0: int, r1: int) -> AxisPattern:
+    """Forward rows ``[r0, r1)`` read with zero padding: each row a contiguous run of taps."""
+    j = np.arange(r0, r1, dtype=np.int64)
+    b = j * ax.s - ax.lo
+    t_lo = np.clip(-(b // ax.d), 0, ax.k)  # ceil(-b/d)
+    t_hi = np.clip((ax.n - 1 - b) // ax.d + 1, 0, ax.k)
+    lengths = np.maximum(t_hi - t_lo, 0)
+    ptr = np.zeros(r1 - r0 + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    row = np.repeat(np.arange(r1 - r0, dtype=np.int64), lengths)
+    taps = np.arange(int(ptr[-1]), dtype=np.int64)
+    taps += (t_lo - ptr[:-1])[row]
+    cols = b[row]
+    del row
+    cols += taps * ax.d
+    return AxisPattern(r1 - r0, ax.n, ax.k, ptr, cols, taps.reshape(-1, 1), r0)
+
+
+def _merged_rows(ax: AxisGeometry, r0: int, r1: int) -> AxisPattern:
+    """Forward rows ``[r0, r1)`` with a padding mode: taps folded, merged where they meet."""
+    j = np.arange(r0, r1, dtype=np.int64)[:, None]
+    t = np.arange(ax.k, dtype=np.int64)[None, :]
+    u = _fold((j * ax.s - ax.lo + t * ax.d).ravel(), ax.n, ax.mode)
+    rows = np.broadcast_to(j - r0, (r1 - r0, ax.k)).ravel()
+    taps = np.broadcast_to(t, (r1 - r0, ax.k)).ravel()
+    return _group(rows, u, taps, r1 - r0, ax.n, ax.k, r0)
+
+
+def _concat(parts, n_cols: int, k: int) -> AxisPattern:
+    parts = [p for p in parts if p.n_rows]
+    if len(parts) == 1:
+        return parts[0]
+    m = max(p.slots for p in parts)
+    taps = np.full((sum(p.nnz for p in parts), m), k, dtype=np.int64)
+    ptr = [np.zeros(1, dtype=np.int64)]
+    pos = 0
+    for p in parts:
+        taps[pos : pos + p.nnz, : p.slots] = p.taps
+        ptr.append(p.ptr[1:] + pos)
+        pos += p.nnz
+    cols = np.concatenate([p.cols for p in parts])
+    return AxisPattern(sum(p.n_rows for p in parts), n_cols, k, np.concatenate(ptr), cols, taps, parts[0].row0)
+
+
+def _forward_table(ax: AxisGeometry, r0: int, r1: int) -> AxisPattern:
+    if ax.mode == "zeros" or r1 <= r0:
+        return _unmerged_rows(ax, r0, r1)
+    # Rows whose taps all land inside need no folding: the zero-padding fast path.
+    i0 = min(max(r0, -(-ax.lo // ax.s)), r1)
+    i1 = max(i0, min(r1, (ax.n - 1 + ax.lo - (ax.k - 1) * ax.d) // ax.s + 1))
+    parts = [_merged_rows(ax, r0, i0), _unmerged_rows(ax, i0, i1), _merged_rows(ax, i1, r1)]
+    return _concat(parts, ax.n, ax.k)
+
+
+def _virtual_ranges(ax: AxisGeometry, u0: int, u1: int):
+    """Disjoint ranges of virtual inputs that the padding mode maps into ``[u0, u1)``."""
+    n, mode = ax.n, ax.mode
+    if u1 <= u0:
+        return []
+    far = ax.o * ax.s + ax.extent + abs(ax.lo) + abs(ax.hi) + n  # beyond every virtual input
+    out = [(u0, u1)]
+    if mode == "reflect":
+        out += [(-u1 + 1, min(-u0 + 1, 0)), (max(2 * (n - 1) - u1 + 1, n), 2 * (n - 1) - u0 + 1)]
+    elif mode == "circular":
+        out += [(u0 - n, u1 - n), (u0 + n, u1 + n)]
+    elif mode == "replicate":
+        out += [(-far, 0 if u0 == 0 else -far), (n, far if u1 == n else n)]
+    return [(a, b) for a, b in out if a < b]
+
+
+def _transposed_table(ax: AxisGeometry, u0: int, u1: int) -> AxisPattern:
+    """Rows ``[u0, u1)`` of the transposed axis: for each input, the outputs that read it."""
+    s, d, lo, o = ax.s, ax.d, ax.lo, ax.o
+    t = np.arange(ax.k, dtype=np.int64)
+    js, ts = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for v0, v1 in _virtual_ranges(ax, u0, u1):
+        # j with v0 <= j*s - lo + t*d < v1, for each tap t
+        first = np.clip(-((t * d - lo - v0) // s), 0, o)  # ceil((v0 + lo - t d)/s)
+        last = np.clip(-((t * d - lo - v1) // s), 0, o)
+        count = np.maximum(last - first, 0)
+        tap = np.repeat(t, count)
+        starts = np.zeros(ax.k + 1, dtype=np.int64)
+        np.cumsum(count, out=starts[1:])
+        j = np.arange(int(starts[-1]), dtype=np.int64) + np.repeat(first - starts[:-1], count)
+        js.append(j)
+        ts.append(tap)
+    j = np.concatenate(js)
+    tap = np.concatenate(ts)
+    u = _fold(j * s - lo + tap * d, ax.n, ax.mode)
+    return _group(u - u0, j, tap, u1 - u0, o, ax.k, u0)
+
+
+def axis_table(ax: AxisGeometry, start: int = 0, stop: int | None = None, *, transposed: bool = False):
+    """The table of rows ``[start, stop)`` of one axis (outputs; inputs if ``transposed``).
 
     Output ``j`` and tap ``t`` read the virtual input ``u = j*s - lo + t*d``;
     the padding mode maps ``u`` onto ``[0, n)``: ``'zeros'`` drops it,
     ``'reflect'`` mirrors without repeating the edge, ``'replicate'`` clamps,
-    ``'circular'`` wraps.  Taps landing on the same input are merged.
+    ``'circular'`` wraps.  Taps landing on the same input are merged.  Time and
+    memory are proportional to the entries of the rows asked for.
 
     Examples
     --------
-    >>> from convmat.geometry import AxisGeometry
-    >>> p = axis_pattern(AxisGeometry(n=4, k=3, s=1, d=1, lo=0, hi=0, o=2))
+    >>> p = axis_table(AxisGeometry(n=4, k=3, s=1, d=1, lo=0, hi=0, o=2))
     >>> p.ptr.tolist(), p.cols.tolist(), p.taps[:, 0].tolist()
     ([0, 3, 6], [0, 1, 2, 1, 2, 3], [0, 1, 2, 0, 1, 2])
+    >>> axis_table(AxisGeometry(n=4, k=3, s=1, d=1, lo=0, hi=0, o=2), 1, 3, transposed=True).cols.tolist()
+    [0, 1, 0, 1]
     """
-    n, k = ax.n, ax.k
-    j = np.arange(ax.o, dtype=np.int64)[:, None]
-    t = np.arange(k, dtype=np.int64)[None, :]
-    u = (j * ax.s - ax.lo + t * ax.d).ravel()
-    rows = np.broadcast_to(j, (ax.o, k)).ravel()
-    taps = np.broadcast_to(t, (ax.o, k)).ravel()
-    if ax.mode == "zeros":
-        keep = (u >= 0) & (u < n)
-        rows, u, taps = rows[keep], u[keep], taps[keep]
-    elif ax.mode == "reflect":
-        u = np.abs(u)
-        u = np.where(u >= n, 2 * (n - 1) - u, u)
-    elif ax.mode == "replicate":
-        u = np.clip(u, 0, n - 1)
-    elif ax.mode == "circular":
-        u = np.mod(u, n)
-    else:  # pragma: no cover - geometry validated the mode
-        raise ValueError(f"unknown padding mode {ax.mode!r}")
-    return _group(rows, u, taps, ax.o, n, k)
+    rows = ax.n if transposed else ax.o
+    stop = rows if stop is None else stop
+    if transposed:
+        return _transposed_table(ax, start, stop)
+    return _forward_table(ax, start, stop)
+
+
+def table_bytes(ax: AxisGeometry, rows: int, transposed: bool = False) -> int:
+    """A bound on the bytes :func:`axis_table` allocates for ``rows`` rows (the table and its temporaries).
+
+    The forward zero-padding path holds about five int64 arrays per entry at
+    once; the grouping path (merged taps, transposed axes) sorts triples and
+    holds about twenty int64 arrays per triple at its peak.
+    """
+    per = axis_row_bound(ax, transposed)
+    m = axis_slot_bound(ax)
+    if not transposed and ax.mode == "zeros":
+        return 64 * rows * (per + 1) + 4096
+    if transposed:
+        triples = rows * per * (ax.k if ax.mode == "replicate" else 1)
+    else:
+        triples = rows * ax.k
+    return (160 + 8 * m) * triples + 64 * rows + 256 * ax.k + 4096
+
+
+def axis_pattern(ax: AxisGeometry) -> AxisPattern:
+    """The whole table of a forward convolution along one axis (``axis_table(ax)``)."""
+    return axis_table(ax)
+
+
+# --------------------------------------------------------------------------- #
+# the multi-axis structure
+# --------------------------------------------------------------------------- #
+def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group, out_idx, out_taps, combos):
+    """Columns and tap numbers of spatial rows ``[a, b)`` of one output channel.
+
+    Row ``(j_1, ..., j_D)`` holds the entries ``(ci, p_1, ..., p_D)`` in that
+    order: the in-group input channel, then one entry of each axis table.  Its
+    columns, ``col_offset + ci * N + sum_a col_a[p_a] * N_a``, are therefore
+    sorted, because each axis table is.  The tap number of an entry is
+    ``ci * prod(k + 1) + sum_a tap_a[p_a] * K_a`` for each combination of
+    slots in ``combos``.
+
+    ``tables`` holds, per axis, ``(AxisPattern, cols, [taps of each slot])``
+    (the arrays on the backend) covering every axis row of ``[a, b)``;
+    ``grid`` is the rows of each axis (spatial row numbers ravel it).
+    """
+    pats = [t[0] for t in tables]
+    D = len(pats)
+    n_rows = list(grid)
+    col_stride = [math.prod(p.n_cols for p in pats[i + 1 :]) for i in range(D)]
+    kp = [p.k + 1 for p in pats]
+    tap_stride = [math.prod(kp[i + 1 :]) for i in range(D)]
+    ch = be.arange(cols_per_group, dtype=np.int64)
+    ch_cols = ch * n_cols_ch + col_offset
+    ch_taps = ch * math.prod(kp)
+    last, (last_cols, last_taps) = pats[-1], tables[-1][1:]
+    oL = n_rows[-1]
+    prefix_combos = sorted({cmb[:-1] for cmb in combos})
+
+    layouts = {}
+    pos = 0
+    for prefix in range(a // oL, (b - 1) // oL + 1):
+        c0 = max(a - prefix * oL, 0) - last.row0
+        c1 = min(b - prefix * oL, oL) - last.row0
+        j = np.unravel_index(prefix, tuple(n_rows[:-1])) if D > 1 else ()
+        q_cols = ch_cols
+        q_taps = {pc: ch_taps for pc in prefix_combos}
+        for axis in range(D - 1):
+            p, (cols_a, taps_a) = pats[axis], tables[axis][1:]
+            r = int(j[axis]) - p.row0
+            lo, hi = int(p.ptr[r]), int(p.ptr[r + 1])
+            q_cols = (q_cols[:, None] + cols_a[lo:hi][None, :] * col_stride[axis]).ravel()
+            q_taps = {
+                pc: (q_taps[pc][:, None] + taps_a[pc[axis]][lo:hi][None, :] * tap_stride[axis]).ravel()
+                for pc in prefix_combos
+            }
+        q = q_cols.shape[0]
+        if q == 0:
+            continue
+        layout = layouts.get((c0, c1))
+        if layout is None:
+            layout = layouts[(c0, c1)] = _last_axis_layout(last, c0, c1, be)
+        for kind, nr, L, first, sel in layout:
+            size = nr * q * L
+            if kind == "run":  # rows [first, first + nr) are consecutive: contiguous writes
+                e0 = int(last.ptr[first])
+                r_cols = last_cols[e0 : e0 + nr * L].reshape(nr, 1, L)
+                be.add(q_cols[None, :, None], r_cols, out=out_idx[pos : pos + size].reshape(nr, q, L))
+                for t_out, cmb in zip(out_taps, combos):
+                    r_taps = last_taps[cmb[-1]][e0 : e0 + nr * L].reshape(nr, 1, L)
+                    be.add(q_taps[cmb[:-1]][None, :, None], r_taps, out=t_out[pos : pos + size].reshape(nr, q, L))
+                pos += size
+            else:  # rows of one length scattered through the slab: one gather + one scatter
+                entries, starts = sel  # (nr, L) entry numbers; (nr,) row starts in units of q
+                where = (pos + starts * q)[:, None, None] + be.arange(q * L, dtype=np.int64).reshape(1, q, L)
+                be.put(out_idx, where, q_cols[None, :, None] + last_cols[entries][:, None, :])
+                for t_out, cmb in zip(out_taps, combos):
+                    be.put(t_out, where, q_taps[cmb[:-1]][None, :, None] + last_taps[cmb[-1]][entries][:, None, :])
+                del where
+        if layout and layout[0][0] == "class":
+            pos += q * int(last.ptr[c1] - last.ptr[c0])
+    assert pos == out_idx.shape[0], (pos, out_idx.shape)
+
+
+def _last_axis_layout(last: AxisPattern, c0: int, c1: int, be):
+    """How to write local rows ``[c0, c1)`` of the last axis: runs or length classes.
+
+    Consecutive rows of equal length ("runs") are written as one contiguous
+    block each.  When runs are short (a transposed convolution with stride s
+    has rows whose lengths cycle with period s), rows are grouped by length
+    instead, and each group is written by one scatter.
+    """
+    runs = [(r0, r1) for r0, r1 in last.runs(c0, c1) if last.ptr[r0 + 1] > last.ptr[r0]]
+    lengths = last.row_lengths[c0:c1]
+    classes = np.unique(lengths[lengths > 0])
+    if len(runs) <= 2 * len(classes) + 2:
+        return [("run", r1 - r0, int(last.ptr[r0 + 1] - last.ptr[r0]), r0, None) for r0, r1 in runs]
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))  # row starts, in units of q
+    layout = []
+    for L in classes.tolist():
+        rows = np.flatnonzero(lengths == L)
+        entries = last.ptr[c0 + rows][:, None] + np.arange(L)
+        layout.append(("class", rows.size, L, None, (be.asarray(entries), be.asarray(starts[rows]))))
+    return layout

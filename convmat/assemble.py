@@ -1,0 +1,258 @@
+"""How a convolution matrix is built: chunks of rows, the value fill, the thread pool.
+
+:func:`build_csr` is the one entry point.  The rows asked for are cut into
+chunks of spatial rows (at most about ``_CHUNK_NNZ`` entries of one output
+channel each).  For each chunk the per-axis tables of its rows only are made
+(:func:`convmat.pattern.axis_table`); the first output channel of each group
+gets its column indices straight into the final index array and its tap
+numbers into temporaries (:func:`convmat.pattern.fill_structure`); every
+other output channel of the group copies those indices with an offset and
+gathers its values from the packed weight (one gather per tap slot), on a
+thread pool.  Row pointers come from the chunk's row lengths and the closed
+form offsets of :mod:`convmat.sizes`.  Nothing row-sized is allocated but the
+result, so :func:`peak_bytes` bounds everything a build allocates, and the
+guard (:func:`convmat.memory.check_fits`) refuses before allocating.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .errors import ParameterTypeError
+from .geometry import positive_int
+from .memory import MatrixTooLargeError, check_fits, human
+from .pattern import axis_table, fill_structure, table_bytes
+from .plan import normalize_rows
+from .sizes import axis_row_bound, axis_slot_bound
+from .weights import backend_and_weight, check_weight_shape, matrix_weight, value_dtype
+
+__all__ = ["build_csr", "peak_bytes"]
+
+#: Below this many non-zeros a thread pool costs more than it saves.
+_THREADED_NNZ = 1 << 20
+#: The largest chunk, in entries of one output channel (bounds temporaries).
+_CHUNK_NNZ = 1 << 20
+#: The smallest chunk (smaller ones cost more in Python than they save in memory).
+_MIN_CHUNK = 1 << 12
+
+
+class _Chunks:
+    """Spatial rows cut into aligned chunks, each reading few rows of each axis.
+
+    A chunk is ``width`` consecutive spatial rows inside one "period" (the rows
+    sharing the indices of the axes before ``split``): it reads one row of each
+    axis before ``split``, ``width / slab`` rows of axis ``split`` and every row
+    of the axes after it.
+    """
+
+    def __init__(self, plan, block_nnz: int):
+        self.plan = plan
+        self.axes, self.grid, self.T = plan.geometry.axes, plan.grid, plan.transposed
+        D = len(self.grid)
+        self.row_bound = plan.cols_per_group * math.prod(axis_row_bound(ax, self.T) for ax in self.axes)
+        target = min(_CHUNK_NNZ, max(_MIN_CHUNK, block_nnz // 16))
+        rows_c = max(1, target // self.row_bound)
+        inner = [math.prod(self.grid[i + 1 :]) for i in range(D)]
+        self.split = min(i for i in range(D) if inner[i] <= rows_c)
+        self.slab = inner[self.split]
+        self.step = max(1, min(rows_c // self.slab, self.grid[self.split]))
+        self.width = self.step * self.slab
+        self.period = self.grid[self.split] * self.slab
+        self.entries = min(max(target, self.row_bound), plan.channel_nnz)
+        self.slots = math.prod(axis_slot_bound(ax) for ax in self.axes)
+        self._cache = {}
+
+    def chunks(self, a: int, b: int):
+        """``(a', b', aligned start)`` covering spatial rows ``[a, b)``."""
+        r = a
+        while r < b:
+            base = (r // self.period) * self.period
+            ca = base + ((r - base) // self.width) * self.width
+            cb = min(ca + self.width, base + self.period)
+            yield r, min(cb, b), ca
+            r = min(cb, b)
+
+    def ranges(self, ca: int):
+        j = np.unravel_index(ca, self.grid)
+        out = []
+        for i, n in enumerate(self.grid):
+            if i < self.split:
+                out.append((int(j[i]), int(j[i]) + 1))
+            elif i == self.split:
+                out.append((int(j[i]), min(n, int(j[i]) + self.step)))
+            else:
+                out.append((0, n))
+        return out
+
+    def tables(self, ca: int, be):
+        """Per axis ``(AxisPattern, cols, [taps per slot])`` on the backend, for the chunk at ``ca``."""
+        out = []
+        for i, (ax, rng) in enumerate(zip(self.axes, self.ranges(ca))):
+            hit = self._cache.get(i)
+            if hit is None or hit[0] != rng:
+                hit = self._cache[i] = None  # drop the old table before making the new one
+                p = axis_table(ax, *rng, transposed=self.T)
+                taps = [be.asarray(np.ascontiguousarray(p.taps[:, s])) for s in range(p.slots)]
+                hit = self._cache[i] = (rng, (p, be.asarray(p.cols), taps))
+            out.append(hit[1])
+        return out
+
+    def table_bytes(self) -> int:
+        """A bound on the memory of the tables of one chunk, while they are made and held."""
+        rows = [r1 - r0 for r0, r1 in self.ranges(0)]
+        rows[self.split] = self.step
+        return sum(table_bytes(ax, r, self.T) for ax, r in zip(self.axes, rows))
+
+
+def peak_bytes(plan, chunks: _Chunks, vdtype, idt, start: int, stop: int, threads: int, weight) -> int:
+    """An upper bound on everything building rows ``[start, stop)`` allocates, the result included."""
+    nnz = plan.row_nnz(start, stop)
+    result = nnz * (vdtype.itemsize + idt.itemsize) + (stop - start + 1) * idt.itemsize
+    E = chunks.entries
+    temporaries = (
+        E * 8 * (2 * chunks.slots + 4)  # tap numbers of the chunk, prefix products, scatter positions and values
+        + (threads * E * vdtype.itemsize if chunks.slots > 1 else 0)  # per-thread value sums
+        + chunks.width * 8 * 6  # row lengths, cumulative counts, row pointers of a chunk
+        + chunks.table_bytes()
+    )
+    packed = plan.row_channels * plan.cols_per_group * math.prod(k + 1 for k in plan.geometry.kernel_size)
+    weights = 3 * packed * vdtype.itemsize + 2 * weight.nbytes
+    pieces = (-(-(stop - start) // max(1, chunks.width)) + 2 * plan.row_channels) * 400
+    return result + temporaries + weights + pieces + (1 << 16)
+
+
+def _block_index_dtype(plan, start, stop, be):
+    """The plan's index dtype if the backend takes it, else the narrowest it takes that fits."""
+    if plan.index_dtype in be.index_dtypes:
+        return plan.index_dtype
+    nnz = plan.row_nnz(start, stop)
+    idt = be.max_index_dtype_for(nnz, (stop - start, plan.shape[1]))
+    if idt is None:
+        limit = max(int(np.iinfo(t).max) for t in be.index_dtypes)
+        raise MatrixTooLargeError(
+            f"backend {be.name!r} takes {', '.join(str(t) for t in be.index_dtypes)} indices only, and the "
+            f"matrix {'block ' if (start, stop) != (0, plan.shape[0]) else ''}of shape ({stop - start}, "
+            f"{plan.shape[1]}) has {nnz:,} non-zeros, more than {limit:,}; build it in row blocks of at "
+            f"most {limit:,} non-zeros: for start, stop in plan.row_blocks(max_nnz={limit}): "
+            f"plan.build(weight, rows=(start, stop), backend={be.name!r})"
+        )
+    return idt
+
+
+def build_csr(plan, weight, *, dtype=None, flip=False, rows=None, backend="scipy", device=None,
+              max_bytes=None, threads=None):
+    """Rows ``[start, stop)`` of ``plan``'s matrix filled with ``weight`` (see :meth:`ConvPlan.build`)."""
+    be, weight = backend_and_weight(backend, device, weight)
+    check_weight_shape(weight.shape, plan.weight_shape, plan.transposed)
+    vdtype = value_dtype(weight.dtype, dtype)
+    start, stop = normalize_rows(rows, plan.shape[0])
+    if not isinstance(flip, (bool, np.bool_)):
+        raise ParameterTypeError("flip", f"flip must be a bool, got {flip!r}")
+    threads = be.threads if threads is None else positive_int(threads, "threads")
+    idt = _block_index_dtype(plan, start, stop, be)
+    chunks = _Chunks(plan, plan.row_nnz(start, stop))
+    need = peak_bytes(plan, chunks, vdtype, idt, start, stop, threads, weight)
+
+    def describe():
+        block = "block " if (start, stop) != (0, plan.shape[0]) else ""
+        final = plan.nbytes(vdtype, rows=(start, stop))
+        return (f"the matrix {block}of shape ({stop - start}, {plan.shape[1]}) with {plan.row_nnz(start, stop):,} "
+                f"non-zeros takes {human(final)} ({final:,} bytes as {vdtype})")
+
+    check_fits(need, max_bytes, be, describe)
+    return _assemble(plan, weight, vdtype, bool(flip), start, stop, be, threads, idt, chunks)
+
+
+def _assemble(plan, weight, vdtype, flip, start, stop, be, threads, idt, chunks):
+    # Only ``be``'s methods create arrays or write into a given buffer; the rest is
+    # slicing, reshape and broadcasting arithmetic, spelled alike by NumPy, CuPy and torch.
+    O = math.prod(plan.grid)
+    N = plan.shape[1] // plan.col_channels
+    Cg, Rg = plan.cols_per_group, plan.row_channels // plan.groups
+    first = plan.nnz_before(start)
+    before = {}
+
+    def spatial_before(r):
+        if r not in before:
+            before[r] = plan.spatial_nnz_before(r)
+        return before[r]
+
+    # Pieces (aligned chunk, a, b, channel, dst): spatial rows [a, b) of one output channel,
+    # written at entry dst and row pointer row.
+    pieces = []
+    for c in range(start // O, -(-stop // O) if stop > start else start // O):
+        a_c, b_c = max(start - c * O, 0), min(stop - c * O, O)
+        for a, b, ca in chunks.chunks(a_c, b_c):
+            pieces.append((ca, a, b, c, c * plan.channel_nnz + spatial_before(a) - first, c * O + a - start))
+    nnz = plan.row_nnz(start, stop)
+    indptr = be.zeros(stop - start + 1, dtype=idt)
+    indices = be.empty(nnz, dtype=idt)
+    data = be.empty(nnz, dtype=vdtype)
+    if nnz == 0:
+        return be.csr(data, indices, indptr, (stop - start, plan.shape[1]))
+
+    W = be.asarray(matrix_weight(weight, vdtype, flip, plan.groups, plan.transposed))
+    pieces.sort(key=lambda p: p[:4])
+    by_range = {}
+    for piece in pieces:
+        by_range.setdefault(piece[:3], []).append(piece[3:])
+    del pieces
+
+    def channel(piece, template):
+        c, dst, _ = piece
+        grp_t, src, taps, length = template
+        out_i = indices[dst : dst + length]
+        if src != dst:
+            shift = (c // Rg - grp_t) * Cg * N
+            if shift:
+                be.add(indices[src : src + length], shift, out=out_i)
+            else:
+                out_i[...] = indices[src : src + length]
+        out_v = data[dst : dst + length]
+        be.take(W[c], taps[0], out_v)
+        if len(taps) > 1:
+            tmp = be.empty(length, dtype=vdtype)
+            for t in taps[1:]:
+                be.take(W[c], t, tmp)
+                out_v += tmp
+
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and nnz >= _THREADED_NNZ else None
+    try:
+        for (ca, a, b), group in by_range.items():
+            tables = chunks.tables(ca, be)
+            lengths = np.ones(1, dtype=np.int64)
+            for p, _, _ in tables:
+                lengths = np.multiply.outer(lengths, p.row_lengths).ravel()
+            cum = np.zeros(b - a + 1, dtype=np.int64)
+            np.cumsum(lengths[a - ca : b - ca], out=cum[1:])
+            cum *= Cg
+            del lengths
+            length = int(cum[-1])
+            cum_x = be.asarray(cum[1:])
+            for _, dst, row in group:
+                be.add(cum_x, dst, out=indptr[row + 1 : row + 1 + b - a])
+            del cum_x, cum
+            if length == 0:
+                continue
+            # The template: indices straight into the final array (for the first channel of this
+            # range), tap numbers into temporaries; then every channel of the range.
+            c, dst, _ = group[0]
+            combos = list(itertools.product(*(range(p.slots) for p, _, _ in tables)))
+            taps = [be.empty(length, dtype=np.int64) for _ in combos]
+            fill_structure(be, tables, plan.grid, a, b, (c // Rg) * Cg * N, N, Cg,
+                           indices[dst : dst + length], taps, combos)
+            template = (c // Rg, dst, taps, length)
+            if pool is not None and len(group) > 1:
+                list(pool.map(channel, group, itertools.repeat(template)))
+            else:
+                for piece in group:
+                    channel(piece, template)
+            del taps, template
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return be.csr(data, indices, indptr, (stop - start, plan.shape[1]))
