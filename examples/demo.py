@@ -8,9 +8,11 @@ restoring the input, which makes ``T = C.T``).  Compares both with a reference
 (PyTorch if installed, else a NumPy loop over kernel taps written below),
 checks the adjoint identity ``<Cx, y> = <x, T y>``, and writes
 
-    OUT/input.png        the scene (96 x 96)
-    OUT/forward.png      the 8 output channels of the first image, 2 rows x 4 (48 x 48 each)
-    OUT/transposed.png   T @ Y of the first image (96 x 96), normalised for display
+    OUT/input.png        the scene (96 x 96 pixels, the array itself)
+    OUT/forward.png      the 8 output channels of the first image (48 x 48 each), 2 rows x 4,
+                         each panel titled with its channel and filter, on its own colour scale
+    OUT/transposed.png   the scene, T @ Y of the first image and, zoomed, the checkerboard: how
+                         many input pixels write each output pixel, with a caption saying why
 
 Run:  python examples/demo.py --out out      (``make demo``)
 """
@@ -34,7 +36,6 @@ CHANNEL_NAMES = (
     "sobel x (luma)", "sobel y (luma)", "laplacian (luma)", "diagonal edge (luma)",
     "blur R", "blur G", "blur B", "blur R - blur B",
 )
-GAP = 2  # pixels between tiles in forward.png
 
 
 # --------------------------------------------------------------------------- #
@@ -161,18 +162,6 @@ def references(x, y, w, output_padding, which="auto"):
 # --------------------------------------------------------------------------- #
 # pictures
 # --------------------------------------------------------------------------- #
-def to_display(a: np.ndarray, percentile: float = 100.0) -> np.ndarray:
-    """Map values to [0, 1] for viewing: signed maps centred on grey, others scaled by their maximum.
-
-    The scale is the ``percentile`` of ``|a|`` (100: the maximum); values beyond it are clipped.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    m = max(float(np.percentile(np.abs(a), percentile)), 1e-12)
-    if a.min() < 0:
-        return np.clip(0.5 + 0.5 * a / m, 0.0, 1.0)
-    return np.clip(a / m, 0.0, 1.0)
-
-
 def write_png(path: Path, img: np.ndarray) -> Path:
     """Write (H, W) grey or (3, H, W) RGB values in [0, 1] as an 8-bit PNG (Pillow, via convmat.imagefiles)."""
     img = np.asarray(img)
@@ -180,15 +169,57 @@ def write_png(path: Path, img: np.ndarray) -> Path:
     return path
 
 
-def tile(channels: np.ndarray, cols: int) -> np.ndarray:
-    """(C, h, w) maps, each normalised on its own, as one grey grid with GAP-pixel white gaps."""
-    c, h, w = channels.shape
-    rows = -(-c // cols)
-    grid = np.ones((rows * h + (rows - 1) * GAP, cols * w + (cols - 1) * GAP))
-    for i in range(c):
-        r, q = divmod(i, cols)
-        grid[r * (h + GAP) : r * (h + GAP) + h, q * (w + GAP) : q * (w + GAP) + w] = to_display(channels[i])
-    return grid
+def forward_figure(y0: np.ndarray):
+    """The 8 output channels of one image, 2 rows x 4, each titled with its channel number and filter."""
+    from convmat import viz
+
+    panels = [(f"channel {c}: {name}", y0[c]) for c, name in enumerate(CHANNEL_NAMES)]
+    return viz.before_after(
+        panels, scale="each", ncols=4, panel_inches=2.6,
+        title=f"forward y = C @ x: 3 -> 8 channels, 3x3 kernel, stride {STRIDE}, padding {PADDING} "
+              f"(each channel on its own grey scale)",
+    )
+
+
+def coverage(T, channels_in: int, shape) -> np.ndarray:
+    """How many input pixels write each output pixel of the transposed convolution (one output channel).
+
+    Row ``u`` of ``T`` (output channel 0) holds one entry per (input channel, tap) that writes ``u``:
+    nnz per row over the number of input channels.
+    """
+    per_row = np.diff(T.indptr)[: int(np.prod(shape))]
+    return (per_row // channels_in).reshape(shape)
+
+
+def transposed_figure(x0: np.ndarray, z0: np.ndarray, cover: np.ndarray, corner: int = 8, zoom: int = 12):
+    """The scene, T @ (C @ x) and the checkerboard of how many inputs write each output, with a caption."""
+    from convmat import viz
+
+    counts = ", ".join(str(int(v)) for v in np.unique(cover)[:-1]) + f" or {int(cover.max())}"
+    crop = (slice(corner, corner + zoom),) * 2
+    where = f"rows, cols {corner}-{corner + zoom - 1}"
+    caption = (
+        f"The checkerboard: with stride {STRIDE} the transposed convolution scatters every one of the 48 x 48 "
+        f"input pixels onto a 3 x 3 patch of the output, and the patches start {STRIDE} pixels apart, so "
+        f"they overlap on every other row and column. An output pixel therefore receives {counts} "
+        f"contributions depending on the parity of its row and column (right: the number of non-zeros in "
+        f"its row of T per input channel), and T @ y inherits that period-{STRIDE} pattern (third panel, "
+        f"the corner of the letter C) -- the checkerboard artefact of strided transposed convolutions "
+        f"(Odena, Dumoulin & Olah, 2016). A kernel size divisible by the stride would write every pixel "
+        f"equally often."
+    )
+    fig = viz.before_after(
+        [("input x (first image)", x0), ("transposed T @ (C @ x)", z0),
+         (f"zoom on T @ (C @ x), {where}", z0[(slice(None), *crop)]),
+         (f"inputs writing each pixel, {where}", cover[crop].astype(float))],
+        scale="each", panel_inches=3.0, title="the transposed convolution T = C.T (same weight, output size 96 x 96)",
+        caption=caption,
+    )
+    cells = fig.axes[3]  # the coverage panel: its numbers written in
+    for (i, j), v in np.ndenumerate(cover[crop]):
+        cells.text(j, i, str(int(v)), ha="center", va="center", fontsize=8,
+                   color="black" if v > (cover.min() + cover.max()) / 2 else "white")
+    return fig
 
 
 # --------------------------------------------------------------------------- #
@@ -257,11 +288,12 @@ def main(argv=None) -> int:
         print(f"  {k:<{width}}  {v}")
     print("  channels: " + ", ".join(f"{i} {n}" for i, n in enumerate(CHANNEL_NAMES)))
 
-    written = [
-        write_png(out / "input.png", x[0]),
-        write_png(out / "forward.png", tile(y[0], cols=4)),
-        write_png(out / "transposed.png", to_display(z[0], percentile=99.0)),
-    ]
+    cover = coverage(T, w.shape[0], in_shape)
+    written = [write_png(out / "input.png", x[0])]
+    for name, fig in (("forward.png", forward_figure(y[0])),
+                      ("transposed.png", transposed_figure(x[0], z[0], cover))):
+        fig.savefig(out / name, dpi=fig.dpi)
+        written.append(out / name)
     for path in written:
         print(f"wrote {path}")
     ok = err_fwd < 1e-4 and err_trans < 1e-4 and adjoint < 1e-12 and exact_transpose

@@ -276,6 +276,21 @@ def test_before_after_layout_and_scaling(mpl):
         viz.before_after([("bad", np.zeros((2, 2, 2, 2, 2)))])
 
 
+def test_before_after_grid_title_and_caption(mpl):
+    rng = np.random.default_rng(1)
+    panels = [(f"p{i}", rng.random((6, 6))) for i in range(3)]
+    caption = "why the picture looks like this: " + "a long sentence " * 20
+    fig = viz.before_after(panels, ncols=2, title="a heading", caption=caption, scale="each")
+    shown = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title().splitlines()[0] for ax in shown] == ["p0", "p1", "p2"]
+    assert sum(not ax.axison for ax in fig.axes) == 1  # the fourth cell of the 2 x 2 grid is empty
+    assert fig._suptitle.get_text() == "a heading"
+    text = fig._supxlabel.get_text()
+    assert text.replace("\n", " ") == caption.strip() and text.count("\n") >= 2  # wrapped
+    with pytest.raises(ValueError, match="ncols must be a positive int or None, got 0"):
+        viz.before_after(panels, ncols=0)
+
+
 def test_bad_geometry_is_refused_with_the_core_message():
     with pytest.raises(ValueError, match="1-D and 2-D"):
         viz.conv_arithmetic_frames((3, 3, 3), 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from ._common import _finish, _new_figure, _times
@@ -38,8 +40,9 @@ def _panel_array(title, img):
     return tiled, False
 
 
-def before_after(images, *, scale="shared", cmap="gray", colorbar=True, panel_inches=3.2, path=None, dpi=110):
-    """A row of images (an input and what the matrices make of it) on one colour scale.
+def before_after(images, *, scale="shared", cmap="gray", colorbar=True, panel_inches=3.2, ncols=None, title=None,
+                 caption=None, path=None, dpi=110):
+    """A row (or grid) of images (an input and what the matrices make of it) on one colour scale.
 
     Parameters
     ----------
@@ -54,6 +57,16 @@ def before_after(images, *, scale="shared", cmap="gray", colorbar=True, panel_in
     cmap : str
     colorbar : bool
         A colour bar under each grey panel.
+    panel_inches : float
+        Height of one panel (a 96-pixel image at the default 3.2 inches and
+        110 dpi is drawn about 3.5 screen pixels per pixel).
+    ncols : int, optional
+        Panels per row (default: all in one row).
+    title : str, optional
+        A heading above the panels (default: the shared colour range, if any).
+    caption : str, optional
+        Text under the panels, wrapped to the figure's width: say what the
+        picture shows and why.
     path : str or path-like, optional
 
     Returns
@@ -89,11 +102,22 @@ def before_after(images, *, scale="shared", cmap="gray", colorbar=True, panel_in
             raise ValueError(f"scale must be 'shared', 'each' or a (vmin, vmax) pair, got {scale!r}") from None
         shared = True
     n = len(panels)
+    if ncols is None:
+        ncols = n
+    elif isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int or None, got {ncols!r}")
+    ncols = min(int(ncols), n)
+    nrows = -(-n // ncols)
     aspect = max(p[2].shape[1] / p[2].shape[0] for p in panels)
-    fig = _new_figure((panel_inches * n * min(max(aspect, 0.6), 3.0), panel_inches + 1.1), dpi=dpi,
-                      layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    for ax, (title, raw, arr, rgb) in zip(axes, panels):
+    width = panel_inches * ncols * min(max(aspect, 0.6), 3.0)
+    lines = textwrap.wrap(caption, width=max(40, int(width * 72 / 6.2))) if caption else []
+    height = (panel_inches + 1.1) * nrows + (0.18 * len(lines) + 0.2 if lines else 0) + (0.3 if title else 0)
+    fig = _new_figure((width, height), dpi=dpi, layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False)
+    axes = grid.ravel()[:n]
+    for ax in grid.ravel()[n:]:
+        ax.set_axis_off()
+    for ax, (name, raw, arr, rgb) in zip(axes, panels):
         vmin, vmax = (lo, hi) if shared else (float(np.nanmin(arr)), float(np.nanmax(arr)))
         if vmax <= vmin:
             vmax = vmin + 1.0
@@ -102,7 +126,7 @@ def before_after(images, *, scale="shared", cmap="gray", colorbar=True, panel_in
         else:
             im = ax.imshow(np.ma.masked_invalid(arr), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         shape = tuple(np.shape(raw))
-        ax.set_title(f"{title}\n{_times(shape)}, range [{np.nanmin(arr):.3g}, {np.nanmax(arr):.3g}]", fontsize=9)
+        ax.set_title(f"{name}\n{_times(shape)}, range [{np.nanmin(arr):.3g}, {np.nanmax(arr):.3g}]", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
         if colorbar:
@@ -114,7 +138,12 @@ def before_after(images, *, scale="shared", cmap="gray", colorbar=True, panel_in
             bar = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04)
             if rgb:
                 bar.set_label("each RGB channel", fontsize=7)
+    heading = [title] if title else []
     if shared:
-        fig.suptitle(f"one colour scale: [{lo:.3g}, {hi:.3g}]", fontsize=9)
+        heading.append(f"one colour scale: [{lo:.3g}, {hi:.3g}]")
+    if heading:
+        fig.suptitle("\n".join(heading), fontsize=10 if title else 9)
+    if lines:
+        fig.supxlabel("\n".join(lines), fontsize=9, ha="left", x=0.01, multialignment="left")
     return _finish(fig, path)
 
