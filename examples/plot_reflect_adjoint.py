@@ -47,9 +47,9 @@ print(f"<Cx, y>           = {lhs:+.15f}")
 print(f"<x, C.T y>        = {x @ (C.T @ y):+.15f}")
 print(f"<x, ConvT_zeros y> = {x @ (T_zeros @ y):+.15f}   (not the adjoint)")
 
-# :func:`convmat.checks.adjoint_test` does this over several random pairs,
-# with a tolerance derived from the dtype and the row length (see the
-# adjoint-test page of the docs).
+# :func:`convmat.adjoint.adjoint_test` does this over several random pairs,
+# with a tolerance from the rounding noise it measures on the products (see
+# the adjoint-test page of the docs).
 from convmat.checks import adjoint_test
 
 for name, AT in [("C.T", C.T), ("ConvTranspose (zeros)", T_zeros)]:
