@@ -39,7 +39,7 @@ __all__ = ["main", "build_parser", "CommandError"]
 OPTION_OF = {
     "in_shape": "--in-shape",
     "kernel_size": "--kernel",
-    "weight_shape": "--kernel",
+    "weight_shape": "--out-channels/--in-channels/--kernel",
     "stride": "--stride",
     "padding": "--padding",
     "dilation": "--dilation",

@@ -24,8 +24,8 @@ def _per_axis(values, option, ndim):
     if len(values) == 1:
         return tuple(values) * ndim
     if len(values) != ndim:
-        raise CommandError(option, f"expected 1 value or {ndim} (one per axis of --in-shape), "
-                                   f"got {len(values)}: {' '.join(map(str, values))}")
+        allowed = "1 value (--in-shape has 1 axis)" if ndim == 1 else f"1 value or {ndim} (one per axis of --in-shape)"
+        raise CommandError(option, f"expected {allowed}, got {len(values)}: {' '.join(map(str, values))}")
     return tuple(values)
 
 
@@ -115,16 +115,19 @@ def host_limit(max_bytes):
     return get_backend("scipy").memory_limit(), "available memory"
 
 
-def random_weight(shape, dtype, seed, max_bytes=None):
-    """``default_rng(seed).standard_normal(shape)`` cast to ``dtype``, refused before allocating when too large."""
+def random_weight(shape, dtype, seed):
+    """``default_rng(seed).standard_normal(shape)`` cast to ``dtype``; refused before drawing if it cannot fit.
+
+    The limit is the available memory (``--max-bytes`` bounds the matrix, which the library checks).
+    """
     import numpy as np
 
     need = math.prod(shape) * (8 + np.dtype(dtype).itemsize)
-    limit, what = host_limit(max_bytes)
+    limit, what = host_limit(None)
     if limit is not None and need > limit:
-        raise CommandError("--max-bytes" if max_bytes is not None else "--in-channels/--out-channels",
-                           f"the random weight of shape {tuple(shape)} would take {human(need)} while drawn, "
-                           f"more than the {what} ({human(limit)})")
+        raise CommandError("--in-channels/--out-channels", f"the random weight of shape {tuple(shape)} would take "
+                                                           f"{human(need)} while drawn, more than the {what} "
+                                                           f"({human(limit)})")
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype, copy=False)
 
 
@@ -297,7 +300,7 @@ def cmd_build(args) -> int:
                                            f"adjoint of this convolution build C without --transposed and use C.T")
     if weight is None:
         dtype = args.dtype or "float32"
-        weight = random_weight(fwd.weight_shape, dtype, args.seed, args.max_bytes)
+        weight = random_weight(fwd.weight_shape, dtype, args.seed)
         source = f"random normal, seed {args.seed}"
     else:
         dtype = args.dtype
