@@ -171,7 +171,7 @@ def _dtype_of(obj, dtype, name):
 def _side(A, name, *, adjoint, backend, device, in_shape, out_shape, dtype) -> _Side:
     """``A`` (``A^H`` when ``adjoint``) as a _Side; a TypeError for anything that is not an operator."""
     if isinstance(A, ConvOperator):
-        op = A.T if adjoint else A
+        op = A.H if adjoint else A
         k = max(A.plan.max_row_nnz(), A.plan.transpose().max_row_nnz(), 1)
         m, n = op.shape
         return _Side(name, (n,), (m,), np.dtype(op.dtype), lambda v: op @ v, op.backend, k)

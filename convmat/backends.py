@@ -191,6 +191,15 @@ class Backend:
         """``A.T`` (``A^H`` for complex) as a view, without copying, where the library has one."""
         return A.conj().T if self.dtype_of(A).kind == "c" else A.T
 
+    #: True where :class:`convmat.ConvOperator` itself is this library's LinearOperator (SciPy's).
+    scipy_linear_operator = False
+    #: True where products can be part of an autograd graph (PyTorch).
+    autograd = False
+
+    def tracks_grad(self, *arrays) -> bool:
+        """Whether a product with these arrays (None allowed) must be recorded for autograd."""
+        return False
+
     def linear_operator(self, shape, dtype, matvec, rmatvec, matmat, rmatmat):
         """A LinearOperator of this library's ``scipy.sparse.linalg`` (scipy, cupyx)."""
         raise TypeError(
@@ -297,6 +306,7 @@ class ScipyBackend(Backend):
         return sp.issparse(A)
 
     builds_adjoint = False
+    scipy_linear_operator = True
 
     def matmul(self, A, X):
         return _spmm(A, X, transpose=False)
@@ -577,8 +587,23 @@ class TorchBackend(Backend):
         x = super().operand(x, name)
         return x.detach() if x.requires_grad else x
 
+    autograd = True
+
+    def tracks_grad(self, *arrays):
+        return self.xp.is_grad_enabled() and any(requires_grad(a) for a in arrays)
+
     def _move_hint(self, name):
         return f"pass torch.as_tensor({name}, device={str(self.device)!r}), or move the operator with .to(backend)"
+
+
+def requires_grad(a) -> bool:
+    """Whether ``a`` is a torch tensor that requires grad (never imports torch)."""
+    return array_library(a) == "torch" and bool(getattr(a, "requires_grad", False))
+
+
+def detached(a):
+    """``a.detach()`` for a torch tensor that requires grad, ``a`` itself otherwise."""
+    return a.detach() if requires_grad(a) else a
 
 
 def _spmm(A, X, *, transpose):

@@ -173,9 +173,9 @@ def _torch_rows(op, weight, geom, transposed, output_padding, dilation, groups, 
         mode = "constant" if geom.padding_mode == "zeros" else geom.padding_mode
         xt = torch.from_numpy(x).requires_grad_(True)
         yt = conv(F.pad(xt, pad, mode=mode), w, stride=stride_t, dilation=dil_t, groups=groups)
-        row("torch forward", op.forward(x), yt.detach().numpy())
+        row("torch forward", op.apply(x), yt.detach().numpy())
         (g,) = torch.autograd.grad(yt, xt, grad_outputs=torch.from_numpy(v))
-        row("torch adjoint (autograd)", op.adjoint(v), g.numpy())
+        row("torch adjoint (autograd)", op.apply_adjoint(v), g.numpy())
         if geom.padding_mode == "zeros" and all(lo == hi for lo, hi in geom.padding):
             from .geometry import restoring_output_padding
 
@@ -186,7 +186,7 @@ def _torch_rows(op, weight, geom, transposed, output_padding, dilation, groups, 
                 torch.from_numpy(v), w, stride=stride_t, padding=tuple(lo for lo, _ in geom.padding),
                 output_padding=a, dilation=dil_t, groups=groups,
             )
-            row("torch conv_transpose", op.adjoint(v), ref.numpy())
+            row("torch conv_transpose", op.apply_adjoint(v), ref.numpy())
     else:
         pads = geom.padding  # forward geometry: (lo, hi + a)
         from .geometry import normalize_per_axis
@@ -198,10 +198,10 @@ def _torch_rows(op, weight, geom, transposed, output_padding, dilation, groups, 
             ref = conv_t(
                 torch.from_numpy(x), w, stride=stride_t, padding=lo, output_padding=a, dilation=dil_t, groups=groups
             )
-            row("torch conv_transpose", op.forward(x), ref.numpy())
+            row("torch conv_transpose", op.apply(x), ref.numpy())
         # The adjoint of the transposed convolution is the forward convolution, first n outputs per axis.
         padded = F.pad(torch.from_numpy(v), [p for l_, h_ in reversed(tuple(zip(lo, hi))) for p in (l_, h_)])
         ref = conv(padded, w, stride=stride_t, dilation=dil_t, groups=groups)
         ref = ref[(slice(None), slice(None)) + tuple(slice(0, n) for n in op.in_shape[1:])]
-        row("torch conv (adjoint)", op.adjoint(v), ref.numpy())
+        row("torch conv (adjoint)", op.apply_adjoint(v), ref.numpy())
     return rows

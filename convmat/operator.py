@@ -1,55 +1,68 @@
-"""ConvOperator: a convolution layer as a linear operator on images.
+"""ConvOperator: a convolution layer as a SciPy ``LinearOperator`` that also applies to images.
 
 A :class:`ConvOperator` holds the explicit sparse matrix ``C`` of one
-convolution (or transposed convolution) and applies it to images of shape
-``(N, C, *spatial)``: ``forward`` is ``C @ x`` plus the bias, ``adjoint`` is
-``C^H @ y`` (``C.T`` for real weights), for every padding mode.  The adjoint
-of a reflect-, replicate- or circular-padded convolution folds the border
-back onto the image, which PyTorch's ``ConvTranspose`` (zeros only) cannot
-express.
+convolution (or transposed convolution).  It speaks two languages:
+
+* **Flat vectors, SciPy's convention.**  It *is* a
+  :class:`scipy.sparse.linalg.LinearOperator`: ``A @ v``, ``A.matvec(v)``,
+  ``A.rmatvec(y)``, ``A.matmat(V)``, ``A.rmatmat(Y)`` take columns
+  ``v = x.ravel()`` (one column per sample) and run convmat's products;
+  ``A.H``, ``A.T``, ``A.adjoint()``, ``A.transpose()`` return operators;
+  sums, products and scalings with other LinearOperators, ``lsqr``,
+  ``lsmr``, ``cg`` on ``A.H @ A``, ``svds`` and ``aslinearoperator`` take
+  ``A`` directly.  These are the linear part: the bias is not involved.
+* **Images.**  ``A.apply(x)`` (also ``A(x)``) maps images
+  ``(N, *in_shape)`` or one image ``in_shape`` to ``(N, *out_shape)`` or
+  ``out_shape``, adding the bias; ``A.apply_adjoint(y)`` applies ``C^H`` to
+  images.  A layer with one input channel also takes one channel-less image
+  ``spatial`` (``(H, W)`` in 2-D); with one output channel it then returns
+  ``(H', W')``.
 
 The operator is immutable: applying it never changes its result.  Its
-adjoint :attr:`ConvOperator.T` shares the matrix and ``A.T.T is A``.  On the
-``'scipy'`` backend the adjoint runs the threaded transposed product of
+adjoint ``A.H`` shares the matrix and ``A.H.H is A``.  On the ``'scipy'``
+backend the adjoint runs the threaded transposed product of
 :mod:`convmat.spmm` on ``C`` itself; on ``'cupy'`` and ``'torch'`` it uses
 ``C^H`` built directly in CSR the first time it is needed (then kept).
 Operands and results are arrays of the operator's backend, on its device;
-:meth:`ConvOperator.to` moves an operator.
+:meth:`ConvOperator.to` moves an operator.  On the ``'torch'`` backend the
+products are differentiable with respect to the input and, for an operator
+built from a weight that requires grad, the weight
+(:mod:`convmat.torch_autograd`).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+from scipy.sparse.linalg import LinearOperator
 
-from .backends import get_backend, transfer
-from .build import _as_host_weight, _backend_and_weight, _human, conv_plan, conv_transpose_plan
+from . import _operator_parts as parts
+from .backends import backend_of, detached, requires_grad
+from .plan import ConvPlan
+from .weights import backend_and_weight
 
 __all__ = ["ConvOperator"]
 
 
-def _nbytes(be, A) -> int:
-    return int(sum(a.nbytes if hasattr(a, "nbytes") else a.numel() * a.element_size() for a in be.csr_arrays(A)))
-
-
-class ConvOperator:
-    """A convolution layer as an explicit sparse matrix, applied to images.
+class ConvOperator(LinearOperator):
+    """A convolution layer as an explicit sparse matrix: a LinearOperator on columns, a layer on images.
 
     Parameters
     ----------
     weight : array, shape (C_out, C_in/groups, *kernel_size) or (C_in, C_out/groups, *kernel_size)
         PyTorch's layout: the first for a convolution, the second (ConvTranspose
-        layout) when ``transposed=True``.  NumPy arrays, array-likes, CPU
-        torch tensors, or arrays of the backend's own library.
+        layout) when ``transposed=True``.  NumPy arrays, array-likes, torch
+        tensors, or arrays of the backend's own library.  A torch tensor that
+        requires grad needs ``backend='torch'``: the operator then keeps the
+        graph (products are differentiable with respect to it); any other
+        backend refuses it (TypeError) rather than silently detach it.
     in_shape : tuple of int
         Spatial shape ``(n_1, ..., n_D)`` of the operation's input.
     stride, padding, dilation, groups, padding_mode
         As :func:`convmat.conv_matrix`.  A transposed convolution takes an int
         or a ``(lo, hi)`` pair per axis as padding and only ``padding_mode='zeros'``.
     bias : array, shape (C_out,), optional
-        Added to every sample of output channel ``c`` by :meth:`forward`; the
-        linear part (``@``, :meth:`adjoint`, :meth:`as_linear_operator`) ignores it.
+        Added to every sample of output channel ``c`` by :meth:`apply`; the
+        linear part (``@``, ``matvec``, :meth:`apply_adjoint`) ignores it.
     transposed : bool
         If True the operator *is* the transposed convolution
         (``torch.nn.functional.conv_transposeNd``), built with
@@ -62,57 +75,58 @@ class ConvOperator:
     dtype : {float32, float64, complex64, complex128}, optional
         Dtype of the matrix; defaults to the weight's (float64 for integer weights).
     backend : {'scipy', 'cupy', 'torch'}
-        Where the matrix lives and the products run (see
-        :func:`convmat.conv_matrix`); :meth:`to` moves an operator.  The
-        operator takes and returns arrays of that library on that device
-        only: NumPy for ``'scipy'``, CuPy for ``'cupy'``, torch tensors for
-        ``'torch'``.  Anything else is a TypeError (no silent transfers).
+        Where the matrix lives and the products run; :meth:`to` moves an
+        operator.  The operator takes and returns arrays of that library on
+        that device only (NumPy for ``'scipy'``); anything else is a TypeError.
     device : optional
         As :func:`convmat.conv_matrix`.
 
     Attributes
     ----------
     matrix : sparse matrix, shape (prod(out_shape), prod(in_shape))
-        ``C``, in the backend's CSR type.  For the adjoint view ``A.T`` it is
-        ``C^H``: a transposed view of ``C`` with ``'scipy'``; with ``'cupy'``
-        and ``'torch'``, whose libraries multiply by a transposed matrix
-        slowly (PyTorch's CPU product by a transposed CSR took 13 s where the
-        CSR product took 0.07 s), ``C^H`` built in CSR by the same builder
-        (:meth:`convmat.ConvPlan.transpose`) the first time it is needed,
-        then kept (twice the memory).
+        ``C`` in the backend's CSR type; ``C^H`` for the adjoint view ``A.H``
+        (a transposed view of ``C`` with ``'scipy'``; built in CSR by
+        :meth:`convmat.ConvPlan.transpose` and kept with ``'cupy'`` and
+        ``'torch'``, whose products with a transposed matrix are slow).
     backend : Backend
-        ``.name`` and ``.device``.
     in_shape, out_shape : tuple of int
         ``(C, *spatial)`` of one input and one output image.
     shape : (int, int)
-        The matrix shape ``(prod(out_shape), prod(in_shape))``.
+        ``(prod(out_shape), prod(in_shape))``.
     dtype : numpy.dtype
     plan : ConvPlan
-        The geometry and sparsity pattern (shared by ``A`` and ``A.T``).
+        The geometry and sparsity pattern (shared by ``A`` and ``A.H``).
     bias : array of the backend, shape (C_out,), or None
     is_adjoint : bool
-        True for the view returned by :attr:`T`.
+        True for the view returned by ``A.H``.
 
     Notes
     -----
-    Shape: ``forward`` maps ``(N, *in_shape)`` to ``(N, *out_shape)`` (or one
-    unbatched image ``in_shape`` to ``out_shape``) by
-    ``y[i] = (C @ x[i].ravel()).reshape(out_shape) + bias[:, None, ...]``.
-    ``adjoint`` maps ``(N, *out_shape)`` to ``(N, *in_shape)`` by ``C^H``,
-    the exact adjoint of the linear part: ``<C x, y> = <x, C^H y>``.
+    Shape: :meth:`apply` maps ``(N, *in_shape)`` to ``(N, *out_shape)`` by
+    ``y[i] = (C @ x[i].ravel()).reshape(out_shape) + bias[:, None, ...]``;
+    :meth:`apply_adjoint` maps ``(N, *out_shape)`` to ``(N, *in_shape)`` by
+    ``C^H``, the exact adjoint of the linear part: ``<C x, y> = <x, C^H y>``.
+    ``A @ v`` and ``A.matvec(v)`` are ``C @ v`` on flat vectors (SciPy's
+    convention; ``A(x)`` is :meth:`apply`, not SciPy's ``A * x``).
+
+    ``A.H`` and ``A.adjoint()`` are the adjoint view (a ConvOperator).  For
+    real weights ``A.T`` and ``A.transpose()`` are that view too; for complex
+    weights they are SciPy's (unconjugated) transpose of ``A``, a plain
+    LinearOperator.
 
     Examples
     --------
     >>> import numpy as np
-    >>> w = np.ones((1, 1, 3))
-    >>> A = ConvOperator(w, (5,), padding=1, padding_mode="reflect")
-    >>> x = np.arange(5.0).reshape(1, 5)       # one unbatched image, (C, n)
+    >>> A = ConvOperator(np.ones((1, 1, 3)), (5,), padding=1, padding_mode="reflect")
+    >>> x = np.arange(5.0).reshape(1, 5)       # one image, (C, n)
     >>> A(x)
     array([[ 2.,  3.,  6.,  9., 10.]])
-    >>> A.adjoint(np.ones((1, 5)))             # reflect folds the border back
+    >>> A.apply_adjoint(np.ones((1, 5)))       # reflect folds the border back
     array([[2., 4., 3., 4., 2.]])
-    >>> A.T.T is A
-    True
+    >>> A @ np.arange(5.0)                     # a flat vector: C @ v
+    array([ 2.,  3.,  6.,  9., 10.])
+    >>> A.H.H is A, A.T is A.H
+    (True, True)
     """
 
     def __init__(
@@ -133,98 +147,245 @@ class ConvOperator:
         backend="scipy",
         device=None,
     ):
-        if not isinstance(transposed, (bool, np.bool_)):
-            raise TypeError(f"transposed must be a bool, got {transposed!r}")
-        be, weight = _backend_and_weight(backend, device, weight)
-        if transposed:
-            if padding_mode != "zeros":
-                raise ValueError(
-                    f"a transposed convolution takes padding_mode='zeros' only (as PyTorch's ConvTranspose), "
-                    f"got padding_mode={padding_mode!r}; for the adjoint of a {padding_mode!r}-padded "
-                    f"convolution use ConvOperator(..., padding_mode={padding_mode!r}).T"
-                )
-            plan = conv_transpose_plan(
-                weight.shape, in_shape, stride=stride, padding=padding, output_padding=output_padding,
-                output_size=output_size, dilation=dilation, groups=groups,
-            )
-        else:
-            if output_size is not None or np.any(np.asarray(output_padding) != 0):
-                raise ValueError(
-                    f"output_padding and output_size apply to a transposed convolution only (transposed=True), "
-                    f"got output_padding={output_padding!r}, output_size={output_size!r}"
-                )
-            plan = conv_plan(
-                weight.shape, in_shape, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                padding_mode=padding_mode,
-            )
-        if bias is not None:
-            bias = _as_host_weight(bias, be, "bias")
-            c_out = plan.output_shape[0]
-            if bias.shape != (c_out,):
-                raise ValueError(
-                    f"bias must have shape ({c_out},) (one value per output channel), got {bias.shape}"
-                )
-        matrix = plan.build(weight, dtype=dtype, backend=be)
-        vdtype = be.dtype_of(matrix)
-        if bias is not None:
-            if bias.dtype.kind == "c" and vdtype.kind != "c":
-                raise TypeError(f"a complex bias needs a complex matrix (dtype=complex128), got dtype {vdtype}")
-            bias = bias.astype(vdtype, copy=True)
-            bias.setflags(write=False)
+        plan = parts.plan_from_keywords(
+            weight, in_shape, stride=stride, padding=padding, dilation=dilation,
+            groups=groups, padding_mode=padding_mode, transposed=transposed, output_padding=output_padding,
+            output_size=output_size,
+        )
         # ConvPlan's repr shows the forward geometry, in which output_padding is part of the high padding.
         called_as = (
             f"as called: padding={padding!r}, output_padding={output_padding!r}, output_size={output_size!r}"
             if transposed
             else None
         )
-        weight = np.array(weight, dtype=vdtype)  # kept (small) to build C^H where the backend needs it
-        weight.setflags(write=False)
-        self._init_pair(plan, be, matrix, weight, bias, called_as)
+        self._from_plan(plan, weight, bias, dtype, backend, device, called_as)
 
-    def _init_pair(self, plan, be, matrix, weight, bias, called_as, adjoint_matrix=None):
+    @classmethod
+    def from_plan(cls, plan, weight, *, bias=None, dtype=None, backend="scipy", device=None) -> "ConvOperator":
+        """The operator of a plan (:func:`convmat.conv_plan`, :func:`convmat.conv_transpose_plan`) and a weight.
+
+        Parameters
+        ----------
+        plan : ConvPlan
+            The geometry: no keyword is declared twice.
+        weight : array, shape plan.weight_shape
+        bias, dtype, backend, device
+            As :class:`ConvOperator`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from convmat import conv_plan
+        >>> plan = conv_plan((2, 1, 3, 3), (8, 8), stride=2, padding=1)
+        >>> ConvOperator.from_plan(plan, np.ones((2, 1, 3, 3))).out_shape
+        (2, 4, 4)
+        """
+        if not isinstance(plan, ConvPlan):
+            raise TypeError(f"plan must be a ConvPlan (from conv_plan or conv_transpose_plan), got {type(plan).__name__}")
+        op = object.__new__(cls)
+        op._from_plan(plan, weight, bias, dtype, backend, device, None)
+        return op
+
+    @classmethod
+    def from_matrix(cls, matrix, plan, *, weight=None, bias=None) -> "ConvOperator":
+        """The operator of an already built matrix (as read by ``scipy.sparse.load_npz``).
+
+        Parameters
+        ----------
+        matrix : CSR matrix, shape plan.shape
+            ``scipy.sparse`` CSR (array or matrix), a ``cupyx`` CSR matrix or a
+            ``torch.sparse_csr_tensor``: the operator lives on that backend and
+            shares the matrix's arrays.  Its shape and nnz must be the plan's.
+        plan : ConvPlan
+            The geometry the matrix was built for (``conv_plan(...)`` with the
+            arguments of ``conv_matrix``).
+        weight : array, shape plan.weight_shape, optional
+            Only used to build ``C^H`` on ``'cupy'`` and ``'torch'`` (without
+            it, ``C^H`` is made by transposing ``C`` on the host) and for
+            gradients with respect to the weight.
+        bias : array, shape (C_out,), optional
+
+        Examples
+        --------
+        >>> import io
+        >>> import numpy as np, scipy.sparse as sp
+        >>> from convmat import conv_matrix, conv_plan
+        >>> w = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+        >>> buf = io.BytesIO()
+        >>> sp.save_npz(buf, conv_matrix(w, (6, 6), padding=1)); _ = buf.seek(0)
+        >>> A = ConvOperator.from_matrix(sp.load_npz(buf), conv_plan(w.shape, (6, 6), padding=1))
+        >>> np.array_equal(A(np.ones((6, 6))), ConvOperator(w, (6, 6), padding=1)(np.ones((6, 6))))
+        True
+        """
+        if not isinstance(plan, ConvPlan):
+            raise TypeError(f"plan must be a ConvPlan (from conv_plan or conv_transpose_plan), got {type(plan).__name__}")
+        be = backend_of(matrix)
+        matrix = parts.check_matrix(matrix, plan, be)
+        vdtype = be.dtype_of(matrix)
+        host_w = None
+        if weight is not None:
+            host_w = parts.host_weight_for(plan, detached(weight), be, vdtype)
+        op = object.__new__(cls)
+        op._init_pair(plan, be, matrix, host_w, parts.host_bias(bias, plan, be, vdtype), None, None)
+        return op
+
+    def _from_plan(self, plan, weight, bias, dtype, backend, device, called_as):
+        grad = requires_grad(weight)
+        be, host = backend_and_weight(backend, device, detached(weight))
+        if grad and not be.autograd:
+            raise TypeError(
+                f"weight requires grad, and backend {be.name!r} cannot carry PyTorch's autograd graph; use "
+                f"backend='torch' for products differentiable with respect to the weight, or pass weight.detach()"
+            )
+        parts.check_weight_shape(host, plan)
+        matrix = plan.build(host, dtype=dtype, backend=be)
+        vdtype = be.dtype_of(matrix)
+        grad_weight = parts.grad_weight_for(weight, be, vdtype) if grad else None
+        grad_bias = parts.grad_weight_for(bias, be, vdtype, "bias") if requires_grad(bias) else None
+        host_bias = parts.host_bias(detached(bias), plan, be, vdtype)
+        host_w = np.array(host, dtype=vdtype)  # kept (small) to build C^H where the backend needs it
+        host_w.setflags(write=False)
+        self._init_pair(plan, be, matrix, host_w, host_bias, called_as, grad_weight, grad_bias)
+
+    def _init_pair(self, plan, be, matrix, weight, bias, called_as, grad_weight=None, grad_bias=None, CH=None):
         """Set up this operator and its adjoint view, sharing one matrix."""
-        shared = {"C": matrix, "CH": adjoint_matrix}
-        self._setup(plan, be, shared, weight, plan.input_shape, plan.output_shape, bias, False)
-        view = object.__new__(ConvOperator)
-        view._setup(plan, be, shared, weight, plan.output_shape, plan.input_shape, None, True)
-        self._called_as = view._called_as = called_as
-        view._T = self
-        self._T = view
+        shared = {"C": matrix, "CH": CH, "weight": weight, "grad_weight": grad_weight, "called_as": called_as}
+        if grad_weight is not None:
+            from .torch_autograd import version_of
 
-    def _setup(self, plan, be, shared, weight, in_shape, out_shape, bias, is_adjoint):
-        self.plan = plan
-        self._be = be
-        self._shared = shared
-        self._weight = weight
-        self.in_shape = tuple(in_shape)
-        self.out_shape = tuple(out_shape)
+            shared["weight_version"] = version_of(grad_weight)
+        view = object.__new__(type(self))
+        self._setup(plan, be, shared, plan.input_shape, plan.output_shape, bias, grad_bias, False)
+        view._setup(plan, be, shared, plan.output_shape, plan.input_shape, None, None, True)
+        view._H, self._H = self, view
+
+    def _setup(self, plan, be, shared, in_shape, out_shape, bias, grad_bias, is_adjoint):
+        self.plan, self._be, self._shared = plan, be, shared
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        self.shape = (int(np.prod(out_shape)), int(np.prod(in_shape)))
+        self.dtype = be.dtype_of(shared["C"])
         self._bias_host = bias
-        self.bias = None if bias is None else be.asarray(bias)
+        self.bias = grad_bias if grad_bias is not None else (None if bias is None else be.asarray(bias))
         self.is_adjoint = is_adjoint
 
     # ------------------------------------------------------------------ #
-    # the matrices
+    # the products: every public product ends here
     # ------------------------------------------------------------------ #
-    def _adjoint_csr(self):
-        """``C^H`` in CSR, built by the plan's transpose (and kept) the first time it is needed."""
-        shared = self._shared
-        if shared["CH"] is None:
-            w = self._weight.conj() if self._weight.dtype.kind == "c" else self._weight
-            shared["CH"] = self.plan.transpose().build(w, dtype=self._weight.dtype, backend=self._be)
-        return shared["CH"]
-
-    def _product(self, X, adjoint: bool):
-        """``C @ X`` or ``C^H @ X`` (``X`` of this backend, 1-D or 2-D)."""
-        be = self._be
-        C = self._shared["C"]
+    def _raw_product(self, X, adjoint: bool):
+        """``C @ X`` or ``C^H @ X`` (``X`` of this backend, 1-D or 2-D), outside autograd."""
+        be, C = self._be, self._shared["C"]
         if not adjoint:
             return be.matmul(C, X)
         if be.builds_adjoint:
-            return be.matmul(self._adjoint_csr(), X)
+            return be.matmul(parts.adjoint_csr(self.plan, be, self._shared), X)
         return be.rmatmul(C, X)
 
+    def _product(self, X, adjoint: bool):
+        """The product on this backend's ``X``; through autograd where a gradient is tracked."""
+        if self._be.tracks_grad(X, self._shared["grad_weight"]):
+            from .torch_autograd import differentiable_product
+
+            return differentiable_product(self, X, adjoint)
+        return self._raw_product(X, adjoint)
+
+    def _flat(self, x, name, ndims, adjoint):
+        """Checked columns: ``x`` of shape ``(n,)``/``(n, 1)`` (``ndims=1``) or ``(n, k)`` (``ndims=2``)."""
+        n = self.shape[0] if adjoint else self.shape[1]
+        X = parts.operand(self._be, x, name)
+        parts.check_flat(X, n, name, ndims, self.out_shape if adjoint else self.in_shape)
+        return self._product(X, adjoint != self.is_adjoint)
+
+    def matvec(self, x):
+        return self._flat(x, "x", 1, False)
+
+    def rmatvec(self, x):
+        return self._flat(x, "x", 1, True)
+
+    def matmat(self, X):
+        return self._flat(X, "X", 2, False)
+
+    def rmatmat(self, X):
+        return self._flat(X, "X", 2, True)
+
+    _matvec, _rmatvec, _matmat, _rmatmat = matvec, rmatvec, matmat, rmatmat
+
+    def dot(self, x):
+        """``A @ x``: an operator for a LinearOperator or a scalar, ``C @ x`` for columns ``(n,)``/``(n, k)``."""
+        if isinstance(x, LinearOperator) or np.isscalar(x):
+            return super().dot(x)
+        ndim = getattr(x, "ndim", None)
+        return self._flat(x, "x", 1 if ndim == 1 else 2, False)
+
+    def _adjoint(self):
+        return self._H
+
+    def _transpose(self):
+        return self._H if self.dtype.kind != "c" else super()._transpose()
+
     # ------------------------------------------------------------------ #
-    # properties
+    # images
+    # ------------------------------------------------------------------ #
+    def apply(self, x):
+        """Apply the layer to images: ``C @ x`` plus the bias.
+
+        Parameters
+        ----------
+        x : array, shape (N, *in_shape), in_shape, or spatial when in_shape[0] == 1
+            A batch ``(N, C_in, *spatial)``, one image ``(C_in, *spatial)``, or
+            (one input channel) one channel-less image ``spatial``.
+
+        Returns
+        -------
+        array, shape (N, *out_shape), out_shape, or out_shape[1:]
+            Batched exactly when ``x`` is; channel-less when ``x`` is and the
+            layer has one output channel.  On the operator's backend and device.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> A = ConvOperator(np.ones((2, 1, 2)), (3,), bias=np.array([0.0, 10.0]))
+        >>> A.apply(np.ones((4, 1, 3))).shape
+        (4, 2, 2)
+        >>> A(np.ones(3))                        # channel-less input, two output channels
+        array([[ 2.,  2.],
+               [12., 12.]])
+        """
+        X, form = parts.image_columns(self._be, x, self.in_shape, "x")
+        y = parts.columns_to_images(self._product(X, self.is_adjoint), self.out_shape, "batch")
+        if self.bias is not None:
+            y = y + self.bias.reshape((-1,) + (1,) * (len(self.out_shape) - 1))
+        return parts.unbatch(y, form)
+
+    __call__ = apply
+
+    def apply_adjoint(self, y):
+        """Apply the adjoint of the linear part to images, ``C^H @ y`` (``C.T @ y`` for real weights).
+
+        The bias is not involved.  For ``padding_mode='zeros'`` this is the
+        transposed convolution; for the other modes it also folds the padded
+        border back onto the image.
+
+        Parameters
+        ----------
+        y : array, shape (N, *out_shape), out_shape, or spatial when out_shape[0] == 1
+
+        Returns
+        -------
+        array, shape (N, *in_shape), in_shape, or in_shape[1:]
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> A = ConvOperator(np.ones((1, 1, 2)), (3,), padding=1, padding_mode="circular")
+        >>> A.apply_adjoint(np.array([1.0, 0.0, 0.0, 0.0]))
+        array([1., 0., 1.])
+        """
+        Y, form = parts.image_columns(self._be, y, self.out_shape, "y")
+        x = parts.columns_to_images(self._product(Y, not self.is_adjoint), self.in_shape, "batch")
+        return parts.unbatch(x, form)
+
+    # ------------------------------------------------------------------ #
+    # properties, moving, other libraries
     # ------------------------------------------------------------------ #
     @property
     def matrix(self):
@@ -232,7 +393,7 @@ class ConvOperator:
         if not self.is_adjoint:
             return self._shared["C"]
         if self._be.builds_adjoint:
-            return self._adjoint_csr()
+            return parts.adjoint_csr(self.plan, self._be, self._shared)
         return self._be.transpose(self._shared["C"])
 
     @property
@@ -241,53 +402,17 @@ class ConvOperator:
         return self._be
 
     @property
-    def shape(self) -> tuple[int, int]:
-        m, n = self.plan.shape
-        return (n, m) if self.is_adjoint else (m, n)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._weight.dtype
-
-    @property
     def nnz(self) -> int:
         return int(self.plan.nnz)
-
-    @property
-    def T(self) -> "ConvOperator":
-        """The adjoint operator: its ``forward`` is this operator's :meth:`adjoint`.
-
-        It shares the matrix, has no bias, and its ``.T`` is this operator.
-        """
-        return self._T
-
-    @property
-    def H(self) -> "ConvOperator":
-        """Alias of :attr:`T` (the conjugate transpose for complex weights)."""
-        return self.T
 
     def to(self, backend, device=None) -> "ConvOperator":
         """The same operator on another backend or device (the matrix moved, not rebuilt).
 
-        Parameters
-        ----------
-        backend : {'scipy', 'cupy', 'torch'}
-        device : optional
-            As :func:`convmat.conv_matrix`.
-
-        Returns
-        -------
-        ConvOperator
-            ``self`` when nothing would change.  The arrays move by DLPack
-            between CUDA libraries and through the host otherwise; where the
-            libraries share host memory (NumPy and CPU torch tensors) the new
-            operator shares the matrix's arrays (operators never write to them).
-
-        Raises
-        ------
-        MatrixTooLargeError
-            The target library cannot index the matrix (cupyx takes int32
-            indices only), or it does not fit in the target's memory.
+        Returns ``self`` when nothing would change.  Arrays move by DLPack between
+        CUDA libraries and through the host otherwise; NumPy and CPU torch
+        tensors share memory.  A target library that cannot index the matrix,
+        or whose memory it does not fit, raises MatrixTooLargeError.  A weight
+        that requires grad keeps its graph when the target is a torch device.
 
         Examples
         --------
@@ -296,196 +421,41 @@ class ConvOperator:
         >>> A.to("scipy") is A
         True
         """
-        from .build import MatrixTooLargeError
-
         if self.is_adjoint:
-            return self.T.to(backend, device).T
-        dst = get_backend(backend, device)
-        src = self._be
-        if dst == src:
+            return self._H.to(backend, device).H
+        dst, matrix = parts.moved_matrix(self, backend, device)
+        if matrix is None:
             return self
-        C = self._shared["C"]
-        data, indices, indptr = src.csr_arrays(C)
-        idt = src.dtype_of(indices)
-        if idt not in dst.index_dtypes:
-            idt = dst.max_index_dtype_for(self.plan.nnz, self.plan.shape)
-            if idt is None:
-                raise MatrixTooLargeError(
-                    f"backend {dst.name!r} takes {', '.join(map(str, dst.index_dtypes))} indices only, and this "
-                    f"matrix of shape {self.plan.shape} has {self.plan.nnz:,} non-zeros; build it in row blocks "
-                    f"(ConvPlan.row_blocks)"
-                )
-        need = self.plan.nbytes(self.dtype)
-        limit = dst.memory_limit()
-        if limit is not None and need > limit:
-            raise MatrixTooLargeError(
-                f"moving the matrix ({_human(need)}) to {dst!r} needs more than the memory available there "
-                f"({_human(limit)})"
-            )
-
-        def move(a, dtype=None):
-            b = transfer(a, src, dst)
-            return b if dtype is None or dst.dtype_of(b) == dtype else dst.astype(b, dtype)
-
-        matrix = dst.csr(move(data), move(indices, idt), move(indptr, idt), self.plan.shape)
-        out = object.__new__(ConvOperator)
-        out._init_pair(self.plan, dst, matrix, self._weight, self._bias_host, self._called_as)
+        gw = parts.moved_grad_weight(self._shared["grad_weight"], self._be, dst)
+        out = object.__new__(type(self))
+        out._init_pair(self.plan, dst, matrix, self._shared["weight"], self._bias_host, self._shared["called_as"], gw)
         return out
 
-    # ------------------------------------------------------------------ #
-    # applying
-    # ------------------------------------------------------------------ #
-    def _columns(self, x, shape, name):
-        """``x`` of shape ``shape`` or ``(N, *shape)`` -> (columns (F, N), batched?)."""
-        x = self._be.operand(x, name)
-        if tuple(x.shape) == shape:
-            return x.reshape(1, -1).T, False
-        if x.ndim == len(shape) + 1 and tuple(x.shape[1:]) == shape:
-            return x.reshape(x.shape[0], math.prod(shape)).T, True
-        raise ValueError(
-            f"{name} must have shape {shape} (one image) or (N, {', '.join(map(str, shape))}) (a batch), "
-            f"got {tuple(x.shape)}"
-        )
-
-    @staticmethod
-    def _images(Y, shape, batched):
-        out = Y.T.reshape((Y.shape[1],) + shape)
-        return out if batched else out[0]
-
-    def forward(self, x):
-        """Apply the layer: ``C @ x`` plus the bias, image by image.
-
-        Parameters
-        ----------
-        x : array, shape (N, *in_shape) or in_shape
-            A batch ``(N, C_in, *spatial)`` or one unbatched image ``(C_in, *spatial)``,
-            of the operator's backend (NumPy for ``'scipy'``).
-
-        Returns
-        -------
-        array, shape (N, *out_shape) or out_shape
-            Batched exactly when ``x`` is; on the operator's backend and device.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> A = ConvOperator(np.ones((2, 1, 2)), (3,), bias=np.array([0.0, 10.0]))
-        >>> A.forward(np.ones((4, 1, 3))).shape
-        (4, 2, 2)
-        >>> A(np.ones((1, 3)))
-        array([[ 2.,  2.],
-               [12., 12.]])
-        """
-        X, batched = self._columns(x, self.in_shape, "x")
-        y = self._images(self._product(X, self.is_adjoint), self.out_shape, batched)
-        if self.bias is not None:
-            y = y + self.bias.reshape((-1,) + (1,) * (len(self.out_shape) - 1))
-        return y
-
-    __call__ = forward
-
-    def adjoint(self, y):
-        """Apply the adjoint of the linear part, ``C^H @ y`` (``C.T @ y`` for real weights).
-
-        The bias is not involved.  For ``padding_mode='zeros'`` this is the
-        transposed convolution; for the other modes it also folds the padded
-        border back onto the image.
-
-        Parameters
-        ----------
-        y : array, shape (N, *out_shape) or out_shape
-
-        Returns
-        -------
-        array, shape (N, *in_shape) or in_shape
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> A = ConvOperator(np.ones((1, 1, 2)), (3,), padding=1, padding_mode="circular")
-        >>> A.adjoint(np.array([[1.0, 0.0, 0.0, 0.0]]))
-        array([[1., 0., 1.]])
-        """
-        Y, batched = self._columns(y, self.out_shape, "y")
-        return self._images(self._product(Y, not self.is_adjoint), self.in_shape, batched)
-
-    def __matmul__(self, X):
-        """The linear part on columns: ``C @ X`` for ``X`` of shape ``(n,)`` or ``(n, N)``."""
-        n = self.shape[1]
-        shape = getattr(X, "shape", None)
-        if shape is None:
-            return NotImplemented
-        if len(shape) not in (1, 2) or shape[0] != n:
-            raise ValueError(
-                f"the operand of @ must have shape ({n},) or ({n}, N) (columns of images {self.in_shape}), "
-                f"got {tuple(shape)}"
-            )
-        return self._product(self._be.operand(X, "X"), self.is_adjoint)
-
     def as_linear_operator(self):
-        """The linear part as a :class:`scipy.sparse.linalg.LinearOperator`.
+        """The linear part as a LinearOperator of the backend's library.
 
-        ``matvec``/``matmat`` apply ``C``, ``rmatvec``/``rmatmat`` apply ``C^H``,
-        so ``lsqr``, ``cg`` on the normal equations and ``svds`` work on it.
-        With backend ``'cupy'`` it is a ``cupyx.scipy.sparse.linalg.LinearOperator``
-        (for cupyx's solvers); PyTorch has none (a TypeError says so).
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from scipy.sparse.linalg import lsqr
-        >>> A = ConvOperator(np.array([[[1.0, 2.0]]]), (4,), padding=[(0, 1)])
-        >>> L = A.as_linear_operator()
-        >>> L.shape
-        (4, 4)
-        >>> x = lsqr(L, L @ np.arange(4.0), atol=1e-12, btol=1e-12)[0]
-        >>> np.allclose(x, np.arange(4.0))
-        True
+        On ``'scipy'`` this is ``self`` (a ConvOperator is a SciPy
+        LinearOperator); on ``'cupy'`` a ``cupyx.scipy.sparse.linalg.LinearOperator``
+        for cupyx's solvers; PyTorch has none (a TypeError says so).
         """
+        if self._be.scipy_linear_operator:
+            return self
         fwd, adj = self.is_adjoint, not self.is_adjoint
         return self._be.linear_operator(
-            self.shape,
-            self.dtype,
-            matvec=lambda v: self._product(v, fwd),
-            rmatvec=lambda v: self._product(v, adj),
-            matmat=lambda V: self._product(V, fwd),
-            rmatmat=lambda V: self._product(V, adj),
+            self.shape, self.dtype, matvec=lambda v: self._raw_product(v, fwd), rmatvec=lambda v: self._raw_product(v, adj),
+            matmat=lambda V: self._raw_product(V, fwd), rmatmat=lambda V: self._raw_product(V, adj),
         )
 
     def to_pylops(self):
-        """The linear part as a PyLops operator (``pylops.MatrixMult`` on the sparse matrix).
+        """An image-shaped PyLops operator whose products are this operator's (see :doc:`/pylops`).
 
-        Needs PyLops (``pip install pylops``); raises ImportError otherwise.
-        Backends ``'scipy'`` and ``'cupy'`` (PyLops runs on CuPy arrays).
+        ``dims`` is the input image shape and ``dimsd`` the output image
+        shape, without the channel axis when there is one channel.  Needs
+        PyLops; backends ``'scipy'`` and ``'cupy'``.
         """
-        if self._be.name == "torch":
-            raise TypeError("to_pylops takes backends 'scipy' and 'cupy'; move the operator with .to('scipy')")
-        try:
-            import pylops
-        except ImportError as exc:
-            raise ImportError("to_pylops needs PyLops: pip install pylops") from exc
-        return pylops.MatrixMult(self.matrix, dtype=self.dtype)
+        from .pylops_operator import ConvPylops
 
-    # ------------------------------------------------------------------ #
+        return ConvPylops(self)
+
     def __repr__(self) -> str:
-        lines = repr(self.plan).splitlines()
-        head = lines[0].replace("ConvPlan(", "", 1)
-        if self.is_adjoint:
-            head = f"adjoint of [{head}]: input {self.in_shape} -> output {self.out_shape}"
-        bias = "none" if self.bias is None else f"shape {tuple(self.bias.shape)}"
-        body = [f"  {line.strip()}" for line in lines[1:-1]]
-        if self._called_as:
-            body.append(f"  ({self._called_as}; the padding above is the forward geometry's)")
-        be = self._be
-        where = be.name if be.device is None else f"{be.name}, device {be.device}"
-        held = _nbytes(be, self._shared["C"]) + (
-            0 if self._shared["CH"] is None else _nbytes(be, self._shared["CH"])
-        )
-        return "\n".join(
-            [f"ConvOperator({head}"]
-            + body
-            + [
-                f"  matrix {self.shape[0]} x {self.shape[1]}, nnz {self.nnz:,}, {self.dtype}, "
-                f"{_human(held)} in memory ({where}), bias {bias})"
-            ]
-        )
+        return parts.describe(self)

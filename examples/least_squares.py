@@ -66,10 +66,10 @@ def recover(x, *, out_channels=8, kernel_size=4, stride=2, padding=1, seed=0, to
     weight = rng.standard_normal((out_channels, c_in, kernel_size, kernel_size)) / kernel_size
     A = ConvOperator(weight, x.shape[1:], stride=stride, padding=padding)
     y = A(x)
-    back = A.adjoint(y)
+    back = A.apply_adjoint(y)
     alpha = np.vdot(back, x) / np.vdot(back, back)  # the best multiple of C^T y (uses x: an oracle)
     t0 = time.perf_counter()
-    sol, _istop, itn, *_ = lsqr(A.as_linear_operator(), y.ravel(), atol=tol, btol=tol, iter_lim=iter_lim)
+    sol, _istop, itn, *_ = lsqr(A, y.ravel(), atol=tol, btol=tol, iter_lim=iter_lim)
     seconds = time.perf_counter() - t0
     sol = sol.reshape(x.shape)
 

@@ -82,11 +82,11 @@ def test_forward_adjoint_objects_with_image_shapes():
 
         def forward(self, x):
             assert x.shape == self.in_shape
-            return A.forward(x)
+            return A.apply(x)
 
         def adjoint(self, y):
             assert y.shape == self.out_shape
-            return A.adjoint(y)
+            return A.apply_adjoint(y)
 
     r = adjoint_test(Wrapped())
     assert r.passed and r.shape == A.shape and r.row_length is None  # a black box: nothing known

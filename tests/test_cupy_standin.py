@@ -161,7 +161,7 @@ A = ConvOperator(w, (7, 7), padding=1, bias=np.arange(3.0))
 B = ConvOperator(cupy.asarray(w), (7, 7), padding=1, bias=cupy.asarray(np.arange(3.0)), backend="cupy")
 x = rng.standard_normal((2, 2, 7, 7))
 y = rng.standard_normal((2, 3, 7, 7))
-for got, ref in [(B(cupy.asarray(x)), A(x)), (B.adjoint(cupy.asarray(y)), A.adjoint(y)), (B.T(cupy.asarray(y)), A.T(y))]:
+for got, ref in [(B(cupy.asarray(x)), A(x)), (B.apply_adjoint(cupy.asarray(y)), A.apply_adjoint(y)), (B.T(cupy.asarray(y)), A.T(y))]:
     assert isinstance(got, cupy.ndarray), type(got)
     np.testing.assert_allclose(cupy.asnumpy(got), ref, rtol=1e-12, atol=1e-12)
 r = adjoint_test(B)

@@ -59,7 +59,7 @@ def test_forward_matches_torch_with_bias(case, mode):
     ref = CONV[D](torch_pad(t(x), pads, mode), t(w), t(b), stride=stride, dilation=dilation, groups=groups).numpy()
     np.testing.assert_allclose(A(x), ref, rtol=1e-12, atol=1e-12)
     # one unbatched image gives one unbatched output
-    np.testing.assert_allclose(A.forward(x[1]), ref[1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(A.apply(x[1]), ref[1], rtol=1e-12, atol=1e-12)
     assert A.out_shape == ref.shape[1:] and A.in_shape == x.shape[1:]
 
 
@@ -77,9 +77,9 @@ def test_adjoint_is_torch_autograd_vjp(case, mode):
     y = CONV[len(spatial)](torch_pad(x, pads, mode), t(w), stride=stride, dilation=dilation, groups=groups)
     v = rng.standard_normal(tuple(y.shape))
     (vjp,) = torch.autograd.grad(y, x, grad_outputs=t(v))
-    np.testing.assert_allclose(A.adjoint(v), vjp.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(A.apply_adjoint(v), vjp.numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(A.T(v), vjp.numpy(), rtol=1e-12, atol=1e-12)  # A.T's forward is the adjoint
-    np.testing.assert_allclose(A.adjoint(v[0]), vjp.numpy()[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(A.apply_adjoint(v[0]), vjp.numpy()[0], rtol=1e-12, atol=1e-12)
 
 
 def test_reflect_adjoint_folds_the_border_unlike_conv_transpose():
@@ -90,7 +90,7 @@ def test_reflect_adjoint_folds_the_border_unlike_conv_transpose():
     A = ConvOperator(w, (6, 6), padding=1, padding_mode="reflect")
     v = rng.standard_normal((1, 1, 6, 6))
     zero_pad_transpose = F.conv_transpose2d(t(v), t(w), padding=1).numpy()
-    diff = np.abs(A.adjoint(v) - zero_pad_transpose)[0, 0]
+    diff = np.abs(A.apply_adjoint(v) - zero_pad_transpose)[0, 0]
     folded = np.zeros((6, 6), bool)
     folded[[1, 4], :] = folded[:, [1, 4]] = True
     assert diff[~folded].max() < 1e-12 < diff[folded].min()
@@ -127,7 +127,7 @@ def test_transposed_matches_torch_conv_transpose(case):
     y = CONV_T[len(spatial)](xt, t(w), stride=stride, padding=padding, output_padding=a, dilation=dilation, groups=groups)
     v = rng.standard_normal(tuple(y.shape))
     (vjp,) = torch.autograd.grad(y, xt, grad_outputs=t(v))
-    np.testing.assert_allclose(A.adjoint(v), vjp.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(A.apply_adjoint(v), vjp.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_transposed_output_size_derives_output_padding():
@@ -145,7 +145,7 @@ def test_adjoint_of_forward_is_conv_transpose_for_zeros():
     A = ConvOperator(w, (8, 8), stride=2, padding=1)
     B = ConvOperator(w, (4, 4), stride=2, padding=1, output_padding=1, transposed=True)
     v = rng.standard_normal((2, 4, 4, 4))
-    np.testing.assert_allclose(A.adjoint(v), B(v), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(A.apply_adjoint(v), B(v), rtol=1e-13, atol=1e-13)
     assert (A.matrix.T != B.matrix).nnz == 0
 
 
@@ -161,9 +161,9 @@ def test_T_view_shares_the_matrix_and_round_trips():
     assert AT.in_shape == A.out_shape and AT.out_shape == A.in_shape and AT.shape == A.shape[::-1]
     assert AT.bias is None and np.shares_memory(AT.matrix.data, A.matrix.data)  # no copy
     y = rng.standard_normal((2,) + A.out_shape)
-    np.testing.assert_array_equal(AT(y), A.adjoint(y))
+    np.testing.assert_array_equal(AT(y), A.apply_adjoint(y))
     x = rng.standard_normal((2,) + A.in_shape)
-    np.testing.assert_allclose(AT.adjoint(x), A(x) - 1.0, rtol=1e-13, atol=1e-13)  # linear part only
+    np.testing.assert_allclose(AT.apply_adjoint(x), A(x) - 1.0, rtol=1e-13, atol=1e-13)  # linear part only
     assert "adjoint of" in repr(AT)
 
 
@@ -174,17 +174,17 @@ def test_matmul_on_columns_and_vectors():
     np.testing.assert_allclose(A @ X, A.matrix @ X)
     np.testing.assert_allclose(A @ X[:, 0], A.matrix @ X[:, 0])
     np.testing.assert_allclose(A.T @ (A @ X), A.matrix.T @ (A.matrix @ X))
-    with pytest.raises(ValueError, match=r"must have shape \(7,\) or \(7, N\).*got \(6, 4\)"):
+    with pytest.raises(ValueError, match=r"x has shape \(6, 4\) \(6 rows\), but this operator takes \(7, k\)"):
         A @ X[:6]
-    with pytest.raises(ValueError, match=r"got \(7, 4, 1\)"):
+    with pytest.raises(ValueError, match=r"x has shape \(7, 4, 1\)"):
         A @ X[..., None]
 
 
-def test_as_linear_operator_solvers():
+def test_as_linear_operator_is_the_operator_itself():
     rng = np.random.default_rng(9)
     A = ConvOperator(rng.standard_normal((4, 1, 3, 3)), (10, 10), padding=1, padding_mode="reflect")
     L = A.as_linear_operator()
-    assert isinstance(L, LinearOperator) and L.shape == A.shape and L.dtype == A.dtype
+    assert L is A and isinstance(L, LinearOperator) and L.shape == A.shape and L.dtype == A.dtype
     x = rng.standard_normal(A.shape[1])
     y = rng.standard_normal(A.shape[0])
     np.testing.assert_allclose(L.matvec(x), A.matrix @ x)
@@ -203,22 +203,26 @@ def test_complex_adjoint_is_the_conjugate_transpose():
     w = rng.standard_normal((2, 2, 3)) + 1j * rng.standard_normal((2, 2, 3))
     A = ConvOperator(w, (9,), padding=1, padding_mode="circular")
     y = rng.standard_normal((2, 9)) + 1j * rng.standard_normal((2, 9))
-    np.testing.assert_allclose(A.adjoint(y).ravel(), A.matrix.conj().T @ y.ravel())
-    assert not np.allclose(A.adjoint(y).ravel(), A.matrix.T @ y.ravel())
-    assert adjoint_test(A).passed and adjoint_test(A.T).passed and adjoint_test(A.as_linear_operator()).passed
+    np.testing.assert_allclose(A.apply_adjoint(y).ravel(), A.matrix.conj().T @ y.ravel())
+    assert not np.allclose(A.apply_adjoint(y).ravel(), A.matrix.T @ y.ravel())
+    assert adjoint_test(A).passed and adjoint_test(A.H).passed and adjoint_test(A.T).passed
+    # SciPy's convention: .H is the conjugate transpose (a ConvOperator), .T the plain transpose
+    assert isinstance(A.H, ConvOperator) and A.adjoint() is A.H and not isinstance(A.T, ConvOperator)
+    np.testing.assert_allclose(A.T @ y.ravel(), A.matrix.T @ y.ravel())
+    np.testing.assert_allclose(A.transpose().rmatvec(np.ones(A.shape[1])), A.matrix.conj() @ np.ones(A.shape[1]))
 
 
 def test_dtype_float32_is_kept_and_integer_weights_give_float64():
     w = np.random.default_rng(11).standard_normal((2, 1, 3, 3)).astype(np.float32)
     A = ConvOperator(w, (5, 5), padding=1)
     assert A.dtype == np.float32 and A(np.ones((1, 5, 5), np.float32)).dtype == np.float32
-    assert A.adjoint(np.ones((2, 5, 5), np.float32)).dtype == np.float32
+    assert A.apply_adjoint(np.ones((2, 5, 5), np.float32)).dtype == np.float32
     assert ConvOperator(np.ones((1, 1, 3), int), (4,)).dtype == np.float64
     assert ConvOperator(w, (5, 5), dtype=np.float64).dtype == np.float64
 
 
 def test_torch_parameters_are_accepted_but_operands_must_match_the_backend():
-    w = torch.randn(2, 1, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 1, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     A = ConvOperator(w, (6,), bias=torch.zeros(2))  # parameters on the host: any library
     x = torch.ones(1, 6, dtype=torch.float64)
     np.testing.assert_allclose(A(x.numpy()), F.conv1d(x[None], w)[0].detach().numpy())
@@ -227,7 +231,14 @@ def test_torch_parameters_are_accepted_but_operands_must_match_the_backend():
                                         r"with .to\('torch'\)"):
         A(x)
     with pytest.raises(TypeError, match=r"y is a torch.Tensor"):
-        A.adjoint(torch.ones(2, 4, dtype=torch.float64))
+        A.apply_adjoint(torch.ones(2, 4, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"x is a torch.Tensor on device cpu, but this operator lives on backend 'scipy'"):
+        A.matvec(torch.ones(6, dtype=torch.float64))
+    # a weight that requires grad: kept on the torch backend, refused (never silently detached) elsewhere
+    with pytest.raises(TypeError, match=r"weight requires grad, and backend 'scipy' cannot carry PyTorch's autograd"):
+        ConvOperator(w.clone().requires_grad_(True), (6,))
+    with pytest.raises(TypeError, match=r"weight requires grad, and a sparse matrix cannot carry"):
+        conv_matrix(w.clone().requires_grad_(True), (6,))
 
 
 def test_apply_never_changes_the_operator():
@@ -238,7 +249,7 @@ def test_apply_never_changes_the_operator():
     x = rng.standard_normal((2, 2, 5, 5))
     x0 = x.copy()
     first = A(x)
-    A.adjoint(first)
+    A.apply_adjoint(first)
     A @ x.reshape(2, -1).T
     np.testing.assert_array_equal(A(x), first)
     np.testing.assert_array_equal(x, x0)
@@ -280,10 +291,12 @@ def test_bad_inputs():
     A = ConvOperator(w, (5, 6), padding=1)
     with pytest.raises(ValueError, match=r"x must have shape \(1, 5, 6\) \(one image\) or \(N, 1, 5, 6\).*got \(2, 1, 6, 5\)"):
         A(np.ones((2, 1, 6, 5)))
-    with pytest.raises(ValueError, match=r"x must have shape .*got \(5, 6\)"):
-        A(np.ones((5, 6)))
+    with pytest.raises(ValueError, match=r"x must have shape .*or \(5, 6\) \(one channel-less image\), got \(6, 5\)"):
+        A(np.ones((6, 5)))
+    with pytest.raises(ValueError, match=r"y must have shape \(2, 5, 6\) \(one image\) or \(N, 2, 5, 6\) \(a batch\), got \(5, 6\)"):
+        A.apply_adjoint(np.ones((5, 6)))  # two output channels: no channel-less form
     with pytest.raises(ValueError, match=r"y must have shape \(2, 5, 6\) \(one image\) or \(N, 2, 5, 6\).*got \(1, 1, 5, 6\)"):
-        A.adjoint(np.ones((1, 1, 5, 6)))
+        A.apply_adjoint(np.ones((1, 1, 5, 6)))
     with pytest.raises(TypeError, match="x must be an array of numbers, got dtype <U1"):
         A(np.array(["a"]))
     with pytest.raises(ValueError, match=r"bias must have shape \(2,\).*got \(3,\)"):
@@ -331,7 +344,7 @@ def test_property_adjoint_matches_torch_vjp(n, k, s, d, lo, hi, mode, groups, se
     np.testing.assert_allclose(A(x.detach().numpy()), y.detach().numpy(), rtol=1e-12, atol=1e-12)
     v = rng.standard_normal(tuple(y.shape))
     (vjp,) = torch.autograd.grad(y, x, grad_outputs=t(v))
-    np.testing.assert_allclose(A.adjoint(v), vjp.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(A.apply_adjoint(v), vjp.numpy(), rtol=1e-12, atol=1e-12)
     assert adjoint_test(A, rng=seed).passed
 
 
