@@ -135,8 +135,8 @@ class _Side:
         except Exception as exc:
             kind = type(exc) if type(exc).__module__ == "builtins" else RuntimeError
             raise kind(
-                f"{self.name} raised {type(exc).__name__} on an input of shape {self.src} and dtype "
-                f"{self.dtype} ({be!r}): {exc}"
+                f"{self.name} raised {type(exc).__name__} on an input of shape {self.src} and dtype {self.dtype} "
+                f"of backend {be.name!r} (another library: pass backend= or its dtype=): {exc}"
             ) from exc
         out = be.operand(out, f"the result of {self.name}")
         if math.prod(tuple(out.shape)) != self.shape[0]:
