@@ -4,20 +4,58 @@ Pillow is imported inside the functions, never at import time.  Reading
 scales 8-bit samples by 1/255 (16-bit by 1/65535); writing clips to
 ``[0, 1]`` (or maps min..max onto it with ``normalize=True``) and rounds to
 the nearest of the 256 levels, so a round trip is off by at most 0.5/255.
+Reading checks the decoded size, from the file's header, against a memory
+limit before decoding anything.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
-__all__ = ["read_image", "read_images", "write_image"]
+__all__ = ["read_image", "read_images", "write_image", "ImageTooLargeError"]
 
 #: Modes read_image accepts, and the channels each gives.
 MODES = {"L": 1, "RGB": 3, "RGBA": 4}
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Pillow modes whose samples are read at their full depth (no 8-bit conversion), and that full scale.
+_DEEP_GRAY = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": None, "F": None}
+_GRAY = ("1", "L", "LA", *_DEEP_GRAY)
+#: Bytes per pixel of Pillow's own storage (multi-band modes use 4).
+_PIL_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, **{m: 2 for m in _DEEP_GRAY if m.startswith("I;16")}, "I": 4, "F": 4}
+
+
+class ImageTooLargeError(MemoryError):
+    """An image file would decode to more than the memory limit; raised before decoding."""
+
+
+def _pil_pixel_bytes(mode: str) -> int:
+    return _PIL_PIXEL_BYTES.get(mode, 4)
+
+
+def _sixteen_bit_colour(img) -> bool:
+    """Whether Pillow will decode this file's 16-bit colour samples at 8 bits (it has no 16-bit colour mode)."""
+    if img.mode in _DEEP_GRAY:
+        return False
+    for tile in getattr(img, "tile", None) or ():
+        rawmode = tile.args if isinstance(tile.args, str) else next(iter(tile.args or ()), None)
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+    return False
+
+
+def _memory_limit(max_bytes):
+    """The limit read_image applies, and what it is (``max_bytes``, else the available memory)."""
+    if max_bytes is None:
+        from .backends import get_backend
+
+        return get_backend("scipy").memory_limit(), "available memory"
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
+        raise ValueError(f"max_bytes must be None or an integer >= 0 (a number of bytes), got {max_bytes!r}")
+    return int(max_bytes), "limit max_bytes"
 
 
 def _pil():
@@ -28,7 +66,7 @@ def _pil():
     return Image
 
 
-def read_image(path, *, mode=None, dtype=np.float64, scale=True) -> np.ndarray:
+def read_image(path, *, mode=None, dtype=np.float64, scale=True, max_bytes=None) -> np.ndarray:
     """Read one image file as a batch of one, ``(1, C, H, W)``.
 
     Parameters
@@ -44,10 +82,30 @@ def read_image(path, *, mode=None, dtype=np.float64, scale=True) -> np.ndarray:
         True: divide 8-bit samples by 255 and 16-bit ones by 65535, so values
         lie in ``[0, 1]`` (32-bit integer and float images are not rescaled).
         False: the raw sample values.
+    max_bytes : int, optional
+        Refuse (:class:`ImageTooLargeError`, before decoding) a file whose
+        decoding would take more than this; default: the available memory.
 
     Returns
     -------
     ndarray, shape (1, C, H, W)
+
+    Warns
+    -----
+    UserWarning
+        For a file with 16-bit colour samples (RGB, RGBA or gray + alpha):
+        Pillow decodes those at 8 bits per sample, so the values are multiples
+        of 1/255.  16-bit grayscale keeps its 16 bits, also with
+        ``mode='RGB'`` or ``'RGBA'`` (the samples are repeated).
+
+    Notes
+    -----
+    The decoded size is computed from the header (width ``W``, height
+    ``H``, mode) before anything is decoded:
+    ``W H (b_file + b_conv + C b_sample + 2 C b_dtype)``, with ``b_file``
+    and ``b_conv`` the bytes per pixel of Pillow's decoded and converted
+    images, ``b_sample`` the bytes of one decoded sample and ``b_dtype`` the
+    itemsize of ``dtype`` (the conversion to it and the channel-first copy).
 
     Examples
     --------
@@ -59,22 +117,44 @@ def read_image(path, *, mode=None, dtype=np.float64, scale=True) -> np.ndarray:
     >>> y.shape, bool(np.abs(y[0] - x).max() <= 0.5 / 255)
     ((1, 1, 3, 4), True)
     """
-    Image = _pil()
     if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be None or one of {tuple(MODES)}, got {mode!r}")
-    dt = np.dtype(dtype)
-    if dt not in _FLOAT_DTYPES:
+    try:
+        dt = np.dtype(dtype) if dtype is not None else None
+    except TypeError:  # not a dtype at all ('foo')
+        dt = None
+    if dt is None or dt not in _FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    with Image.open(path) as img:
-        img.load()
+    limit, what = _memory_limit(max_bytes)
+    Image = _pil()
+    with Image.open(path) as img:  # reads the header only
         src = img.mode
         if mode is None:
-            mode = "L" if src in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else "RGB"
-        if src in ("I", "I;16", "I;16B", "I;16L", "F") and mode == "L":
-            arr = np.asarray(img)  # keep the full depth
-            full = 65535.0 if src.startswith("I;16") else None
+            mode = "L" if src in _GRAY else "RGB"
+        deep = src in _DEEP_GRAY
+        channels = MODES[mode]
+        width, height = img.size
+        sample = _pil_pixel_bytes(src) if deep else 1  # one gray sample is one pixel
+        per_pixel = _pil_pixel_bytes(src) + (0 if deep else _pil_pixel_bytes(mode)) + channels * (sample + 2 * dt.itemsize)
+        need = width * height * per_pixel
+        if limit is not None and need > limit:
+            raise ImageTooLargeError(
+                f"{os.fspath(path)!r} is a {width} x {height} {src} image; reading it as {channels} channel(s) of "
+                f"{dt} would take {need:,} bytes, more than the {what} ({limit:,} bytes); pass a larger max_bytes "
+                f"or read a smaller image"
+            )
+        if _sixteen_bit_colour(img):
+            warnings.warn(
+                f"{os.fspath(path)!r} has 16-bit colour samples, which Pillow decodes at 8 bits per sample: the "
+                f"values read are multiples of 1/255 (16-bit grayscale keeps its precision)",
+                UserWarning, stacklevel=2,
+            )
+        img.load()
+        if deep:  # keep the full depth; repeat the gray samples for RGB, with an opaque alpha for RGBA
+            arr = np.asarray(img)
+            full = _DEEP_GRAY[src]
         else:
             arr = np.asarray(img.convert(mode))
             full = 255.0
@@ -85,10 +165,13 @@ def read_image(path, *, mode=None, dtype=np.float64, scale=True) -> np.ndarray:
         arr = arr[None]
     else:
         arr = np.moveaxis(arr, -1, 0)
+    if deep and channels > 1:
+        opaque = dt.type(1.0 if scale and full is not None else (full or 1.0))
+        arr = np.concatenate([arr] * 3 + ([np.full_like(arr, opaque)] if channels == 4 else []))
     return np.ascontiguousarray(arr)[None]
 
 
-def read_images(paths, *, mode=None, dtype=np.float64, scale=True) -> np.ndarray:
+def read_images(paths, *, mode=None, dtype=np.float64, scale=True, max_bytes=None) -> np.ndarray:
     """Read several image files of the same size into one batch ``(N, C, H, W)``.
 
     Parameters
@@ -96,6 +179,8 @@ def read_images(paths, *, mode=None, dtype=np.float64, scale=True) -> np.ndarray
     paths : sequence of str or os.PathLike
     mode, dtype, scale
         As :func:`read_image`.
+    max_bytes : int, optional
+        As :func:`read_image`, for each file.
 
     Returns
     -------
@@ -116,7 +201,7 @@ def read_images(paths, *, mode=None, dtype=np.float64, scale=True) -> np.ndarray
     paths = list(paths)
     if not paths:
         raise ValueError("paths must name at least one image file, got an empty sequence")
-    images = [read_image(p, mode=mode, dtype=dtype, scale=scale) for p in paths]
+    images = [read_image(p, mode=mode, dtype=dtype, scale=scale, max_bytes=max_bytes) for p in paths]
     first = images[0].shape[1:]
     for p, img in zip(paths, images):
         if img.shape[1:] != first:

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .geometry import normalize_shape
 
 __all__ = ["images_to_columns", "columns_to_images"]
+
+
+def _refuse_matrix(a, name):
+    """numpy.matrix stays 2-D under reshape: refuse it, naming the parameter."""
+    if isinstance(a, np.matrix):
+        raise TypeError(f"{name} must be an array, not numpy.matrix (it always has 2 axes); "
+                        f"pass numpy.asarray({name})")
 
 
 def images_to_columns(x, shape=None):
@@ -45,6 +54,7 @@ def images_to_columns(x, shape=None):
     """
     if not hasattr(x, "shape") or not hasattr(x, "reshape"):
         raise TypeError(f"x must be an array of shape (N, C, *spatial), got {type(x).__name__}")
+    _refuse_matrix(x, "x")
     if shape is not None:
         shape = normalize_shape(shape, "shape")
         if tuple(x.shape) == shape:
@@ -84,6 +94,7 @@ def columns_to_images(Y, shape):
     shape = normalize_shape(shape, "shape")
     if not hasattr(Y, "shape") or not hasattr(Y, "reshape") or hasattr(Y, "toarray"):
         raise TypeError(f"Y must be a dense array (use .toarray() on a sparse result), got {type(Y).__name__}")
+    _refuse_matrix(Y, "Y")
     size = math.prod(shape)
     if Y.ndim == 1:
         Y = Y.reshape(-1, 1)

@@ -1,22 +1,47 @@
 """Image files: round trips through PNG within 0.5/255, explicit clipping and normalisation."""
 
+import struct
 import subprocess
 import sys
+import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
 
-from convmat.imagefiles import read_image, read_images, write_image
-
-PIL = pytest.importorskip("PIL")
-from PIL import Image  # noqa: E402
+from convmat.imagefiles import ImageTooLargeError, read_image, read_images, write_image
 
 HALF_LEVEL = 0.5 / 255 + 1e-12
 
 
+@pytest.fixture
+def Image():
+    """Pillow's Image module; a test that reads or writes files is skipped without Pillow."""
+    return pytest.importorskip("PIL.Image")
+
+
+def write_png(path, samples, *, bit_depth=16, size=None, data=None):
+    """A PNG written byte by byte (Pillow cannot write 16-bit colour): ``samples`` (H, W, C), C in 1..4.
+
+    ``size`` overrides the (width, height) in the header and ``data`` the compressed pixels, to make a
+    file whose header promises more than it holds.
+    """
+    h, w, c = samples.shape
+    width, height = size or (w, h)
+    dtype = ">u2" if bit_depth == 16 else "u1"
+    rows = b"".join(b"\x00" + samples[i].astype(dtype).tobytes() for i in range(h))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+    body = zlib.compress(rows) if data is None else data
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
 @pytest.mark.parametrize("channels", [1, 3, 4])
 @pytest.mark.parametrize("batched", [False, True])
-def test_round_trip_within_half_a_level(tmp_path, channels, batched):
+def test_round_trip_within_half_a_level(Image, tmp_path, channels, batched):
     x = np.random.default_rng(channels).uniform(0, 1, (channels, 13, 17))
     path = tmp_path / "x.png"
     write_image(path, x[None] if batched else x)
@@ -26,7 +51,7 @@ def test_round_trip_within_half_a_level(tmp_path, channels, batched):
     assert y.min() >= 0 and y.max() <= 1
 
 
-def test_exact_levels_round_trip_exactly(tmp_path):
+def test_exact_levels_round_trip_exactly(Image, tmp_path):
     x = (np.arange(256.0) / 255).reshape(1, 16, 16)
     write_image(tmp_path / "levels.png", x)
     np.testing.assert_array_equal(read_image(tmp_path / "levels.png")[0], x)
@@ -34,13 +59,13 @@ def test_exact_levels_round_trip_exactly(tmp_path):
     np.testing.assert_array_equal(raw[0, 0].ravel(), np.arange(256.0))
 
 
-def test_dtype_float32(tmp_path):
+def test_dtype_float32(Image, tmp_path):
     write_image(tmp_path / "a.png", np.full((3, 4, 4), 0.5))
     y = read_image(tmp_path / "a.png", dtype=np.float32)
     assert y.dtype == np.float32 and abs(float(y[0, 0, 0, 0]) - 128 / 255) < 1e-7
 
 
-def test_modes_convert(tmp_path):
+def test_modes_convert(Image, tmp_path):
     rgb = np.zeros((3, 2, 2))
     rgb[0] = 1.0  # pure red
     write_image(tmp_path / "red.png", rgb)
@@ -54,7 +79,7 @@ def test_modes_convert(tmp_path):
     assert read_image(tmp_path / "rgba.png", mode="RGBA").shape == (1, 4, 2, 2)
 
 
-def test_palette_and_16_bit_files(tmp_path):
+def test_palette_and_16_bit_files(Image, tmp_path):
     palette = Image.new("P", (3, 2))
     palette.putpalette([0, 0, 0, 255, 128, 0] + [0] * 762)
     palette.putpixel((1, 0), 1)
@@ -70,7 +95,7 @@ def test_palette_and_16_bit_files(tmp_path):
     np.testing.assert_allclose(y16[0, 0, 0], deep[0] / 65535, rtol=1e-12)
 
 
-def test_clip_normalize_and_scale(tmp_path):
+def test_clip_normalize_and_scale(Image, tmp_path):
     x = np.array([[[-0.5, 0.25, 1.5]]])
     write_image(tmp_path / "c.png", x)  # clip=True by default
     np.testing.assert_array_equal(read_image(tmp_path / "c.png", scale=False)[0, 0, 0], [0, 64, 255])
@@ -85,7 +110,7 @@ def test_clip_normalize_and_scale(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "raw.png", scale=False)[0, 0, 0], [0, 100, 255])
 
 
-def test_read_images_stacks_same_sized_files(tmp_path):
+def test_read_images_stacks_same_sized_files(Image, tmp_path):
     rng = np.random.default_rng(0)
     xs = rng.uniform(0, 1, (3, 3, 5, 6))
     paths = []
@@ -104,7 +129,7 @@ def test_read_images_stacks_same_sized_files(tmp_path):
     assert read_images([paths[0], tmp_path / "gray.png"], mode="L").shape == (2, 1, 5, 6)
 
 
-def test_bad_inputs(tmp_path):
+def test_bad_inputs(Image, tmp_path):
     with pytest.raises(ValueError, match=r"x must have shape \(C, H, W\) or \(1, C, H, W\) with C in \(1, 3, 4\), got \(2, 4, 4\)"):
         write_image(tmp_path / "a.png", np.zeros((2, 4, 4)))
     with pytest.raises(ValueError, match=r"got \(2, 1, 4, 4\); write one image per file"):
@@ -122,6 +147,14 @@ def test_bad_inputs(tmp_path):
         read_image(tmp_path / "ok.png", mode="CMYK")
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         read_image(tmp_path / "ok.png", dtype=np.uint8)
+    with pytest.raises(TypeError, match="^dtype must be float32 or float64, got 'foo'$"):
+        read_image(tmp_path / "ok.png", dtype="foo")
+    with pytest.raises(TypeError, match="^dtype must be float32 or float64, got None$"):
+        read_image(tmp_path / "ok.png", dtype=None)
+    with pytest.raises(ValueError, match=r"^max_bytes must be None or an integer >= 0 .*got -1$"):
+        read_image(tmp_path / "ok.png", max_bytes=-1)
+    with pytest.raises(ValueError, match=r"^max_bytes must be None .*got 1.5$"):
+        read_image(tmp_path / "ok.png", max_bytes=1.5)
     with pytest.raises(FileNotFoundError):
         read_image(tmp_path / "missing.png")
     with pytest.raises(TypeError, match="paths must be a sequence of paths"):
@@ -134,3 +167,71 @@ def test_pillow_is_imported_lazily():
     code = "import sys, convmat.imagefiles, convmat.operator, convmat.checks, convmat.spectrum; print('PIL' in sys.modules, 'torch' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "False"]
+
+
+# --------------------------------------------------------------------------- #
+# the decoded size is checked from the header, before decoding
+# --------------------------------------------------------------------------- #
+def test_a_huge_image_is_refused_from_its_header_before_decoding(Image, tmp_path):
+    """A 9000 x 9000 RGB header with a few bytes of pixels: refused with the size, nothing decoded."""
+    path = tmp_path / "bomb.png"
+    write_png(path, np.zeros((1, 1, 3)), bit_depth=8, size=(9000, 9000), data=zlib.compress(b"\x00" * 64))
+    need = 9000 * 9000 * (4 + 4 + 3 * (1 + 2 * 8))  # Pillow's RGB (4 B/px) twice, 3 samples, 2 float64 copies
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageTooLargeError, match=rf"9000 x 9000 RGB image; reading it as 3 channel\(s\) of "
+                                                      rf"float64 would take {need:,} bytes, more than the limit "
+                                                      rf"max_bytes \(100,000,000 bytes\)"):
+            read_image(path, max_bytes=10**8)
+        assert tracemalloc.get_traced_memory()[1] < 10**6
+    finally:
+        tracemalloc.stop()
+    with pytest.raises(ImageTooLargeError, match="more than the limit max_bytes"):
+        read_images([path], max_bytes=10**8)
+    assert isinstance(ImageTooLargeError("x"), MemoryError)
+
+
+@pytest.mark.parametrize("mode, channels, dtype", [("L", 1, np.float64), ("RGB", 3, np.float32), ("RGBA", 4, np.float64)])
+def test_the_size_check_is_the_documented_formula(Image, tmp_path, mode, channels, dtype):
+    """The refusal happens exactly above W H (b_file + b_conv + C (b_sample + 2 b_dtype))."""
+    write_image(tmp_path / "a.png", np.full((3, 5, 7), 0.5))  # an RGB file
+    need = 5 * 7 * (4 + {"L": 1}.get(mode, 4) + channels * (1 + 2 * np.dtype(dtype).itemsize))
+    assert read_image(tmp_path / "a.png", mode=mode, dtype=dtype, max_bytes=need).shape == (1, channels, 5, 7)
+    with pytest.raises(ImageTooLargeError, match=f"would take {need:,} bytes"):
+        read_image(tmp_path / "a.png", mode=mode, dtype=dtype, max_bytes=need - 1)
+
+
+# --------------------------------------------------------------------------- #
+# 16-bit files
+# --------------------------------------------------------------------------- #
+def test_16_bit_gray_keeps_16_bits_in_every_mode(Image, tmp_path):
+    deep = (np.arange(12, dtype=np.uint16).reshape(3, 4, 1) * 5461 + 7)  # up to 60078, not multiples of 257
+    write_png(tmp_path / "g16.png", deep)
+    want = deep[..., 0] / 65535
+    np.testing.assert_allclose(read_image(tmp_path / "g16.png")[0, 0], want, rtol=1e-15)
+    rgb = read_image(tmp_path / "g16.png", mode="RGB")
+    assert rgb.shape == (1, 3, 3, 4)
+    for c in range(3):
+        np.testing.assert_allclose(rgb[0, c], want, rtol=1e-15)  # Pillow's convert('RGB') would clip to 255
+    rgba = read_image(tmp_path / "g16.png", mode="RGBA", scale=False)
+    np.testing.assert_array_equal(rgba[0, 0], deep[..., 0])
+    np.testing.assert_array_equal(rgba[0, 3], np.full((3, 4), 65535.0))
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_16_bit_colour_says_it_loses_precision(Image, tmp_path, channels):
+    deep = np.random.default_rng(channels).integers(0, 65536, (3, 4, channels)).astype(np.uint16)
+    write_png(tmp_path / "c16.png", deep)
+    with pytest.warns(UserWarning, match=r"c16.png' has 16-bit colour samples, which Pillow decodes at 8 bits"):
+        y = read_image(tmp_path / "c16.png", mode="RGBA" if channels == 4 else None)
+    assert np.abs(y * 255 - np.rint(y * 255)).max() < 1e-9  # multiples of 1/255, as the warning says
+    if channels >= 3:
+        assert np.abs(y[0] - np.moveaxis(deep, -1, 0) / 65535).max() <= 1 / 255 + 1e-12
+
+
+def test_8_bit_files_do_not_warn(Image, tmp_path, recwarn):
+    write_image(tmp_path / "a.png", np.full((3, 2, 2), 0.5))
+    read_image(tmp_path / "a.png")
+    write_png(tmp_path / "g16.png", np.ones((2, 2, 1), np.uint16))
+    read_image(tmp_path / "g16.png", mode="RGB")
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]

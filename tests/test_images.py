@@ -81,9 +81,14 @@ ERRORS = {
     "columns-3d": (lambda: columns_to_images(np.ones((12, 1, 1)), (3, 2, 2)), ValueError, r"got \(12, 1, 1\)"),
     "columns-not-array": (lambda: columns_to_images([1.0] * 12, (3, 2, 2)), TypeError, r"Y must be a dense array"),
     "columns-float-shape": (lambda: columns_to_images(np.ones(12), (3.0, 2, 2)), TypeError, r"shape.*\(3\.0, 2, 2\)"),
+    "columns-np-matrix": (lambda: columns_to_images(np.matrix(np.ones((12, 2))), (3, 2, 2)), TypeError,
+                          r"^Y must be an array, not numpy.matrix .*numpy.asarray\(Y\)"),
+    "images-np-matrix": (lambda: images_to_columns(np.matrix(np.ones((3, 4))), shape=(3, 4)), TypeError,
+                         r"^x must be an array, not numpy.matrix"),
 }
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize("call, exc, match", ERRORS.values(), ids=ERRORS.keys())
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
