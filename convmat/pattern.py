@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .geometry import AxisGeometry
-from .sizes import axis_row_bound, axis_slot_bound
+from .sizes import axis_row_bound, axis_slot_bound, interior_rows
 
 __all__ = ["AxisPattern", "axis_pattern", "axis_table", "fill_structure", "table_bytes"]
 
@@ -173,8 +173,9 @@ def _forward_table(ax: AxisGeometry, r0: int, r1: int) -> AxisPattern:
     if ax.mode == "zeros" or r1 <= r0:
         return _unmerged_rows(ax, r0, r1)
     # Rows whose taps all land inside need no folding: the zero-padding fast path.
-    i0 = min(max(r0, -(-ax.lo // ax.s)), r1)
-    i1 = max(i0, min(r1, (ax.n - 1 + ax.lo - (ax.k - 1) * ax.d) // ax.s + 1))
+    i0, i1 = interior_rows(ax)
+    i0 = min(max(r0, i0), r1)
+    i1 = max(i0, min(r1, i1))
     parts = [_merged_rows(ax, r0, i0), _unmerged_rows(ax, i0, i1), _merged_rows(ax, i1, r1)]
     return _concat(parts, ax.n, ax.k)
 

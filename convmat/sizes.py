@@ -32,6 +32,7 @@ from .geometry import AxisGeometry
 
 __all__ = [
     "axis_max_row", "axis_nnz", "axis_nnz_before", "axis_row_bound", "axis_rows", "axis_slot_bound", "floor_sum",
+    "interior_rows",
 ]
 
 #: Rows per table chunk when a count is read off tables (bounds the memory of counting).
@@ -84,14 +85,14 @@ def _replicate_before(ax: AxisGeometry, r: int) -> int:
         return r
     inside = _sum_g(0, r, n - 2 + lo, s, d, k) - _sum_g(0, r, lo, s, d, k)  # taps in (0, n-1)
     low = min(r, lo // s + 1) if lo >= 0 else 0  # rows whose first tap is clamped to 0
-    high = max(0, r - max(0, -((-(n - 1 + lo - (k - 1) * d)) // s)))  # last tap clamped to n-1
+    high = max(0, r - max(0, -((ax.extent - n - lo) // s)))  # rows whose last tap is clamped to n-1
     return inside + low + high
 
 
-def _interior_rows(ax: AxisGeometry) -> tuple[int, int]:
+def interior_rows(ax: AxisGeometry) -> tuple[int, int]:
     """Rows ``[i0, i1)`` whose taps all land inside ``[0, n)`` (the mode changes nothing there)."""
     i0 = -(-ax.lo // ax.s) if ax.lo > 0 else 0
-    i1 = (ax.n - 1 + ax.lo - (ax.k - 1) * ax.d) // ax.s + 1
+    i1 = (ax.n + ax.lo - ax.extent) // ax.s + 1
     i1 = max(i0, min(ax.o, i1))
     return min(i0, i1), i1
 
@@ -123,7 +124,7 @@ def axis_nnz_before(ax: AxisGeometry, r: int, transposed: bool = False) -> int:
         return r * min(ax.k, ax.n // math.gcd(ax.d, ax.n))
     if ax.mode == "replicate":
         return _replicate_before(ax, r)
-    i0, i1 = _interior_rows(ax)  # reflect
+    i0, i1 = interior_rows(ax)  # reflect
     inside = max(0, min(r, i1) - i0) * ax.k
     return inside + _table_rows(ax, 0, min(r, i0), False) + _table_rows(ax, i1, max(r, i1), False)
 
@@ -168,7 +169,7 @@ def axis_max_row(ax: AxisGeometry, transposed: bool = False) -> int:
     from .pattern import axis_table
 
     if not transposed:
-        i0, i1 = _interior_rows(ax)
+        i0, i1 = interior_rows(ax)
         if i1 > i0:
             return ax.k
     rows = axis_rows(ax, transposed)
@@ -185,10 +186,10 @@ def axis_slot_bound(ax: AxisGeometry) -> int:
 
     1 with zero padding; reflect and circular padding fold the virtual inputs
     (within ``[-n, 2n)``) at most three deep; a replicated edge gathers the
-    taps beyond it, at most ``max(lo, hi)/d + 1``.
+    taps beyond it, at most ``(lo + hi)/d + 1`` (both edges at once when ``n = 1``).
     """
     if ax.mode == "zeros":
         return 1
     if ax.mode == "replicate":
-        return max(1, min(ax.k, max(ax.lo, ax.hi) // ax.d + 1))
+        return max(1, min(ax.k, (ax.lo + ax.hi) // ax.d + 1))
     return max(1, min(ax.k, 3))
