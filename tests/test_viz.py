@@ -1,5 +1,6 @@
 """Pictures: the cells a picture lights up are the matrix's non-zeros."""
 
+import functools
 import math
 import subprocess
 import sys
@@ -336,3 +337,95 @@ def test_frames_are_computed_without_matplotlib():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("blocked"), proc.stdout  # drawing does need matplotlib: the block held
+
+
+# --------------------------------------------------------------------------- #
+# outputs that nothing writes; output_padding side by side; the recipe with channels
+# --------------------------------------------------------------------------- #
+def _written_oracle(n, k, s, d, lo, m):
+    """Per axis: the outputs u = j*s - lo + t*d that some input j and tap t reach (a loop)."""
+    hit = np.zeros(m, bool)
+    for j in range(n):
+        for t in range(k):
+            u = j * s - lo + t * d
+            if 0 <= u < m:
+                hit[u] = True
+    return hit
+
+
+@pytest.mark.parametrize(
+    "kw, reason",
+    [
+        (dict(in_shape=(4, 3), kernel_size=3, stride=2, padding=1, dilation=2), "share the factor 2"),
+        (dict(in_shape=(5,), kernel_size=2, stride=3), "longer than the kernel's reach 2"),
+        (dict(in_shape=(3,), kernel_size=1, stride=2, output_padding=1), "longer than the kernel's reach 1"),
+        (dict(in_shape=(3, 3), kernel_size=(3, 2), stride=(2, 4), dilation=(2, 1)), "axis 0: stride 2"),
+        (dict(in_shape=(4, 4), kernel_size=3, stride=2, padding=1, output_padding=1), None),
+    ],
+)
+def test_unwritten_outputs_are_the_empty_rows(kw, reason):
+    mask, note = viz.unwritten_outputs(**kw)
+    ndim = len(kw["in_shape"])
+    per = {k: ((v,) * ndim if isinstance(v, int) else v) for k, v in kw.items() if k != "in_shape"}
+    per.setdefault("stride", (1,) * ndim)
+    per.setdefault("dilation", (1,) * ndim)
+    per.setdefault("padding", (0,) * ndim)
+    hits = [_written_oracle(n, k, s, d, lo, m) for n, k, s, d, lo, m in zip(
+        kw["in_shape"], per["kernel_size"], per["stride"], per["dilation"], per["padding"], mask.shape)]
+    want = ~functools.reduce(np.logical_and.outer, hits)  # written iff written on every axis
+    np.testing.assert_array_equal(mask, want)
+    if reason is None:
+        assert not mask.any() and note == ""
+    else:
+        assert note.startswith(f"{int(mask.sum())} of {mask.size} outputs are written by no input") and reason in note
+    frames = viz.conv_transpose_frames(**kw) if ndim <= 2 else []
+    for frame in frames:  # the scatter frames mark them and carry the note
+        assert frame.scene.note == note
+        np.testing.assert_array_equal(frame.output_state.reshape(mask.shape) == CellState.UNWRITTEN, mask)
+
+
+def test_the_note_is_on_the_pictures(mpl):
+    kw = dict(stride=2, padding=1, dilation=2)
+    fig = viz.draw_frame(viz.conv_transpose_frames((3, 3), 3, **kw)[4])
+    _, note = viz.unwritten_outputs((3, 3), 3, **kw)
+    assert note and "note: " + note in [t.get_text() for t in fig.texts]
+    two = viz.transposed_two_ways((3, 3), 3, **kw)
+    assert "note: " + note in [t.get_text() for t in two.texts] and two.max_difference == 0
+    plain = viz.transposed_two_ways((3, 3), 3, stride=2, padding=1, output_padding=1)
+    assert not [t for t in plain.texts if t.get_text().startswith("note:")]
+
+
+def test_output_padding_choices_side_by_side(mpl):
+    fig = viz.output_padding_choices((4, 4), 3, stride=2, padding=1)
+    assert fig.output_shapes == [(7, 7), (8, 8)]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("output_padding 0: output 7×7") and titles[1].startswith("output_padding 1: output 8×8")
+    assert all("has 4×4 outputs" in t for t in titles)  # both restore the forward output size
+    T = conv_transpose_matrix(np.ones((1, 1, 3, 3)), (4, 4), stride=2, padding=1, output_padding=1)
+    shown = fig.axes[1].images[0].get_array()
+    np.testing.assert_array_equal(shown.filled(0), np.diff(T.indptr).reshape(8, 8))
+    dashed = [p for p in fig.axes[1].patches if p.get_linestyle() == "--"]
+    assert len(dashed) == 2  # the added row and column
+    assert viz.output_padding_choices((4,), 3, padding=1).output_shapes == [(4,)]  # stride 1: one choice
+    with pytest.raises(ValueError, match=r"output_padding must be smaller than max\(stride, dilation\)"):
+        viz.output_padding_choices((4,), 3, stride=2, choices=[0, 2])
+
+
+def test_recipe_matrices_with_channels_and_groups(mpl):
+    w = np.random.default_rng(2).integers(-3, 4, size=(4, 3, 3, 2)).astype(float)  # C_in 4, C_out 6, groups 2
+    fig = viz.recipe_matrices(w, (3, 2), stride=(2, 1), padding=((1, 0), (0, 1)), output_padding=(1, 0), groups=2)
+    assert fig.max_difference == 0
+    heads = [ax.get_title().splitlines()[0] for ax in fig.axes]
+    assert heads == ["T (built directly)", "= K_flip", "· P", "· Z"]
+    T = conv_transpose_matrix(w, (3, 2), stride=(2, 1), padding=((1, 0), (0, 1)), output_padding=(1, 0), groups=2)
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array().filled(0), T.toarray())
+    K = fig.axes[1].images[0].get_array()
+    rows, cols = K.shape[0] // 6, K.shape[1] // 4
+    assert K.mask[: 3 * rows, 2 * cols :].all() and K.mask[3 * rows :, : 2 * cols].all()  # groups: block diagonal
+    with pytest.raises(ValueError) as want:
+        conv_transpose_matrix(w, (3, 2), stride=2, output_padding=2, groups=2)
+    with pytest.raises(ValueError) as got:
+        viz.recipe_matrices(w, (3, 2), stride=2, output_padding=2, groups=2)
+    assert str(got.value) == str(want.value)
+    with pytest.raises(ValueError, match="more than max_dense=50"):
+        viz.recipe_matrices(w, (3, 2), groups=2, max_dense=50)

@@ -16,7 +16,8 @@ frames (NumPy only)
     :func:`conv_arithmetic_frames` (one frame per output pixel of a forward
     convolution, any padding, mode, stride, dilation) and
     :func:`conv_transpose_frames` (one frame per input pixel of a transposed
-    convolution: the scatter view), as plain data.
+    convolution: the scatter view), as plain data; :func:`unwritten_outputs`
+    (outputs that no input writes, with a note saying why).
 animation
     :func:`draw_frame` (one frame as a Figure), :func:`frame_images`,
     :func:`save_gif`, :func:`animate_conv`, :func:`animate_conv_transpose`.
@@ -26,9 +27,10 @@ matrix
     for matrices too large to draw.
 recipe
     :func:`transposed_two_ways` (scatter against the zero-insertion recipe,
-    one channel), :func:`recipe_matrices` (the factors ``K_flip``, ``P``,
-    ``Z`` of :func:`convmat.recipe_factors` with channels and groups) and
-    :func:`output_padding_choices` (two output paddings side by side).
+    one channel) and :func:`recipe_matrices` (the factors ``K_flip``, ``P``,
+    ``Z`` of :func:`convmat.recipe_factors` with channels and groups).
+output_padding
+    :func:`output_padding_choices`: two output paddings side by side.
 panels
     :func:`before_after`: a row of images on one colour scale.
 
@@ -43,10 +45,11 @@ from __future__ import annotations
 
 from ._common import CellState
 from .animation import animate_conv, animate_conv_transpose, draw_frame, frame_images, save_gif
-from .frames import ConvFrame, ScatterFrame, Tap, conv_arithmetic_frames, conv_transpose_frames
+from .frames import ConvFrame, ScatterFrame, Tap, conv_arithmetic_frames, conv_transpose_frames, unwritten_outputs
 from .matrix import plot_matrix
+from .output_padding import output_padding_choices
 from .panels import before_after
-from .recipe import transposed_two_ways
+from .recipe import recipe_matrices, transposed_two_ways
 
 __all__ = [
     "CellState",
@@ -60,7 +63,10 @@ __all__ = [
     "conv_transpose_frames",
     "draw_frame",
     "frame_images",
+    "output_padding_choices",
     "plot_matrix",
+    "recipe_matrices",
     "save_gif",
     "transposed_two_ways",
+    "unwritten_outputs",
 ]

@@ -23,7 +23,8 @@ class CellState(IntEnum):
     output cell; ``DONE`` an output already computed (or, in the scatter view,
     an input already spread / an output already written to); ``CURRENT`` the
     current pixel; ``WRITTEN`` an output cell the current input pixel writes
-    (one of the row indices of that column of ``Cᵀ``).
+    (one of the row indices of that column of ``Cᵀ``); ``UNWRITTEN`` an
+    output cell that no input writes (an empty row of ``Cᵀ``: it stays 0).
     """
 
     INPUT = 0
@@ -34,6 +35,7 @@ class CellState(IntEnum):
     DONE = 5
     CURRENT = 6
     WRITTEN = 7
+    UNWRITTEN = 8
 
 
 _STATE_COLORS = {
@@ -45,6 +47,7 @@ _STATE_COLORS = {
     CellState.DONE: "#a1d99b",
     CellState.CURRENT: "#238b45",
     CellState.WRITTEN: "#2171b5",
+    CellState.UNWRITTEN: "#fde0dd",
 }
 _DARK_STATES = (CellState.READ, CellState.CURRENT, CellState.WRITTEN)
 _TAP_COLOR = "#cb181d"

@@ -39,7 +39,7 @@ class _FrameCanvas:
         self.cell = cell_inches
         rows = max(Hl, Hr)
         # Axes placed in inches, so that cells have one size in both grids.
-        top, bottom, gap, side = 1.05, 1.15, 0.9, 0.45
+        top, bottom, gap, side = 1.05 + (0.3 if scene.note else 0.0), 1.15, 0.9, 0.45
         grids = cell_inches * cols + gap
         width = max(grids + 2 * side, 6.6)
         height = cell_inches * rows + top + bottom
@@ -77,6 +77,9 @@ class _FrameCanvas:
         self.ax_l.set_title(scene.left_title, fontsize=9, pad=14)
         self.ax_r.set_title(scene.right_title, fontsize=9, pad=14)
         fig.suptitle(scene.suptitle, fontsize=9.5, y=1 - 0.08 / height, va="top")
+        if scene.note:  # outputs that nothing writes: say so on the picture
+            fig.text(0.5, 1 - 0.5 / height, "note: " + scene.note, ha="center", va="top", fontsize=8,
+                     color=_TAP_COLOR, wrap=True)
         self.subtitle = fig.text(0.5, 0.62 / height, "", ha="center", va="center", fontsize=8.5)
         self.text_l = self._cell_texts(self.ax_l, scene.left_labels)
         self.text_r = self._cell_texts(self.ax_r, scene.right_labels)

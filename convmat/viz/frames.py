@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..build import conv_matrix, conv_plan, conv_transpose_matrix, conv_transpose_plan
-from ..geometry import normalize_padding, normalize_per_axis, normalize_shape
+from ..geometry import normalize_per_axis, normalize_shape
 from ._common import (
     CellState,
     _cell_text,
@@ -27,7 +27,7 @@ from ._common import (
     _times,
 )
 
-__all__ = ["ConvFrame", "ScatterFrame", "Tap", "conv_arithmetic_frames", "conv_transpose_frames"]
+__all__ = ["ConvFrame", "ScatterFrame", "Tap", "conv_arithmetic_frames", "conv_transpose_frames", "unwritten_outputs"]
 
 
 # --------------------------------------------------------------------------- #
@@ -63,6 +63,7 @@ class _Scene:
     suptitle: str
     legend: tuple[CellState, ...]
     legend_names: dict = field(default_factory=dict)
+    note: str = ""  # drawn on the picture when not empty (outputs that nothing writes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -336,18 +337,13 @@ def conv_transpose_frames(in_shape, kernel_size, *, stride=1, padding=0, output_
     n2 = _lift(in_shape, 1)
     m = plan.output_shape[1:]
     m2 = _lift(m, 1)
-    pads = normalize_padding(
-        padding, ndim, in_shape=in_shape, kernel_size=kernel_size,
-        stride=normalize_per_axis(stride, "stride", ndim), dilation=normalize_per_axis(dilation, "dilation", ndim),
-        allow_strings=False,
-    )
-    out_pad = normalize_per_axis(output_padding, "output_padding", ndim, minimum=0)
     g = plan.geometry
     suptitle = (
         f"conv_transpose{ndim}d (scatter): input {_times(in_shape)} → output {_times(m)}\n"
-        f"kernel {_times(kernel_size)}, stride {_per_axis_text(g.stride)}, padding {_pad_text(pads)}, "
-        f"output_padding {_per_axis_text(out_pad)}, dilation {_per_axis_text(g.dilation)}"
+        f"kernel {_times(kernel_size)}, stride {_per_axis_text(g.stride)}, padding {_pad_text(g.padding)}, "
+        f"output_padding {_per_axis_text(g.output_padding)}, dilation {_per_axis_text(g.dilation)}"
     )
+    never, note = _unwritten(T, g)
     N, M = math.prod(n2), math.prod(m2)
     legend_names = {
         CellState.CURRENT: "current input (number = column of Cᵀ)",
@@ -355,6 +351,8 @@ def conv_transpose_frames(in_shape, kernel_size, *, stride=1, padding=0, output_
         CellState.WRITTEN: "written now (rows of that column)",
         CellState.OUTPUT: "output (number = row of Cᵀ)",
     }
+    if note:
+        legend_names[CellState.UNWRITTEN] = "written by no input (stays 0)"
     scene = _Scene(
         kind="scatter",
         ndim=ndim,
@@ -369,9 +367,11 @@ def conv_transpose_frames(in_shape, kernel_size, *, stride=1, padding=0, output_
         suptitle=suptitle,
         legend=tuple(legend_names),
         legend_names=legend_names,
+        note=note,
     )
     ptr, idx, val = np.asarray(T.indptr), np.asarray(T.indices), np.asarray(T.data)
     written = np.zeros(M, dtype=bool)
+    never = never.ravel()
     frames = []
     for j in range(N):
         rows = np.sort(idx[ptr[j] : ptr[j + 1]].astype(np.int64))
@@ -383,10 +383,73 @@ def conv_transpose_frames(in_shape, kernel_size, *, stride=1, padding=0, output_
         in_state.ravel()[:j] = CellState.DONE
         in_state[cell] = CellState.CURRENT
         out_state = np.where(written, CellState.DONE, CellState.OUTPUT).astype(np.int8)
+        out_state[never] = CellState.UNWRITTEN
         out_state[rows] = CellState.WRITTEN
         written[rows] = True
         frames.append(
             ScatterFrame(j, cell, rows, vals, out_cells, in_state, out_state.reshape(m2), scene)
         )
     return frames
+
+
+def _unwritten(T, geometry):
+    """``(mask over the output grid, note)``: outputs whose row of ``T`` (one channel) is empty, and why."""
+    m = geometry.in_shape  # the transposed output is the forward geometry's input
+    never = (np.diff(np.asarray(T.tocsr().indptr)) == 0).reshape(m)
+    if not never.any():
+        return never, ""
+    reasons = {}
+    for axis, ax in enumerate(geometry.axes):
+        common = math.gcd(ax.s, ax.d)
+        if common > 1 and ax.k > 1:
+            reasons[axis] = (f"stride {ax.s} and dilation {ax.d} share the factor {common}: every write lands "
+                             f"on an output u ≡ {(-ax.lo) % common} (mod {common})")
+        elif ax.s > ax.extent:
+            reasons[axis] = f"stride {ax.s} is longer than the kernel's reach {ax.extent}"
+    if not reasons:
+        why = "the output padding adds outputs past the last patch"
+    elif len(m) == 1:
+        why = reasons[0]
+    elif len(reasons) == len(m) and len(set(reasons.values())) == 1:
+        why = f"{reasons[0]}, on every axis"
+    else:
+        why = "; ".join(f"axis {axis}: {text}" for axis, text in reasons.items())
+    count, total = int(never.sum()), never.size
+    return never, f"{count} of {total} outputs are written by no input and stay 0 ({why})"
+
+
+def unwritten_outputs(in_shape, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1):
+    """The outputs of a transposed convolution that no input writes, read off the matrix, with a note.
+
+    Parameters
+    ----------
+    in_shape, kernel_size, stride, padding, output_padding, dilation
+        As :func:`convmat.conv_transpose_matrix` (any number of axes).
+
+    Returns
+    -------
+    mask : ndarray of bool, shape m
+        True where the row of ``Cᵀ = conv_transpose_matrix(ones, ...)`` is
+        empty: that output is 0 whatever the input.
+    note : str
+        ``''`` when every output is written; else the count and the reason
+        (stride and dilation sharing a factor ``g``, so every write lands on
+        one residue mod ``g``; a stride longer than the kernel's reach; or an
+        output padding past the last patch), as the pictures print it.
+
+    Examples
+    --------
+    >>> mask, note = unwritten_outputs((4,), 3, stride=2, dilation=2)
+    >>> mask.astype(int).tolist()
+    [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0]
+    >>> note
+    '5 of 11 outputs are written by no input and stay 0 (stride 2 and dilation 2 share the factor 2: every write lands on an output u ≡ 0 (mod 2))'
+    """
+    in_shape = normalize_shape(in_shape, "in_shape")
+    ndim = len(in_shape)
+    kernel_size = normalize_per_axis(kernel_size, "kernel_size", ndim, minimum=1)
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
+    ones = np.ones((1, 1, *kernel_size))
+    geometry = conv_transpose_plan(ones.shape, in_shape, **kw).geometry
+    return _unwritten(conv_transpose_matrix(ones, in_shape, **kw), geometry)
 

@@ -73,7 +73,7 @@ def _block_nnz(A, out_shape, in_shape):
 
 
 def plot_matrix(A, *, in_shape=None, out_shape=None, ax=None, max_dense=400, label_max=48, title="C",
-                path=None):
+                colorbar=True, path=None):
     """Draw a convolution matrix: every entry when small, a summary when large.
 
     Parameters
@@ -95,6 +95,8 @@ def plot_matrix(A, *, in_shape=None, out_shape=None, ax=None, max_dense=400, lab
         at most this many.
     title : str
         The matrix's name, shown with its shape and nnz (``"Cᵀ"``...).
+    colorbar : bool
+        A colour bar beside the heat map (small matrices).
     path : str or path-like, optional
         Save the figure there.
 
@@ -127,14 +129,14 @@ def plot_matrix(A, *, in_shape=None, out_shape=None, ax=None, max_dense=400, lab
     nnz = int(A.nnz)
     head = f"{title}: {R} × {N}, nnz {nnz:,} ({100 * nnz / max(1, R * N):.3g}% dense)"
     if max(R, N) <= max_dense:
-        fig = _plot_dense(A, in_shape, out_shape, ax, label_max, head)
+        fig = _plot_dense(A, in_shape, out_shape, ax, label_max, head, colorbar)
     else:
         fig = _plot_summary(A, in_shape, out_shape, ax, head, max_dense)
     _save(fig, path)
     return fig
 
 
-def _plot_dense(A, in_shape, out_shape, ax, label_max, head):
+def _plot_dense(A, in_shape, out_shape, ax, label_max, head, colorbar=True):
     from matplotlib.transforms import blended_transform_factory
 
     R, N = A.shape
@@ -165,7 +167,8 @@ def _plot_dense(A, in_shape, out_shape, ax, label_max, head):
     cm = cm.with_extremes(bad="#d9d9d9")  # not stored: grey; a stored zero is drawn in the colour map
     im = ax.imshow(np.ma.masked_invalid(dense), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest",
                    aspect="equal" if max(R, N) <= 4 * min(R, N) else "auto")
-    fig.colorbar(im, ax=ax, shrink=0.8, pad=0.05 if out_shape[0] > 1 else 0.02, label="value (grey: not stored)")
+    if colorbar:
+        fig.colorbar(im, ax=ax, shrink=0.8, pad=0.05 if out_shape[0] > 1 else 0.02, label="value (grey: not stored)")
     if max(R, N) <= 80:
         ax.set_xticks(np.arange(-0.5, N, 1.0), minor=True)
         ax.set_yticks(np.arange(-0.5, R, 1.0), minor=True)
@@ -183,12 +186,15 @@ def _plot_dense(A, in_shape, out_shape, ax, label_max, head):
         ax.add_patch(Rectangle((-0.5, -0.5), N, R, fill=False, ec="#252525", lw=1.4))
         right = blended_transform_factory(ax.transAxes, ax.transData)
         top = blended_transform_factory(ax.transData, ax.transAxes)
+        box = ax.get_position()  # narrow blocks (in inches) get the channel number only
+        wide = box.width * fig.get_figwidth() * No / N > 0.55
+        tall = box.height * fig.get_figheight() * Ro / R > 0.6
         for c in range(Cr):
-            ax.text(1.01, c * Ro + Ro / 2 - 0.5, f"out ch {c}", transform=right, rotation=-90, ha="left",
-                    va="center", fontsize=8)
+            ax.text(1.01, c * Ro + Ro / 2 - 0.5, f"out ch {c}" if tall else str(c), transform=right,
+                    rotation=-90 if tall else 0, ha="left", va="center", fontsize=8)
         for c in range(Cc):
-            ax.text(c * No + No / 2 - 0.5, 1.01, f"in ch {c}", transform=top, ha="center", va="bottom",
-                    fontsize=8)
+            ax.text(c * No + No / 2 - 0.5, 1.01, f"in ch {c}" if wide else str(c), transform=top, ha="center",
+                    va="bottom", fontsize=8)
     small = max(6.0, min(8.0, 300 / max(R, N, 1)))
     if R <= label_max:
         ax.set_yticks(np.arange(R), [f"{r} {_ravel_label(r, out_shape, Cr > 1)}" for r in range(R)],

@@ -1,4 +1,5 @@
-"""The transposed convolution two ways: the scatter (columns of ``Cᵀ``) and the recipe ``K_flip·P·Z``."""
+"""The transposed convolution two ways: the scatter (columns of ``Cᵀ``) and the recipe ``K_flip·P·Z``, as grids
+of numbers (one channel) and as matrices (channels and groups)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import math
 import numpy as np
 
 from .. import factors as F
-from ..build import conv_matrix, conv_transpose_matrix, conv_transpose_plan
-from ..geometry import normalize_padding, normalize_per_axis, normalize_shape
+from ..build import conv_transpose_matrix, conv_transpose_plan
+from ..geometry import extent, normalize_per_axis, normalize_shape
 from ._common import (
     _REGION_COLOR,
     _TAP_COLOR,
@@ -20,8 +21,10 @@ from ._common import (
     _save,
     _times,
 )
+from .frames import _unwritten
+from .matrix import plot_matrix
 
-__all__ = ["transposed_two_ways"]
+__all__ = ["recipe_matrices", "transposed_two_ways"]
 
 
 # --------------------------------------------------------------------------- #
@@ -106,11 +109,10 @@ def transposed_two_ways(in_shape, kernel_size, stride=1, padding=0, output_paddi
     _check_picture_ndim(in_shape)
     ndim = len(in_shape)
     kernel_size = normalize_per_axis(kernel_size, "kernel_size", ndim, minimum=1)
-    s = normalize_per_axis(stride, "stride", ndim, minimum=1)
-    d = normalize_per_axis(dilation, "dilation", ndim, minimum=1)
-    a = normalize_per_axis(output_padding, "output_padding", ndim, minimum=0)
-    pads = normalize_padding(padding, ndim, in_shape=in_shape, kernel_size=kernel_size, stride=s, dilation=d,
-                             allow_strings=False)
+    # Validation and wording are the transposed convolution's own (conv_transpose_plan).
+    geometry = conv_transpose_plan((1, 1, *kernel_size), in_shape, stride=stride, padding=padding,
+                                   output_padding=output_padding, dilation=dilation).geometry
+    s, d, a, pads = geometry.stride, geometry.dilation, geometry.output_padding, geometry.padding
     K = math.prod(kernel_size)
     if weight is None:
         weight = np.arange(1.0, K + 1).reshape(1, 1, *kernel_size)
@@ -124,18 +126,16 @@ def transposed_two_ways(in_shape, kernel_size, stride=1, padding=0, output_paddi
         raise ValueError(f"x must have shape in_shape {in_shape!r}, got {x.shape!r}")
     kw = dict(stride=s, padding=pads, output_padding=a, dilation=d)
     T = conv_transpose_matrix(weight, in_shape, **kw)
-    tplan = conv_transpose_plan(weight.shape, in_shape, **kw)
-    m = tplan.output_shape[1:]
+    m = geometry.in_shape  # the transposed output
     y_scatter = T @ x.ravel()
+    _, note = _unwritten(T, geometry)
 
-    # the recipe, as matrices
+    # the recipe, as matrices (convmat.recipe_factors)
+    Kf, P, Z = (sp.csr_array(f) for f in F.recipe_factors(weight, in_shape, **kw))
     z_shape = tuple((n - 1) * ss + 1 for n, ss in zip(in_shape, s))
-    rpad = tplan.geometry.recipe_padding
+    rpad = geometry.recipe_padding
     p_shape = tuple(zz + lo + hi for zz, (lo, hi) in zip(z_shape, rpad))
-    Z = sp.csr_array(F.zero_insertion_matrix(in_shape, s))
-    P = sp.csr_array(F.padding_matrix(z_shape, rpad))
     w_flip = np.asarray(F.flip_kernel(weight))
-    Kf = conv_matrix(w_flip, p_shape, dilation=d)
     zx = Z @ x.ravel()
     pzx = P @ zx
     y_recipe = Kf @ pzx
@@ -161,7 +161,8 @@ def transposed_two_ways(in_shape, kernel_size, stride=1, padding=0, output_paddi
     row_h = [max(sh[0] for sh in row) for row in shapes]
     cell = min(0.36, 12.0 / sum(col_w), 3.6 / max(row_h))
     rot = 0 if max(row_h) * cell < 1.2 else 90  # short rows (1-D): horizontal row labels
-    left, gap, right, top, title_h, bottom = (1.15 if rot == 0 else 0.75), 0.45, 0.2, 0.75, 0.55, 0.15
+    top = 0.75 + (0.4 if note else 0.0)
+    left, gap, right, title_h, bottom = (1.15 if rot == 0 else 0.75), 0.45, 0.2, 0.55, 0.15
     slots = [max(w * cell, 1.9) for w in col_w]  # room for the panel titles
     fig_w = max(left + sum(slots) + 3 * gap + right, 9.0)
     fig_h = top + sum(title_h + cell * h for h in row_h) + bottom
@@ -216,7 +217,107 @@ def transposed_two_ways(in_shape, kernel_size, stride=1, padding=0, output_paddi
         f"max |Cᵀx − K_flip·P·Z·x| = {diff_vec:.3g},   max |Cᵀ − K_flip·P·Z| = {diff_mat:.3g}",
         fontsize=10, y=1 - 0.08 / fig_h, va="top",
     )
+    if note:  # outputs that nothing writes: the zeros of the coverage panel, said in words
+        fig.text(0.5, 1 - 0.62 / fig_h, "note: " + note, ha="center", va="top", fontsize=8.5, color=_TAP_COLOR,
+                 wrap=True)
     fig.max_difference = max(diff_vec, diff_mat)
     _save(fig, path)
     return fig
 
+
+
+def recipe_matrices(weight, in_shape, *, stride=1, padding=0, output_padding=0, output_size=None, dilation=1,
+                    groups=1, max_dense=600, path=None, dpi=100):
+    """The transposed convolution and its three recipe factors as matrices, channels and groups included.
+
+    Parameters
+    ----------
+    weight : array, shape (C_in, C_out/groups, *kernel_size)
+        ConvTranspose layout, any number of channels.
+    in_shape, stride, padding, output_padding, output_size, dilation, groups
+        As :func:`convmat.recipe_factors` (the same validation and messages).
+    max_dense : int
+        Largest matrix side drawn (every entry is drawn); larger is a ValueError.
+    path : str or path-like, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Four heat maps, ``T = conv_transpose_matrix`` then ``K_flip``, ``P``
+        and ``Z`` of :func:`convmat.recipe_factors`, each with its channel
+        blocks outlined (``K_flip`` is block diagonal over the groups, ``P``
+        and ``Z`` over the channels); the title gives ``max|T - K_flip·P·Z|``
+        (the attribute ``max_difference``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fig = recipe_matrices(np.ones((2, 2, 3)), (3,), stride=2, groups=2)
+    >>> [ax.get_title().splitlines()[0] for ax in fig.axes]
+    ['T (built directly)', '= K_flip', '· P', '· Z']
+    >>> fig.max_difference
+    0.0
+    """
+    import scipy.sparse as sp
+
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, output_size=output_size,
+              dilation=dilation, groups=groups)
+    K, P, Z = (sp.csr_array(f) for f in F.recipe_factors(weight, in_shape, **kw))
+    w = np.asarray(weight)
+    plan = conv_transpose_plan(w.shape, in_shape, **kw)
+    g = plan.geometry
+    biggest = max(max(f.shape) for f in (K, P, Z))
+    if isinstance(max_dense, bool) or not isinstance(max_dense, (int, np.integer)) or max_dense < 1:
+        raise ValueError(f"max_dense must be a positive int, got {max_dense!r}")
+    if biggest > max_dense:
+        raise ValueError(
+            f"the recipe's matrices have up to {biggest} rows or columns, more than max_dense={max_dense}; "
+            f"draw a smaller geometry (fewer channels or pixels) or raise max_dense"
+        )
+    T = sp.csr_array(conv_transpose_matrix(w, in_shape, **kw))
+    diff = float(abs(T - K @ (P @ Z)).max()) if T.nnz else 0.0
+    c_in, c_out = plan.input_shape[0], plan.output_shape[0]
+    z = tuple((n - 1) * s + 1 for n, s in zip(g.out_shape, g.stride))
+    padded = tuple(v + lo + hi for v, (lo, hi) in zip(z, g.recipe_padding))
+    sides = [  # (matrix, title, (C, *spatial) of its columns, of its rows)
+        (T, "T (built directly)", plan.input_shape, plan.output_shape),
+        (K, "= K_flip", (c_in, *padded), plan.output_shape),
+        (P, "· P", (c_in, *z), (c_in, *padded)),
+        (Z, "· Z", plan.input_shape, (c_in, *z)),
+    ]
+    # One cell size for all four, top-aligned: the shapes of a matrix product (rows of T = rows of K_flip,
+    # columns of K_flip = rows of P, columns of P = rows of Z).
+    cols = [m.shape[1] for m, *_ in sides]
+    rows = max(m.shape[0] for m, *_ in sides)
+    cell = min(0.06, 14.0 / sum(cols), 6.5 / rows)
+    gap, left, top, bottom = 1.0, 0.9, 1.5, 0.6
+    slots = [max(c * cell, 1.6) for c in cols]
+    width, height = left + sum(slots) + gap * 4, top + rows * cell + bottom
+    fig = _new_figure((width, height), dpi=dpi)
+    x = left
+    for (matrix, title, cols_shape, rows_shape), slot in zip(sides, slots):
+        w_in, h_in = matrix.shape[1] * cell, matrix.shape[0] * cell
+        ax = fig.add_axes(((x + (slot - w_in) / 2) / width, (height - top - h_in) / height, w_in / width,
+                           h_in / height))
+        plot_matrix(matrix, in_shape=cols_shape, out_shape=rows_shape, ax=ax, title=title, max_dense=max_dense,
+                    label_max=0, colorbar=False)
+        ax.set_title(ax.get_title().replace(": ", "\n", 1), fontsize=9, pad=18)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        x += slot + gap
+    e = tuple(extent(k, d) for k, d in zip(g.kernel_size, g.dilation))
+    fig.suptitle(
+        f"conv_transpose{g.ndim}d {c_in} → {c_out} channels, groups {g.groups}: input {_times(g.out_shape)} → "
+        f"output {_times(g.in_shape)}, kernel {_times(g.kernel_size)}, stride {_per_axis_text(g.stride)}, "
+        f"padding {_pad_text(g.padding)}, output_padding {_per_axis_text(g.output_padding)}, dilation "
+        f"{_per_axis_text(g.dilation)}\n"
+        f"Z inserts stride−1 zeros ({_times(g.out_shape)} → {_times(z)}); P pads (e−1−lo, e−1−hi+a) = "
+        f"{_pad_text(g.recipe_padding)} with e = {_per_axis_text(e)} (→ {_times(padded)}); K_flip: stride 1, "
+        f"flipped kernel, channel axes swapped within each group\n"
+        f"max |T − K_flip·P·Z| = {diff:.3g}   (red/blue: weights; grey: not stored)",
+        fontsize=9.5, y=1 - 0.1 / height, va="top",
+    )
+    fig.max_difference = diff
+    _save(fig, path)
+    return fig
