@@ -101,6 +101,7 @@ def positive_int(value, name: str) -> int:
 def _is_sequence(value) -> bool:
     return isinstance(value, (tuple, list)) or (
         hasattr(value, "__len__") and hasattr(value, "__getitem__") and not isinstance(value, (str, bytes))
+        and getattr(value, "ndim", 1) != 0  # a 0-d array is a scalar
     )
 
 
@@ -434,7 +435,7 @@ class ConvGeometry:
             AxisGeometry(n, k, s, d, lo, hi, _forward_length(n, k, s, d, lo, hi), mode)
             for n, k, s, d, (lo, hi) in zip(in_shape, kernel_size, stride, dilation, pads)
         )
-        return cls(in_channels, out_channels, groups, axes)
+        return _checked(cls(in_channels, out_channels, groups, axes))
 
     @classmethod
     def for_transpose(
@@ -508,13 +509,12 @@ def _checked(geom: "ConvGeometry") -> "ConvGeometry":
     """``geom``, or a ParameterError if its matrix has more rows or columns than an int64 can count."""
     rows, cols = geom.shape
     if max(rows, cols) > 2**63 - 1:
-        big_pad = any(max(lo, hi) > ax.n for ax in geom.axes for lo, hi in [(ax.lo, ax.hi)])
-        name = "padding" if big_pad else "in_shape"
+        big_pad = any(max(ax.lo, ax.hi) > ax.n for ax in geom.axes)
+        name, value = ("padding", geom.padding) if big_pad else ("in_shape", geom.in_shape)
         raise ParameterError(
             name,
-            f"the matrix would have {rows:.3g} rows and {cols:.3g} columns, more than an int64 can index "
-            f"(2**63 - 1): in_shape {geom.in_shape!r}, padding {geom.padding!r}, channels "
-            f"({geom.in_channels}, {geom.out_channels})",
+            f"{name} {value!r} gives a matrix of {rows:.3g} rows and {cols:.3g} columns (channels "
+            f"{geom.out_channels} and {geom.in_channels}), more than an int64 can index (2**63 - 1)",
         )
     return geom
 

@@ -31,13 +31,15 @@ E = re.escape
 def fwd(**kwargs):
     kwargs.setdefault("weight", W)
     kwargs.setdefault("in_shape", (5, 5))
-    return lambda: conv_matrix(kwargs.pop("weight"), kwargs.pop("in_shape"), **kwargs)
+    rest = {k: v for k, v in kwargs.items() if k not in ("weight", "in_shape")}
+    return lambda: conv_matrix(kwargs["weight"], kwargs["in_shape"], **rest)
 
 
 def tr(**kwargs):
     kwargs.setdefault("weight", W)
     kwargs.setdefault("in_shape", (4, 4))
-    return lambda: conv_transpose_matrix(kwargs.pop("weight"), kwargs.pop("in_shape"), **kwargs)
+    rest = {k: v for k, v in kwargs.items() if k not in ("weight", "in_shape")}
+    return lambda: conv_transpose_matrix(kwargs["weight"], kwargs["in_shape"], **rest)
 
 
 VALUE_ERRORS = {
@@ -118,6 +120,14 @@ VALUE_ERRORS = {
     # other build options
     "threads-zero": (fwd(threads=0), r"threads must be >= 1, got 0"),
     "unknown-backend": (fwd(backend="jax"), r"backend must be one of.*got 'jax'"),
+    "max-bytes-negative": (fwd(max_bytes=-1), r"max_bytes must be >= 0.*got -1"),
+    # absurd sizes: refused, naming the parameter, before anything is allocated
+    "stride-absurd": (fwd(stride=10**20), r"stride must be at most 2\*\*62 in size, got 100000000000000000000"),
+    "padding-absurd": (fwd(padding=2**63), r"padding must be at most 2\*\*62 in size, got 9223372036854775808"),
+    "in-shape-absurd": (fwd(in_shape=(10**19, 5)), r"in_shape must be at most 2\*\*62"),
+    "dilation-absurd-entry": (fwd(dilation=(1, -(2**70))), r"dilation must be at most 2\*\*62"),
+    "matrix-beyond-int64": (fwd(in_shape=(2**40, 2**40), padding=1), r"in_shape.*more than an int64 can index"),
+    "padding-beyond-int64": (fwd(in_shape=(5, 5), padding=((0, 2**62), (0, 2**62))), r"padding.*more than an int64"),
 }
 
 TYPE_ERRORS = {
@@ -156,6 +166,9 @@ TYPE_ERRORS = {
     "rows-int": (fwd(rows=4), r"rows must be a slice or a \(start, stop\) pair, got 4"),
     "rows-triple": (fwd(rows=(0, 2, 3)), r"rows must be a slice or a \(start, stop\) pair, got \(0, 2, 3\)"),
     "rows-float": (fwd(rows=(0, 2.0)), r"rows must be an integer, got 2\.0"),
+    "stride-bool-array": (fwd(stride=np.array(True)), r"stride.*got array\(True\)"),
+    "stride-float-array": (fwd(stride=np.array(2.0)), r"stride.*got array\(2\.\)"),
+    "max-bytes-huge-float": (fwd(max_bytes=1e400), r"max_bytes must be an integer, got inf"),
 }
 
 
@@ -169,6 +182,63 @@ def test_value_errors(call, match):
 def test_type_errors(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+NOT_PARAMETER_ERRORS = {"unknown-backend"}  # raised by convmat.backends.get_backend
+
+
+@pytest.mark.parametrize("case", sorted(set(VALUE_ERRORS) | set(TYPE_ERRORS)))
+def test_errors_carry_the_parameter_they_name(case):
+    """``exc.parameter`` names the offending argument, and the message names it too (the CLI maps on it)."""
+    if case in NOT_PARAMETER_ERRORS:
+        pytest.skip("backend errors are convmat.backends' (no parameter attribute there yet)")
+    call, _ = VALUE_ERRORS.get(case) or TYPE_ERRORS[case]
+    with pytest.raises((ValueError, TypeError)) as info:
+        call()
+    name = getattr(info.value, "parameter", None)
+    assert isinstance(name, str) and name in str(info.value), (name, str(info.value))
+
+
+def test_zero_dimensional_integer_arrays_are_ints():
+    """``stride=np.array(2)`` is the int 2 (and per-axis arrays of ints are per-axis ints)."""
+    A = conv_matrix(W, (7, 7), stride=np.array(2), padding=np.array([1, 0]), dilation=np.int64(1))
+    B = conv_matrix(W, (7, 7), stride=2, padding=(1, 0))
+    assert (A != B).nnz == 0
+
+
+def test_big_endian_weights_are_converted():
+    w = np.arange(18.0).reshape(2, 1, 3, 3)
+    A = conv_matrix(w.astype(">f8"), (5, 5), padding=1)
+    B = conv_matrix(w, (5, 5), padding=1)
+    assert A.dtype == np.float64 and A.dtype.isnative
+    assert (A != B).nnz == 0 and np.array_equal(A.data, B.data)
+    C = conv_matrix(w.astype(">i4"), (5, 5), padding=1)  # big-endian integers: float64 values
+    assert C.dtype == np.float64 and np.array_equal(C.data, B.data)
+
+
+def test_bfloat16_and_float16_weights_are_refused_naming_weight():
+    with pytest.raises(TypeError, match=r"weight dtype must be one of.*got float16") as info:
+        conv_matrix(W.astype(np.float16), (5, 5))
+    assert info.value.parameter == "weight"
+    try:
+        import torch
+    except ImportError:
+        pytest.skip("torch is not installed")
+    with pytest.raises(TypeError, match=r"weight must have dtype float32.*got torch\.bfloat16") as info:
+        conv_matrix(torch.ones((2, 1, 3, 3), dtype=torch.bfloat16), (5, 5))
+    assert info.value.parameter == "weight"
+
+
+def test_restoring_output_padding_takes_every_padding_form():
+    from convmat import restoring_output_padding
+
+    assert restoring_output_padding((8,), 3, stride=2, padding=1) == (1,)
+    assert restoring_output_padding((8, 7), (3, 3), stride=(2, 2), padding=(1, 1)) == (1, 0)
+    assert restoring_output_padding((8, 7), 3, stride=2, padding=((1, 1), (1, 1))) == (1, 0)
+    assert restoring_output_padding((8,), 3, stride=2, padding="same") == (0,)  # 'same': (0, 1)
+    with pytest.raises(ValueError, match=r"stride must be >= 1") as info:
+        restoring_output_padding((8,), 3, stride=0, padding=1)
+    assert info.value.parameter == "stride"
 
 
 def test_value_errors_are_not_type_errors():
