@@ -101,6 +101,28 @@ def _draw(args, fwd, trans, out_pad, frames_too_big):
     if g.padding_mode == "zeros":
         viz.transposed_two_ways(g.out_shape, g.kernel_size, stride=g.stride, padding=g.padding,
                                 output_padding=out_pad, dilation=g.dilation, path=out("recipe.png"))
+        _draw_transposed(args, viz, weight, g, out_pad, out, skipped)
     else:
         skipped.append("recipe.png: the zero-insertion recipe is the transpose of zero padding only")
     return written, skipped
+
+
+def _draw_transposed(args, viz, weight, g, out_pad, out, skipped):
+    """conv_transpose.gif (the scatter, one frame per input pixel), output_padding.png, recipe_matrices.png."""
+    from convmat import recipe_factors
+
+    tkw = dict(stride=g.stride, padding=g.padding, dilation=g.dilation)
+    frames = viz.conv_transpose_frames(g.out_shape, g.kernel_size, output_padding=out_pad, **tkw)
+    shown = frames[: args.max_frames]
+    viz.save_gif(viz.frame_images(shown), out("conv_transpose.gif"))
+    if len(shown) < len(frames):
+        skipped.append(f"conv_transpose.gif shows the first {len(shown)} of {len(frames)} input pixels (--max-frames)")
+    viz.output_padding_choices(g.out_shape, g.kernel_size, path=out("output_padding.png"), **tkw)
+    factors = recipe_factors(weight, g.out_shape, output_padding=out_pad, groups=g.groups, **tkw)
+    side = max(max(f.shape) for f in factors)
+    if side <= args.max_dense:
+        viz.recipe_matrices(weight, g.out_shape, output_padding=out_pad, groups=g.groups, max_dense=args.max_dense,
+                            path=out("recipe_matrices.png"), **tkw)
+    else:
+        skipped.append(f"recipe_matrices.png: the recipe's matrices have {side:,} rows or columns, more than "
+                       f"--max-dense {args.max_dense}")

@@ -217,14 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip the comparisons with PyTorch")
     p.add_argument("--max-bytes", type=_byte_size, default=None, metavar="BYTES",
                    help="refuse geometries whose checks would hold more than this, e.g. 2GB (default: the "
-                   "available memory); the checks hold about four float64 matrices of the checked size")
+                   "available memory); the checks hold up to about eight float64 copies of the checked matrix")
 
     p = _subparser(sub, "draw",
                    "Write pictures of this geometry, all derived from the matrices: matrix.png and matrix_T.png "
                    "(the non-zeros of C and of the transposed convolution's matrix), conv_frame.png and "
-                   "conv.gif (one frame per output pixel: the input cells each row of C reads), and recipe.png "
+                   "conv.gif (one frame per output pixel: the input cells each row of C reads), recipe.png "
                    "(the transposed convolution as a scatter and as zero insertion + padding + flipped "
-                   "kernel). Frames show one channel of 1-D or 2-D geometries whose grid has at most "
+                   "kernel), conv_transpose.gif (the scatter, one frame per input pixel), output_padding.png "
+                   "(two output paddings side by side) and recipe_matrices.png (T = K_flip P Z with the "
+                   "channels and groups). Frames show one channel of 1-D or 2-D geometries whose grid has at most "
                    "--max-dense cells; larger matrices are drawn as a summary.")
     p.add_argument("-o", "--out", default="out", metavar="DIR", help="output directory (default out)")
     p.add_argument("--max-frames", type=_positive, default=64, metavar="F",
