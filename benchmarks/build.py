@@ -9,6 +9,9 @@ divided by the final matrix's bytes.
     python benchmarks/build.py --size 28 --peer     # also a COO-based builder (slow)
     python benchmarks/build.py --backends torch     # also build on the torch (and cupy) backends
 
+It also times plans (shape, nnz, bytes, a row block) on 10**9-sample
+geometries, which are computed in closed form, against the 10 ms target.
+
 On a device backend the matrix is built by that library (torch on its CPU
 threads, CuPy on the GPU); the ratio is to the same host memory bound, and
 for a GPU it is only a point of reference.
@@ -24,7 +27,31 @@ import tracemalloc
 
 import numpy as np
 
-from convmat import conv_plan
+from convmat import conv_plan, conv_transpose_plan
+
+HUGE = {
+    "conv_plan (1, 1, 3) on (10**9,)": lambda: conv_plan((1, 1, 3), (10**9,), padding=1),
+    "conv_plan (1, 1, 3, 3) on (10**9, 10**9)": lambda: conv_plan((1, 1, 3, 3), (10**9, 10**9), padding=1),
+    "conv_transpose_plan (1, 1, 3) stride 2, (10**9,)": lambda: conv_transpose_plan(
+        (1, 1, 3), (10**9,), stride=2, padding=1, output_padding=1),
+    "conv_plan k=10**6, dilation 7, 'same', (10**9,)": lambda: conv_plan((1, 1, 10**6), (10**9,), dilation=7,
+                                                                       padding="same"),
+}
+
+
+def plan_cost(repeat):
+    """Time and traced memory of a plan and its sizes on 10**9-sample geometries (target: 10 ms, 10 MB)."""
+    for name, make in HUGE.items():
+        def sizes():
+            plan = make()
+            return plan.nnz, plan.nbytes("float32"), plan.row_nnz(10**6, 10**6 + 10**3), next(plan.row_blocks(10**6))
+
+        t = median_time(sizes, repeat)
+        tracemalloc.start()
+        sizes()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        print(f"{name:52s} {t * 1e3:8.3f} ms   {t / 0.010:6.4f}x the 10 ms target, traced peak {peak / 1e3:.0f} kB")
 
 
 def median_time(fn, repeat):
@@ -105,6 +132,8 @@ def main(argv=None):
     plan = conv_plan(weight.shape, (n, n), padding=k // 2)
     final = plan.nbytes(np.float32)
     print(plan)
+    print()
+    plan_cost(args.repeat)
     print()
 
     bound = median_time(fill_baseline(plan, np.float32, 1), args.repeat)

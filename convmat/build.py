@@ -195,6 +195,18 @@ def conv_matrix(
     per axis, output ``j`` and tap ``t`` read ``u = j*s - lo + t*d``.  The
     pattern is structural: a zero weight gives a stored zero.
 
+    NaN and inf weights: a tap that lands on zero padding has no entry (there
+    is no column for the padding), so its weight never meets the image.  A
+    NaN or inf weight on such a tap leaves those outputs finite, where
+    ``torch.nn.functional.conv1d`` computes ``0 * nan = nan``:
+
+    >>> import numpy as np
+    >>> w = np.array([[[np.nan, 1.0, 1.0]]])
+    >>> conv_matrix(w, (3,), padding=1) @ np.ones(3)  # torch: [nan, nan, nan]
+    array([ 2., nan, nan])
+
+    Check ``np.isfinite(weight).all()`` first if that difference matters.
+
     Examples
     --------
     >>> import numpy as np
