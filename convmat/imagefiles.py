@@ -15,6 +15,8 @@ import warnings
 
 import numpy as np
 
+from .errors import ParameterError, ParameterTypeError
+
 __all__ = ["read_image", "read_images", "write_image", "ImageTooLargeError"]
 
 #: Modes read_image accepts, and the channels each gives.
@@ -48,14 +50,11 @@ def _sixteen_bit_colour(img) -> bool:
 
 
 def _memory_limit(max_bytes):
-    """The limit read_image applies, and what it is (``max_bytes``, else the available memory)."""
-    if max_bytes is None:
-        from .backends import get_backend
+    """The limit read_image applies, and its name: ``max_bytes``, else the host's (convmat.memory)."""
+    from .backends import get_backend
+    from .memory import memory_limit
 
-        return get_backend("scipy").memory_limit(), "available memory"
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
-        raise ValueError(f"max_bytes must be None or an integer >= 0 (a number of bytes), got {max_bytes!r}")
-    return int(max_bytes), "limit max_bytes"
+    return memory_limit(max_bytes, get_backend("scipy"))
 
 
 def _pil():
@@ -84,7 +83,8 @@ def read_image(path, *, mode=None, dtype=np.float64, scale=True, max_bytes=None)
         False: the raw sample values.
     max_bytes : int, optional
         Refuse (:class:`ImageTooLargeError`, before decoding) a file whose
-        decoding would take more than this; default: the available memory.
+        decoding would take more than this; default: the host's limit (the
+        smallest of the available memory, the cgroup limit and ``RLIMIT_AS``).
 
     Returns
     -------
@@ -118,15 +118,15 @@ def read_image(path, *, mode=None, dtype=np.float64, scale=True, max_bytes=None)
     ((1, 1, 3, 4), True)
     """
     if mode is not None and mode not in MODES:
-        raise ValueError(f"mode must be None or one of {tuple(MODES)}, got {mode!r}")
+        raise ParameterError("mode", f"mode must be None or one of {tuple(MODES)}, got {mode!r}")
     try:
         dt = np.dtype(dtype) if dtype is not None else None
     except TypeError:  # not a dtype at all ('foo')
         dt = None
     if dt is None or dt not in _FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+        raise ParameterTypeError("dtype", f"dtype must be float32 or float64, got {dtype!r}")
     if not isinstance(path, (str, bytes, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        raise ParameterTypeError("path", f"path must be a str or os.PathLike, got {type(path).__name__}")
     limit, what = _memory_limit(max_bytes)
     Image = _pil()
     with Image.open(path) as img:  # reads the header only
@@ -142,7 +142,7 @@ def read_image(path, *, mode=None, dtype=np.float64, scale=True, max_bytes=None)
         if limit is not None and need > limit:
             raise ImageTooLargeError(
                 f"{os.fspath(path)!r} is a {width} x {height} {src} image; reading it as {channels} channel(s) of "
-                f"{dt} would take {need:,} bytes, more than the {what} ({limit:,} bytes); pass a larger max_bytes "
+                f"{dt} would take {need:,} bytes, more than {what} ({limit:,} bytes); pass a larger max_bytes "
                 f"or read a smaller image"
             )
         if _sixteen_bit_colour(img):
@@ -197,16 +197,16 @@ def read_images(paths, *, mode=None, dtype=np.float64, scale=True, max_bytes=Non
     (3, 3, 4, 5)
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
-        raise TypeError(f"paths must be a sequence of paths (use read_image for one), got {paths!r}")
+        raise ParameterTypeError("paths", f"paths must be a sequence of paths (use read_image for one), got {paths!r}")
     paths = list(paths)
     if not paths:
-        raise ValueError("paths must name at least one image file, got an empty sequence")
+        raise ParameterError("paths", "paths must name at least one image file, got an empty sequence")
     images = [read_image(p, mode=mode, dtype=dtype, scale=scale, max_bytes=max_bytes) for p in paths]
     first = images[0].shape[1:]
     for p, img in zip(paths, images):
         if img.shape[1:] != first:
-            raise ValueError(
-                f"all images must have the same (C, H, W); {paths[0]!r} has {first} but {p!r} has "
+            raise ParameterError(
+                "paths", f"all images must have the same (C, H, W); {paths[0]!r} has {first} but {p!r} has "
                 f"{img.shape[1:]} (pass mode= to agree on channels, resize to agree on size)"
             )
     return np.concatenate(images, axis=0)
@@ -247,21 +247,21 @@ def write_image(path, x, *, clip=True, normalize=False, scale=True) -> None:
     """
     Image = _pil()
     if not isinstance(path, (str, bytes, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        raise ParameterTypeError("path", f"path must be a str or os.PathLike, got {type(path).__name__}")
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if x.dtype == object or x.dtype.kind not in "biuf":
-        raise TypeError(f"x must be an array of real numbers, got dtype {x.dtype}")
+        raise ParameterTypeError("x", f"x must be an array of real numbers, got dtype {x.dtype}")
     if x.ndim == 4:
         if x.shape[0] != 1:
-            raise ValueError(f"x must have shape (C, H, W) or (1, C, H, W), got {x.shape}; write one image per file")
+            raise ParameterError("x", f"x must have shape (C, H, W) or (1, C, H, W), got {x.shape}; write one image per file")
         x = x[0]
     if x.ndim != 3 or x.shape[0] not in (1, 3, 4):
-        raise ValueError(f"x must have shape (C, H, W) or (1, C, H, W) with C in (1, 3, 4), got {x.shape}")
+        raise ParameterError("x", f"x must have shape (C, H, W) or (1, C, H, W) with C in (1, 3, 4), got {x.shape}")
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
-        raise ValueError("x must be finite; it holds NaN or infinity")
+        raise ParameterError("x", "x must be finite; it holds NaN or infinity")
     top = 1.0 if scale else 255.0
     if normalize:
         lo, hi = float(x.min()), float(x.max())
@@ -269,8 +269,8 @@ def write_image(path, x, *, clip=True, normalize=False, scale=True) -> None:
     if clip:
         x = np.clip(x, 0.0, top)
     elif x.size and (x.min() < 0.0 or x.max() > top):
-        raise ValueError(
-            f"x has values in [{x.min():.4g}, {x.max():.4g}], outside [0, {top:g}]; pass clip=True to clip "
+        raise ParameterError(
+            "x", f"x has values in [{x.min():.4g}, {x.max():.4g}], outside [0, {top:g}]; pass clip=True to clip "
             f"them or normalize=True to rescale"
         )
     samples = np.rint(x * (255.0 / top)).astype(np.uint8)

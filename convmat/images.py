@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .errors import ParameterError, ParameterTypeError
 from .geometry import normalize_shape
 
 __all__ = ["images_to_columns", "columns_to_images"]
@@ -20,7 +21,7 @@ __all__ = ["images_to_columns", "columns_to_images"]
 def _refuse_matrix(a, name):
     """numpy.matrix stays 2-D under reshape: refuse it, naming the parameter."""
     if isinstance(a, np.matrix):
-        raise TypeError(f"{name} must be an array, not numpy.matrix (it always has 2 axes); "
+        raise ParameterTypeError(name, f"{name} must be an array, not numpy.matrix (it always has 2 axes); "
                         f"pass numpy.asarray({name})")
 
 
@@ -53,19 +54,19 @@ def images_to_columns(x, shape=None):
     (4, 1)
     """
     if not hasattr(x, "shape") or not hasattr(x, "reshape"):
-        raise TypeError(f"x must be an array of shape (N, C, *spatial), got {type(x).__name__}")
+        raise ParameterTypeError("x", f"x must be an array of shape (N, C, *spatial), got {type(x).__name__}")
     _refuse_matrix(x, "x")
     if shape is not None:
         shape = normalize_shape(shape, "shape")
         if tuple(x.shape) == shape:
             return x.reshape(1, -1).T
         if tuple(x.shape[1:]) != shape:
-            raise ValueError(
-                f"x must have shape {shape} (one image) or (N, *{shape}) (a batch), got {tuple(x.shape)}"
+            raise ParameterError(
+                "x", f"x must have shape {shape} (one image) or (N, *{shape}) (a batch), got {tuple(x.shape)}"
             )
     elif x.ndim < 3:
-        raise ValueError(
-            f"x must have shape (N, C, *spatial) with at least one spatial axis, got {tuple(x.shape)}; "
+        raise ParameterError(
+            "x", f"x must have shape (N, C, *spatial) with at least one spatial axis, got {tuple(x.shape)}; "
             f"pass shape=(C, *spatial) for one unbatched image"
         )
     return x.reshape(x.shape[0], math.prod(x.shape[1:])).T
@@ -93,13 +94,13 @@ def columns_to_images(Y, shape):
     """
     shape = normalize_shape(shape, "shape")
     if not hasattr(Y, "shape") or not hasattr(Y, "reshape") or hasattr(Y, "toarray"):
-        raise TypeError(f"Y must be a dense array (use .toarray() on a sparse result), got {type(Y).__name__}")
+        raise ParameterTypeError("Y", f"Y must be a dense array (use .toarray() on a sparse result), got {type(Y).__name__}")
     _refuse_matrix(Y, "Y")
     size = math.prod(shape)
     if Y.ndim == 1:
         Y = Y.reshape(-1, 1)
     if Y.ndim != 2 or Y.shape[0] != size:
-        raise ValueError(
-            f"Y must have shape ({size}, N) or ({size},) for images of shape {shape}, got {tuple(Y.shape)}"
+        raise ParameterError(
+            "Y", f"Y must have shape ({size}, N) or ({size},) for images of shape {shape}, got {tuple(Y.shape)}"
         )
     return Y.T.reshape((Y.shape[1],) + shape)

@@ -109,11 +109,11 @@ def plans(args, weight_shape=None):
 
 def host_limit(max_bytes):
     """The memory limit of a subcommand and what it is: ``--max-bytes``, else the builder's default."""
-    from convmat.backends import get_backend
+    from convmat.memory import host_memory_limit
 
     if max_bytes is not None:
-        return max_bytes, "limit --max-bytes"
-    return get_backend("scipy").memory_limit(), "available memory"
+        return max_bytes, "the limit --max-bytes"
+    return host_memory_limit()
 
 
 def random_weight(shape, dtype, seed):
@@ -127,7 +127,7 @@ def random_weight(shape, dtype, seed):
     limit, what = host_limit(None)
     if limit is not None and need > limit:
         raise CommandError("--in-channels/--out-channels", f"the random weight of shape {tuple(shape)} would take "
-                                                           f"{human(need)} while drawn, more than the {what} "
+                                                           f"{human(need)} while drawn, more than {what} "
                                                            f"({human(limit)})")
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype, copy=False)
 
@@ -336,7 +336,7 @@ def _check_size(args, plan, weight_shape):
     if limit is not None and need > limit:
         raise CommandError("--max-bytes", f"checking the matrix of shape {plan.shape} with {plan.nnz:,} non-zeros "
                                           f"holds about {human(need)} ({CHECK_COPIES} float64 copies and the "
-                                          f"weight), more than the {what} ({human(limit)}); check a smaller "
+                                          f"weight), more than {what} ({human(limit)}); check a smaller "
                                           f"geometry or raise --max-bytes")
 
 
