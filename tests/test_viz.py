@@ -400,7 +400,7 @@ def test_output_padding_choices_side_by_side(mpl):
     assert fig.output_shapes == [(7, 7), (8, 8)]
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("output_padding 0: output 7×7") and titles[1].startswith("output_padding 1: output 8×8")
-    assert all("has 4×4 outputs" in t for t in titles)  # both restore the forward output size
+    assert all("has 4×4 outputs" in t and "exact transpose" in t for t in titles)  # both restore the input size
     T = conv_transpose_matrix(np.ones((1, 1, 3, 3)), (4, 4), stride=2, padding=1, output_padding=1)
     shown = fig.axes[1].images[0].get_array()
     np.testing.assert_array_equal(shown.filled(0), np.diff(T.indptr).reshape(8, 8))
@@ -429,3 +429,27 @@ def test_recipe_matrices_with_channels_and_groups(mpl):
     assert str(got.value) == str(want.value)
     with pytest.raises(ValueError, match="more than max_dense=50"):
         viz.recipe_matrices(w, (3, 2), groups=2, max_dense=50)
+
+
+def test_draw_writes_the_transposed_pictures(pil, tmp_path, capsys):
+    """convmat draw: the scatter GIF (one frame per input pixel of the transposed convolution), two output
+    paddings side by side and the recipe's matrices with channels and groups."""
+    from PIL import ImageSequence
+
+    from convmat.cli import main
+
+    args = ["draw", "--in-shape", "5", "5", "--kernel", "3", "--stride", "2", "--padding", "1", "--dilation", "2",
+            "--in-channels", "2", "--out-channels", "4", "--groups", "2", "--max-frames", "5", "-o", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for name in ("conv_transpose.gif", "output_padding.png", "recipe_matrices.png"):
+        assert f"wrote {tmp_path / name}" in out and (tmp_path / name).stat().st_size > 0
+    with pil.open(tmp_path / "conv_transpose.gif") as gif:  # the transposed input is 2 x 2: 4 frames (< 5)
+        assert sum(1 for _ in ImageSequence.Iterator(gif)) == 4
+    # grid 9 x 9 = 81 cells (n + e - 1 per axis) fits --max-dense 90; K_flip has 4 x 9 x 9 columns (2 x 2 input,
+    # 1 zero inserted: 3 x 3, padded by e - 1 - p = 3 on each side)
+    assert main(args[:-2] + ["--max-frames", "2", "--max-dense", "90", "-o", str(tmp_path / "small")]) == 0
+    out = capsys.readouterr().out
+    assert "conv_transpose.gif shows the first 2 of 4 input pixels (--max-frames)" in out
+    assert "recipe_matrices.png: the recipe's matrices have 324 rows or columns, more than --max-dense 90" in out
+    assert not (tmp_path / "small" / "recipe_matrices.png").exists()

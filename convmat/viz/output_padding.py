@@ -102,11 +102,11 @@ def output_padding_choices(in_shape, kernel_size, *, stride=1, padding=0, dilati
         ax = fig.add_axes(((x + (slot - w * cell) / 2) / width, (height - top - h * cell) / height,
                            w * cell / width, h * cell / height))
         grid = coverage.reshape(_lift(m, 1))
-        restores = ("Cᵀ is its transpose" if back == base.out_shape else
-                    f"Cᵀ is its first {_times(base.out_shape)} rows, transposed")
+        restores = ("this transposed conv is its exact transpose" if back == base.out_shape else
+                    f"this transposed conv is its first {_times(base.out_shape)} rows, transposed")
         _value_grid(ax, grid, mask=never.reshape(grid.shape), cmap="Greys", vmin=0, vmax=max(1, int(grid.max())),
                     fmt="{:.0f}", title=f"output_padding {_per_axis_text(a)}: output {_times(m)}\n"
-                    f"(the forward conv of {_times(m)} has {_times(back)} outputs:\n{restores})")
+                    f"(a forward conv on {_times(m)} has {_times(back)} outputs:\n{restores})")
         ax.title.set_fontsize(9)
         extra = _lift(a, 0)
         if any(extra):  # the a samples added at the high end, per axis
