@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from .errors import ParameterError, ParameterTypeError
 from .geometry import normalize_per_axis, normalize_shape
 
 __all__ = ["operator_norm", "circular_singular_values"]
@@ -45,7 +46,8 @@ def _explicit(A):
         return None, aslinearoperator(A) if isinstance(A, LinearOperator) else LinearOperator(
             tuple(A.shape), matvec=A.matvec, rmatvec=A.rmatvec, dtype=getattr(A, "dtype", np.float64)
         )
-    raise TypeError(
+    raise ParameterTypeError(
+        "A",
         f"A must be a scipy sparse matrix, a 2-D ndarray, a ConvOperator or a LinearOperator "
         f"(matvec, rmatvec, shape), got {type(A).__name__}"
     )
@@ -110,14 +112,14 @@ def operator_norm(A, *, method="auto", tol=1e-10, maxiter=None, rng=None) -> flo
     (4.0, 4.0)
     """
     if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        raise ParameterError("method", f"method must be one of {_METHODS}, got {method!r}")
     if isinstance(tol, bool) or not (isinstance(tol, (int, float, np.floating, np.integer)) and tol >= 0):
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+        raise ParameterError("tol", f"tol must be a non-negative number, got {tol!r}")
     if maxiter is not None:
         if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)):
-            raise TypeError(f"maxiter must be a positive int or None, got {maxiter!r}")
+            raise ParameterTypeError("maxiter", f"maxiter must be a positive int or None, got {maxiter!r}")
         if maxiter < 1:
-            raise ValueError(f"maxiter must be a positive int or None (at least one iteration), got {maxiter!r}")
+            raise ParameterError("maxiter", f"maxiter must be a positive int or None (at least one iteration), got {maxiter!r}")
         maxiter = int(maxiter)
     rng = _generator(rng)
     M, L = _explicit(A)
@@ -128,7 +130,7 @@ def operator_norm(A, *, method="auto", tol=1e-10, maxiter=None, rng=None) -> flo
         method = "dense" if M is not None and m * n <= DENSE_LIMIT else "svds"
     if method == "dense":
         if M is None:
-            raise ValueError("method='dense' needs an explicit matrix (sparse or ndarray), got a LinearOperator")
+            raise ParameterError("method", "method='dense' needs an explicit matrix (sparse or ndarray), got a LinearOperator")
         dense = M.toarray() if hasattr(M, "toarray") else np.asarray(M)
         return float(np.linalg.svd(dense, compute_uv=False)[0])
     dtype = np.dtype(L.dtype)
@@ -173,9 +175,9 @@ def _generator(rng) -> np.random.Generator:
         return rng
     allowed = "None, a non-negative int seed or a numpy.random.Generator"
     if isinstance(rng, bool) or not isinstance(rng, (int, np.integer)):
-        raise TypeError(f"rng must be {allowed}, got {rng!r}")
+        raise ParameterTypeError("rng", f"rng must be {allowed}, got {rng!r}")
     if rng < 0:
-        raise ValueError(f"rng must be {allowed}, got {rng!r}")
+        raise ParameterError("rng", f"rng must be {allowed}, got {rng!r}")
     return np.random.default_rng(int(rng))
 
 
@@ -259,30 +261,33 @@ def circular_singular_values(weight, in_shape, *, stride=1, groups=1, dilation=1
     """
     w = np.asarray(weight)
     if w.dtype == object or w.dtype.kind not in "biufc":
-        raise TypeError(f"weight must be an array of numbers, got dtype {w.dtype}")
+        raise ParameterTypeError("weight", f"weight must be an array of numbers, got dtype {w.dtype}")
     if w.ndim < 3:
-        raise ValueError(f"weight must have shape (C_out, C_in/groups, *kernel_size), got shape {w.shape}")
+        raise ParameterError("weight", f"weight must have shape (C_out, C_in/groups, *kernel_size), got shape {w.shape}")
     if w.size == 0:
-        raise ValueError(
+        raise ParameterError(
+            "weight",
             f"weight must have at least one output channel, one input channel and one tap per axis, "
             f"got an empty weight of shape {w.shape}"
         )
     in_shape = normalize_shape(in_shape, "in_shape")
     D = w.ndim - 2
     if len(in_shape) != D:
-        raise ValueError(
+        raise ParameterError(
+            "in_shape",
             f"weight of shape {w.shape} has {D} spatial axes but in_shape {in_shape!r} has {len(in_shape)}"
         )
     stride = normalize_per_axis(stride, "stride", D, minimum=1)
     dilation = normalize_per_axis(dilation, "dilation", D, minimum=1)
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
+        raise ParameterError("groups", f"groups must be a positive int, got {groups!r}")
     c_out, c_in_g = w.shape[:2]
     if c_out % groups:
-        raise ValueError(f"C_out ({c_out}, weight.shape[0]) must be divisible by groups ({groups})")
+        raise ParameterError("groups", f"C_out ({c_out}, weight.shape[0]) must be divisible by groups ({groups})")
     for axis, (n, s) in enumerate(zip(in_shape, stride)):
         if n % s:
-            raise ValueError(
+            raise ParameterError(
+                "stride",
                 f"stride must divide in_shape on every axis (the DFT block-diagonalises a strided circular "
                 f"convolution only then), got stride {stride!r} for in_shape {in_shape!r} "
                 f"(axis {axis}: {n} is not a multiple of {s})"

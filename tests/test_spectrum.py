@@ -243,3 +243,20 @@ def test_bad_inputs():
         circular_singular_values(np.ones((0, 1, 3)), (5,))
     with pytest.raises(ValueError, match=r"empty weight of shape \(1, 1, 0\)"):
         circular_singular_values(np.ones((1, 1, 0)), (5,))
+
+
+@pytest.mark.parametrize(
+    "call, parameter",
+    [
+        (lambda C: operator_norm(C, method="power", maxiter=0), "maxiter"),
+        (lambda C: operator_norm(C, rng="x"), "rng"),
+        (lambda C: operator_norm(C, tol=-1.0), "tol"),
+        (lambda C: circular_singular_values(np.ones((0, 1, 3)), (6,)), "weight"),
+        (lambda C: circular_singular_values(np.ones((1, 1, 3)), (7,), stride=2), "stride"),
+        (lambda C: circular_singular_values(np.ones((2, 1, 3)), (6,), groups=3), "groups"),
+    ],
+)
+def test_errors_carry_the_parameter(call, parameter):
+    with pytest.raises((ValueError, TypeError)) as exc:
+        call(conv_matrix(np.ones((1, 1, 3)), (5,)))
+    assert exc.value.parameter == parameter and parameter in str(exc.value)
