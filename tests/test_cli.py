@@ -302,7 +302,8 @@ def test_draw_writes_pictures_derived_from_the_matrix(tmp_path, capsys):
                    "--max-frames", "4", "-o", str(tmp_path)])
     assert status == 0
     out = capsys.readouterr().out
-    for name in ("matrix.png", "matrix_T.png", "conv_frame.png", "conv.gif", "recipe.png"):
+    for name in ("matrix.png", "matrix_T.png", "conv_frame.png", "conv.gif", "recipe.png", "conv_transpose.gif",
+                 "output_padding.png", "recipe_matrices.png"):
         assert (tmp_path / name).stat().st_size > 0, name
         assert f"wrote {tmp_path / name}" in out
     with Image.open(tmp_path / "conv.gif") as gif:  # 3x3 outputs, capped at 4 frames
@@ -320,7 +321,7 @@ def test_draw_says_what_it_cannot_draw(tmp_path, capsys):
                  "-o", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "r" / "conv.gif").exists() and not (tmp_path / "r" / "recipe.png").exists()
-    assert "recipe is the transpose of zero padding only" in out
+    assert "zero-insertion recipe are the transpose of zero padding only" in out
 
 
 # --------------------------------------------------------------------------- #
@@ -381,14 +382,52 @@ def test_draw_refuses_frames_above_max_dense_before_building_them(tmp_path, caps
     def forbidden(*args, **kwargs):
         raise AssertionError("frames computed above --max-dense")
 
-    monkeypatch.setattr(viz, "conv_arithmetic_frames", forbidden)
-    monkeypatch.setattr(viz, "transposed_two_ways", forbidden)
+    for name in ("conv_arithmetic_frames", "transposed_two_ways", "conv_transpose_frames", "output_padding_choices",
+                 "recipe_matrices"):
+        monkeypatch.setattr(viz, name, forbidden)
     # 256 x 256 took more than 8 GB before; the grid is 258 x 258 cells with padding 1
     code, out, err = run(capsys, "draw", "--in-shape", 256, 256, "--kernel", 3, "--padding", 1, "-o", tmp_path)
     assert code == 0, err
-    assert "not drawn: conv_frame.png, conv.gif, recipe.png: the grid has 66,564 cells, more than --max-dense 400" in out
+    assert ("not drawn: conv_frame.png, conv.gif, recipe.png, conv_transpose.gif, output_padding.png, "
+            "recipe_matrices.png: the grid has 66,564 cells, more than --max-dense 400") in out
     assert (tmp_path / "matrix.png").exists() and not (tmp_path / "conv.gif").exists()
     # the recipe's grid counts too: n + e - 1 = 10 + 21 - 1 per axis with dilation 10
     code, out, _ = run(capsys, "draw", "--in-shape", 10, 10, "--kernel", 3, "--dilation", 10, "--padding", "same",
                        "--max-dense", 500, "-o", tmp_path / "d")
     assert code == 0 and "the grid has 900 cells, more than --max-dense 500" in out
+
+
+def test_draw_notes_outputs_nothing_writes_and_refuses_big_recipe_matrices(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from convmat import viz
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("recipe_matrices drawn above --max-dense")
+
+    monkeypatch.setattr(viz, "recipe_matrices", forbidden)
+    # 8 channels: the recipe's matrices have 8 * 12 * 12 = 1,152 columns, the grid 10 x 10 cells
+    code, out, err = run(capsys, "draw", "--in-shape", 8, 8, "--kernel", 3, "--stride", 2, "--dilation", 2,
+                         "--padding", 1, "--in-channels", 8, "--out-channels", 8, "--max-frames", 1, "--max-dense", 150,
+                         "-o", tmp_path)
+    assert code == 0, err
+    assert "not drawn: recipe_matrices.png: the recipe's matrices have 1,152 rows or columns, more than --max-dense 150" in out
+    assert "note: transposed convolution: " in out and "share the factor 2" in out
+    assert (tmp_path / "conv_transpose.gif").exists() and not (tmp_path / "recipe_matrices.png").exists()
+
+
+@pytest.mark.parametrize("in_shape, k, s, d, padding, c, groups, a", [
+    ((7,), 1, 2, 1, 1, 2, 1, None), ((7,), 3, 3, 2, 2, 4, 2, None), ((6, 5), 2, 2, 1, "same", 2, 1, None),
+    ((6, 5), 3, 1, 2, 0, 2, 2, None), ((9,), 3, 2, 1, 0, 1, 1, (1,)), ((5, 7), 1, 3, 1, 1, 4, 4, (2, 2)),
+])
+def test_recipe_matrix_sides_is_the_largest_side_of_the_factors(in_shape, k, s, d, padding, c, groups, a):
+    """The size draw checks before building anything equals the factors' largest side, cropping included."""
+    from convmat import conv_transpose_plan, recipe_factors
+    from convmat.cli.draw import recipe_matrix_sides
+
+    weight_shape = (c, c // groups, *(k,) * len(in_shape))
+    g = conv_plan(weight_shape, in_shape, stride=s, dilation=d, padding=padding, groups=groups).geometry
+    kw = dict(stride=g.stride, padding=g.padding, dilation=g.dilation, groups=groups,
+              **({"output_size": in_shape} if a is None else {"output_padding": a}))
+    trans = conv_transpose_plan(weight_shape, g.out_shape, **kw)
+    factors = recipe_factors(np.ones(weight_shape), g.out_shape, **kw)
+    assert recipe_matrix_sides(trans) == max(*trans.shape, *(n for f in factors for n in f.shape))
