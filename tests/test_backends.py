@@ -200,16 +200,16 @@ def test_operator_matches_scipy_and_stays_on_the_device(be, case):
         (B(on(be, x)), A(x)),
         (B(on(be, x[0])), A(x[0])),
         (B.apply_adjoint(on(be, y)), A.apply_adjoint(y)),
-        (B.T(on(be, y)), A.T(y)),
+        (B.H(on(be, y)), A.H(y)),
         (B.H.apply_adjoint(on(be, x)), A.H.apply_adjoint(x)),
         (B @ on(be, x.reshape(3, -1).T), A @ x.reshape(3, -1).T),
-        (B.T @ on(be, y[0].ravel()), A.T @ y[0].ravel()),
+        (B.H @ on(be, y[0].ravel()), A.H @ y[0].ravel()),
     ]:
         assert array_library(got) == be.library and be.owns(got), type(got)
         np.testing.assert_allclose(be.to_host(got), ref, **tol)
     # the matrices themselves: C, and C^H of the adjoint view
     np.testing.assert_allclose(_dense(be, B.matrix), A.matrix.toarray(), **tol)
-    np.testing.assert_allclose(_dense(be, B.T.matrix), A.T.matrix.toarray(), **tol)
+    np.testing.assert_allclose(_dense(be, B.H.matrix), A.H.matrix.toarray(), **tol)
 
 
 def _dense(be, M):
@@ -296,7 +296,7 @@ def test_operands_of_another_library_are_refused(be):
         B(x)
     with pytest.raises(TypeError, match=r"y is a numpy.ndarray"):
         B.apply_adjoint(np.zeros(B.out_shape))
-    with pytest.raises(TypeError, match=r"X is a numpy.ndarray"):
+    with pytest.raises(TypeError, match=r"x is a numpy.ndarray"):
         B @ np.zeros(B.shape[1])
     A = _operator(0)
     with pytest.raises(TypeError, match=r"but this operator lives on backend 'scipy' \(NumPy\); pass x"):
@@ -334,13 +334,15 @@ def test_device_arrays_for_the_host_backend_are_refused_without_importing_their_
     assert "cupy" not in sys.modules or _CUPY_SKIP is None
 
 
-def test_torch_weights_choose_the_device_and_requires_grad_is_fine():
+def test_torch_weights_choose_the_device_and_requires_grad_keeps_the_graph():
     w = torch.ones(2, 1, 3, requires_grad=True)
-    M = conv_matrix(w, (5,), backend="torch")
+    M = conv_matrix(w.detach(), (5,), backend="torch")
     assert M.layout == torch.sparse_csr and M.device == w.device and M.dtype == torch.float32
+    with pytest.raises(TypeError, match="weight requires grad, and a sparse matrix cannot carry"):
+        conv_matrix(w, (5,), backend="torch")  # never a silent detach
     B = ConvOperator(w, (5,), backend="torch")
     x = torch.ones(1, 5, requires_grad=True)
-    assert B(x).shape == (2, 3)
+    assert B(x).shape == (2, 3) and B(x).requires_grad
 
 
 def test_backend_errors():
@@ -440,7 +442,7 @@ def test_builder_runs_without_numpy_on_device_arrays(monkeypatch):
             B = _operator(case, "torch")
             x = torch.from_numpy(rng.standard_normal((2, *B.in_shape)).astype(B.dtype))
             y = torch.from_numpy(rng.standard_normal((2, *B.out_shape)).astype(B.dtype))
-            results[("op", case)] = (B(x), B.apply_adjoint(y), B.T.matrix, adjoint_test(B).passed, x, y)
+            results[("op", case)] = (B(x), B.apply_adjoint(y), B.H.matrix, adjoint_test(B).passed, x, y)
     for key, (got, ref) in ((k, v) for k, v in results.items() if k[0] != "op"):
         assert_same_csr(be, got, ref)
     for case in range(len(OPERATOR_CASES)):
