@@ -431,3 +431,12 @@ def test_recipe_matrix_sides_is_the_largest_side_of_the_factors(in_shape, k, s, 
     trans = conv_transpose_plan(weight_shape, g.out_shape, **kw)
     factors = recipe_factors(np.ones(weight_shape), g.out_shape, **kw)
     assert recipe_matrix_sides(trans) == max(*trans.shape, *(n for f in factors for n in f.shape))
+
+
+def test_shape_of_a_huge_geometry_builds_nothing(capsys):
+    """10**9 x 10**9 samples: the sizes come from the closed forms, in the largest unit that fits."""
+    code, out, err = run(capsys, "shape", "--in-shape", 10**9, 10**9, "--kernel", 3, "--padding", 1)
+    assert code == 0, err
+    plan = conv_plan((1, 1, 3, 3), (10**9, 10**9), padding=1)
+    assert int(field(out, "nnz").split()[0].replace(",", "")) == plan.nnz
+    assert re.match(r"\d+\.\d EB \(", field(out, "bytes (float64)"))

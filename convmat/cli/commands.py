@@ -136,9 +136,11 @@ def random_weight(shape, dtype, seed):
 # output helpers
 # --------------------------------------------------------------------------- #
 def human(nbytes: int) -> str:
+    """Bytes in decimal units: '172 B', '23.3 kB', ..., '152.0 EB'."""
     value = float(nbytes)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+    for unit in units:
+        if value < 1000 or unit == units[-1]:
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError  # pragma: no cover
