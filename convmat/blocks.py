@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from .build import MatrixTooLargeError, _human, _value_dtype
 from .pattern import axis_pattern
+from .spmm import csr_matmul
 
 __all__ = [
     "block_index_dtype",
@@ -42,6 +43,10 @@ __all__ = [
     "build_slab",
     "combine",
     "tree_order",
+    "slab_forward",
+    "slab_adjoint",
+    "embed",
+    "reduce_partials",
 ]
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -317,3 +322,40 @@ def tree_order(n: int) -> list[list[tuple[int, int]]]:
         levels.append([(i, i + step) for i in range(0, n - step, 2 * step)])
         step *= 2
     return levels
+
+
+# --------------------------------------------------------------------------- #
+# one slab's products (run where the slab is: a worker, or this process)
+# --------------------------------------------------------------------------- #
+def slab_forward(B, halo, R, threads=1):
+    """``B @ halo`` for images: ``halo`` ``(N, C_in, f1 - f0)`` -> ``(N, R, j1 - j0)``."""
+    N, C, L = halo.shape
+    H = np.ascontiguousarray(np.transpose(halo, (1, 2, 0))).reshape(C * L, N)
+    Y = csr_matmul(B, H, threads=threads)  # (R (j1 - j0), N)
+    return np.ascontiguousarray(Y.T).reshape(N, R, -1)
+
+
+def slab_adjoint(B, slab, y_part, threads=1):
+    """The partial sum ``(f0, f1, B^H y_part)``: ``y_part`` ``(N, R, j1 - j0)`` -> array ``(C_in, f1 - f0, N)``."""
+    N = y_part.shape[0]
+    Y = np.ascontiguousarray(np.transpose(y_part, (1, 2, 0))).reshape(-1, N)
+    X = csr_matmul(B, Y, transpose=True, conjugate=True, threads=threads)
+    f0, f1 = int(slab[2]), int(slab[3])
+    return f0, f1, X.reshape(-1, f1 - f0, N)
+
+
+def embed(part, F):
+    """A partial sum ``(f0, f1, (C, f1 - f0, N))`` as images ``(N, C, F)`` (zeros elsewhere)."""
+    f0, f1, A = part
+    out = np.zeros((A.shape[2], A.shape[0], F), dtype=A.dtype)
+    out[:, :, f0:f1] = np.transpose(A, (2, 0, 1))
+    return out
+
+
+def reduce_partials(parts):
+    """The partial sums added along :func:`tree_order`: what :mod:`convmat.dask` computes, in this process."""
+    parts = list(parts)
+    for level in tree_order(len(parts)):
+        for i, j in level:
+            parts[i] = combine(parts[i], parts[j])
+    return parts[0]

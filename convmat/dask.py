@@ -1,0 +1,379 @@
+"""DaskConvOperator: a convolution layer whose matrix lives on the workers of a Dask cluster.
+
+Needs ``dask.distributed`` (``pip install "convmat[dask]"``); ``import convmat``
+does not import it.
+
+The matrix is cut into *slabs* (:func:`convmat.blocks.slabs`): the rows of
+every output channel at a range of output positions, with columns
+renumbered onto the input positions they read.  Each slab is built on a
+worker from the plan and the weight -- the weight travels, the matrix never
+does -- and kept there (``keep=True``), or rebuilt on the workers at every
+product when the cluster's memory is smaller than the matrix
+(``keep=False``).  A kept slab lost with its worker is rebuilt from the plan
+by the scheduler.
+
+Forward ``y = C x``: each slab receives only its *halo* of ``x`` (every input
+channel at the positions ``[f0, f1)`` it reads) and returns its rows; each
+row is one row kernel of :func:`convmat.spmm.csr_matmul`, so ``y`` has the
+bits of the stored operator's product.  Adjoint ``x = C^H y``: each slab
+returns its partial sum on its own input range, and the partial sums are
+added along a fixed tree (:func:`convmat.blocks.tree_order`), whatever worker
+finishes first: the same bits as :func:`convmat.blocks.reduce_partials`
+computes in one process, on every run.
+
+Communication per product, ``N`` columns of ``itemsize`` bytes: forward, the
+halos ``sum_slabs C_in (f1 - f0) N itemsize`` to the workers and ``y`` back;
+adjoint, the slabs of ``y`` out, the partial sums up the tree and ``x`` back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator
+
+from . import blocks as _b
+from .build import MatrixTooLargeError, _human
+from .streamed import host_weight, layer_plan
+
+__all__ = ["DaskConvOperator", "BLOCK_FRACTION", "KEEP_FRACTION"]
+
+#: Default ``block_bytes``: this fraction of the smallest worker memory limit (room for the
+#: building temporaries, the halo, the result and Dask's own use).
+BLOCK_FRACTION = 0.125
+#: ``keep=None`` keeps the slabs when each worker's share is at most this fraction of its memory limit.
+KEEP_FRACTION = 0.5
+#: ``block_bytes`` when the workers have no memory limit.
+DEFAULT_BLOCK_BYTES = 256 << 20
+
+_COUNTER = itertools.count()
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError as exc:  # pragma: no cover - the extra is installed in CI
+        raise ImportError('convmat.dask needs dask.distributed: pip install "convmat[dask]"') from exc
+    return distributed
+
+
+def _build(plan, w, slab, threads):
+    return _b.build_slab(plan, w, slab, w.dtype, threads=threads)
+
+
+def _forward(B, halo, R, threads):
+    return _b.slab_forward(B, halo, R, threads)
+
+
+def _forward_streamed(plan, w, slab, halo, threads):
+    return _b.slab_forward(_build(plan, w, slab, threads), halo, plan.output_shape[0], threads)
+
+
+def _adjoint(B, slab, y_part, threads):
+    return _b.slab_adjoint(B, slab, y_part, threads)
+
+
+def _adjoint_streamed(plan, w, slab, y_part, threads):
+    return _b.slab_adjoint(_build(plan, w, slab, threads), slab, y_part, threads)
+
+
+def _on(worker):
+    """Placement keywords: prefer ``worker`` (None: anywhere), never require it."""
+    return {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+
+
+class DaskConvOperator(LinearOperator):
+    """A convolution layer as a SciPy ``LinearOperator`` whose matrix is built and applied on a Dask cluster.
+
+    Parameters
+    ----------
+    weight : array, shape (C_out, C_in/groups, *kernel_size) or (C_in, C_out/groups, *kernel_size)
+        As :class:`~convmat.ConvOperator`; NumPy or array-like (it is sent to the workers).
+    in_shape : tuple of int
+    client : distributed.Client
+        A running client of the cluster.
+    block_bytes : int, optional
+        The most bytes of one slab; default ``BLOCK_FRACTION`` of the smallest
+        worker memory limit (256 MiB without limits).
+    keep : bool, optional
+        Keep the slabs on the workers (built once), or rebuild them at every
+        product.  Default: keep when each worker's share of the matrix is at
+        most ``KEEP_FRACTION`` of its memory limit.
+    threads : int
+        Threads of each slab's build and product on its worker.  The
+        adjoint's bits depend on it (the forward's do not).
+    stride, padding, dilation, groups, padding_mode, transposed, output_padding, output_size, dtype, bias
+        As :class:`~convmat.ConvOperator`.
+
+    Attributes
+    ----------
+    plan : ConvPlan
+    slabs : list of (j0, j1, f0, f1)
+        Output positions ``[j0, j1)`` (every output channel) and the input positions ``[f0, f1)`` they read.
+    keep : bool
+    in_shape, out_shape, shape, dtype, bias
+
+    Raises
+    ------
+    TypeError
+        ``client`` is not a ``distributed.Client``.
+    RuntimeError
+        The client is closed (here and at every product).
+    MatrixTooLargeError
+        A slab would be larger than a worker's memory limit (before anything
+        is built); ``keep=True`` for a matrix larger than the cluster holds.
+
+    Notes
+    -----
+    :meth:`apply` and :meth:`apply_adjoint` take NumPy or Dask arrays of
+    images and return the same kind (``out='numpy'`` or ``out='dask'`` to
+    choose); ``matvec``/``matmat``/``rmatvec``/``rmatmat`` take NumPy columns,
+    so ``scipy.sparse.linalg.lsqr`` and :func:`convmat.adjoint_test` run on it.
+    The client process holds halos and results, never a slab.
+    """
+
+    def __init__(self, weight, in_shape, *, client, block_bytes=None, keep=None, threads=1, stride=1, padding=0,
+                 dilation=1, groups=1, padding_mode="zeros", transposed=False, output_padding=0, output_size=None,
+                 dtype=None, bias=None):
+        dist = _distributed()
+        if not isinstance(client, dist.Client):
+            raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}: {client!r:.80}")
+        self.client = client
+        self._check_client()
+        if keep is not None and not isinstance(keep, (bool, np.bool_)):
+            raise TypeError(f"keep must be True, False or None, got {keep!r}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        w = host_weight(weight, dtype)
+        plan = layer_plan(w.shape, in_shape, transposed=transposed, stride=stride, padding=padding,
+                          dilation=dilation, groups=groups, padding_mode=padding_mode,
+                          output_padding=output_padding, output_size=output_size)
+        if tuple(w.shape) != tuple(plan.weight_shape):
+            raise ValueError(f"weight must have shape {plan.weight_shape} for this plan, got {tuple(w.shape)}")
+        self.plan, self._w, self.threads = plan, w, int(threads)
+        self.in_shape, self.out_shape = tuple(plan.input_shape), tuple(plan.output_shape)
+        if bias is not None:
+            bias = np.array(bias, dtype=w.dtype)
+            if bias.shape != (self.out_shape[0],):
+                raise ValueError(f"bias must have shape ({self.out_shape[0]},), got {bias.shape}")
+        self.bias = bias
+        super().__init__(w.dtype, plan.shape)
+
+        workers = self._workers()
+        limits = [v for v in workers.values() if v]
+        limit = min(limits) if limits else None
+        if block_bytes is None:
+            block_bytes = DEFAULT_BLOCK_BYTES if limit is None else max(1, int(limit * BLOCK_FRACTION))
+        self.slabs = _b.slabs(plan, w.dtype, block_bytes)
+        sizes = [_b.slab_nbytes(plan, w.dtype, j0, j1, (f0, f1)) for j0, j1, f0, f1 in self.slabs]
+        if limit is not None:
+            _b.check_fits(max(sizes), limit, "the smallest worker memory limit", int(limit * BLOCK_FRACTION))
+        self.block_bytes = int(block_bytes)
+        addrs = sorted(workers)
+        S, W = len(self.slabs), len(addrs)
+        self._home = [addrs[i * W // S] for i in range(S)]  # neighbouring slabs on one worker
+        share = max(sum(s for s, h in zip(sizes, self._home) if h == a) for a in addrs)
+        fits = limit is None or share <= KEEP_FRACTION * limit
+        if keep and not fits:
+            raise MatrixTooLargeError(
+                f"keep=True needs {_human(share)} of slabs on one worker, more than {KEEP_FRACTION} of its memory "
+                f"limit ({_human(limit)}); use keep=False (slabs rebuilt at every product) or more workers"
+            )
+        self.keep = fits if keep is None else bool(keep)
+        self._tag = f"convmat-{uuid.uuid4().hex[:8]}-{next(_COUNTER)}"
+        self._blocks = None
+        if self.keep:
+            self._blocks = [
+                client.submit(_build, plan, w, slab, self.threads, key=f"{self._tag}-slab-{i}",
+                              workers=[self._home[i]], allow_other_workers=True)
+                for i, slab in enumerate(self.slabs)
+            ]
+
+    # ------------------------------------------------------------------ #
+    def _check_client(self):
+        status = getattr(self.client, "status", None)
+        if status != "running":
+            raise RuntimeError(
+                f"the dask client is not running (status {status!r}); DaskConvOperator needs a connected "
+                f"distributed.Client: create a new one and a new operator"
+            )
+
+    def _workers(self):
+        """``{address: memory limit in bytes or None}`` of the cluster's workers."""
+        try:
+            info = self.client.scheduler_info(n_workers=-1)
+        except TypeError:  # older distributed
+            info = self.client.scheduler_info()
+        workers = {a: (int(v.get("memory_limit") or 0) or None) for a, v in info["workers"].items()}
+        if not workers:
+            raise RuntimeError("the dask cluster has no workers")
+        return workers
+
+    @property
+    def nnz(self) -> int:
+        return int(self.plan.nnz)
+
+    @property
+    def blocks(self):
+        """The futures of the kept slabs (None with ``keep=False``); never gathered to this process."""
+        return self._blocks
+
+    def _where(self):
+        """The worker to send each slab's operand to: where the slab is now (or will be built)."""
+        if not self.keep:
+            alive = set(self._workers())
+            return [h if h in alive else None for h in self._home]
+        who = self.client.who_has(self._blocks)
+        return [(sorted(who.get(f.key, ())) or [None])[0] for f in self._blocks]
+
+    def _send(self, parts, where):
+        """Operands to the workers: NumPy arrays scattered to ``where`` (one call per worker), Dask arrays computed there."""
+        c = self.client
+        out = [None] * len(parts)
+        groups = {}
+        for i, (p, w) in enumerate(zip(parts, where)):
+            if hasattr(p, "dask"):
+                out[i] = c.compute(p, **_on(w))
+            else:
+                groups.setdefault(w, []).append(i)
+        for w, idx in groups.items():
+            futures = c.scatter([np.ascontiguousarray(parts[i]) for i in idx], hash=False,
+                                **({} if w is None else {"workers": [w]}))
+            for i, f in zip(idx, futures):
+                out[i] = f
+        return out
+
+    # ------------------------------------------------------------------ #
+    # products on images (N, C, F): NumPy or Dask in, futures out
+    # ------------------------------------------------------------------ #
+    def _forward_futures(self, x3):
+        self._check_client()
+        c, R = self.client, self.out_shape[0]
+        where = self._where()
+        halos = self._send([x3[:, :, f0:f1] for _, _, f0, f1 in self.slabs], where)
+        if self.keep:
+            return [c.submit(_forward, B, h, R, self.threads, **_on(w), pure=False) for B, h, w in zip(self._blocks, halos, where)]
+        return [c.submit(_forward_streamed, self.plan, self._w, s, h, self.threads, **_on(w), pure=False) for s, h, w in zip(self.slabs, halos, where)]
+
+    def _adjoint_future(self, y3):
+        self._check_client()
+        c = self.client
+        where = self._where()
+        ys = self._send([y3[:, :, j0:j1] for j0, j1, _, _ in self.slabs], where)
+        if self.keep:
+            parts = [c.submit(_adjoint, B, s, y, self.threads, **_on(w), pure=False) for B, s, y, w in zip(self._blocks, self.slabs, ys, where)]
+        else:
+            parts = [c.submit(_adjoint_streamed, self.plan, self._w, s, y, self.threads,
+                              **_on(w), pure=False)
+                     for s, y, w in zip(self.slabs, ys, where)]
+        for level in _b.tree_order(len(parts)):
+            for i, j in level:
+                parts[i] = c.submit(_b.combine, parts[i], parts[j], pure=False)
+        F = int(np.prod(self.in_shape[1:]))
+        return c.submit(_b.embed, parts[0], F, pure=False)
+
+    def _images_out(self, futures, shape, kind, dtype):
+        """Assemble the slabs' results ``(N, R, j1 - j0)`` into images ``(N, *shape)``."""
+        N = shape[0]
+        if kind == "dask":
+            import dask.array as da
+
+            pieces = [da.from_delayed(f, shape=(N, shape[1], j1 - j0), dtype=dtype)
+                      for f, (j0, j1, _, _) in zip(futures, self.slabs)]
+            return da.concatenate(pieces, axis=2).reshape(shape)
+        out = np.empty((N, shape[1], int(np.prod(shape[2:]))), dtype=dtype)
+        for (j0, j1, _, _), y in zip(self.slabs, self.client.gather(futures)):
+            out[:, :, j0:j1] = y
+        return out.reshape(shape)
+
+    @staticmethod
+    def _kind(x, out):
+        if out is None:
+            return "dask" if hasattr(x, "dask") else "numpy"
+        if out not in ("numpy", "dask"):
+            raise ValueError(f"out must be 'numpy', 'dask' or None (the input's kind), got {out!r}")
+        return out
+
+    def _as_images(self, x, shape, name):
+        """``x`` as ``(N, C, F)`` (NumPy or Dask), and whether it was batched."""
+        if not hasattr(x, "dask"):
+            x = np.asarray(x)
+        if tuple(x.shape) == tuple(shape):
+            return x.reshape((1, shape[0], -1)), False
+        if len(x.shape) == len(shape) + 1 and tuple(x.shape[1:]) == tuple(shape):
+            return x.reshape((x.shape[0], shape[0], -1)), True
+        raise ValueError(f"{name} must have shape {tuple(shape)} or (N, {', '.join(map(str, shape))}), "
+                         f"got {tuple(x.shape)}")
+
+    def apply(self, x, *, out=None):
+        """``C @ x`` plus the bias, for images ``(N, *in_shape)`` or ``in_shape`` (NumPy or Dask)."""
+        kind = self._kind(x, out)
+        x3, batched = self._as_images(x, self.in_shape, "x")
+        dtype = np.result_type(self.dtype, x3.dtype)
+        y = self._images_out(self._forward_futures(x3), (x3.shape[0],) + self.out_shape, kind, dtype)
+        if self.bias is not None:
+            y = y + self.bias.reshape((-1,) + (1,) * (len(self.out_shape) - 1))
+        return y if batched else y[0]
+
+    __call__ = apply
+
+    def apply_adjoint(self, y, *, out=None):
+        """``C^H @ y`` for images ``(N, *out_shape)`` or ``out_shape`` (NumPy or Dask)."""
+        kind = self._kind(y, out)
+        y3, batched = self._as_images(y, self.out_shape, "y")
+        dtype = np.result_type(self.dtype, y3.dtype)
+        fut = self._adjoint_future(y3)
+        shape = (y3.shape[0],) + self.in_shape
+        if kind == "dask":
+            import dask.array as da
+
+            x = da.from_delayed(fut, shape=(shape[0], shape[1], int(np.prod(shape[2:]))), dtype=dtype).reshape(shape)
+        else:
+            x = fut.result().reshape(shape)
+        return x if batched else x[0]
+
+    # ------------------------------------------------------------------ #
+    # SciPy's LinearOperator: NumPy columns
+    # ------------------------------------------------------------------ #
+    def _columns(self, X, shape, adjoint):
+        X = np.asarray(X)
+        k = 1 if X.ndim == 1 else X.shape[1]
+        x3 = X.reshape(shape[0], -1, k).transpose(2, 0, 1)  # (k, C, F)
+        if adjoint:
+            out = self._adjoint_future(x3).result()
+        else:
+            dtype = np.result_type(self.dtype, X.dtype)
+            out = self._images_out(self._forward_futures(x3), (k, self.out_shape[0], int(np.prod(self.out_shape[1:]))),
+                                   "numpy", dtype)
+        cols = out.reshape(k, -1).T
+        return np.ascontiguousarray(cols[:, 0] if X.ndim == 1 else cols)
+
+    def _matvec(self, x):
+        return self._columns(x, self.in_shape, False)
+
+    def _matmat(self, X):
+        return self._columns(X, self.in_shape, False)
+
+    def _rmatvec(self, y):
+        return self._columns(y, self.out_shape, True)
+
+    def _rmatmat(self, Y):
+        return self._columns(Y, self.out_shape, True)
+
+    def close(self):
+        """Release the kept slabs on the workers."""
+        if self._blocks is not None:
+            for f in self._blocks:
+                f.release()
+            self._blocks = None
+
+    def __repr__(self) -> str:
+        head = repr(self.plan).splitlines()[0].replace("ConvPlan(", "", 1)
+        how = "kept on the workers" if self.keep else "rebuilt on the workers at every product"
+        return (
+            f"DaskConvOperator({head}\n  matrix {self.shape[0]} x {self.shape[1]}, nnz {self.nnz:,}, {self.dtype}, "
+            f"{_human(self.plan.nbytes(self.dtype))} if stored whole; {len(self.slabs)} slabs of at most "
+            f"{_human(self.block_bytes)}, {how})"
+        )

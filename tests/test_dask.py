@@ -1,0 +1,176 @@
+"""DaskConvOperator on a real distributed.LocalCluster (2 worker processes, 1 thread each, loopback)."""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from scipy.sparse.linalg import lsqr
+
+from convmat import ConvOperator, MatrixTooLargeError, adjoint_test
+from convmat.blocks import build_slab, embed, reduce_partials, slab_adjoint
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        memory_limit="1.5GB",
+    )
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _op(**kw):
+    from convmat.dask import DaskConvOperator
+
+    return DaskConvOperator(**kw)
+
+
+def _layer(seed=0, cin=24, cout=24, n=(20, 20)):
+    rng = np.random.default_rng(seed)
+    return rng, rng.standard_normal((cout, cin, 3, 3)), n
+
+
+def _sent(client):
+    """Bytes all workers have sent so far (to peers and to this client)."""
+    return sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total).values())
+
+
+def _local_adjoint(D, y):
+    """The partial sums of D's slabs added along the same fixed tree, in this process."""
+    N = y.shape[0]
+    y3 = y.reshape(N, D.out_shape[0], -1)
+    parts = [
+        slab_adjoint(build_slab(D.plan, D._w, s, D.dtype), s, np.ascontiguousarray(y3[:, :, s[0] : s[1]]))
+        for s in D.slabs
+    ]
+    return embed(reduce_partials(parts), int(np.prod(D.in_shape[1:]))).reshape((N,) + D.in_shape)
+
+
+def test_products_equal_the_single_machine_operator(client):
+    rng, w, n = _layer()
+    A = ConvOperator(w, n, padding=1, stride=(1, 2))
+    D = _op(weight=w, in_shape=n, padding=1, stride=(1, 2), client=client, block_bytes=A.plan.nbytes(w.dtype) // 8)
+    assert len(D.slabs) >= 8 and D.keep
+    x = rng.standard_normal((3,) + A.in_shape)
+    y = rng.standard_normal((3,) + A.out_shape)
+    assert np.array_equal(D(x), A(x))  # each row: one row kernel, as stored
+    assert np.array_equal(D(x[1]), A(x[1]))
+    got = D.apply_adjoint(y)
+    assert np.array_equal(got, _local_adjoint(D, y))  # the fixed tree, bit for bit
+    assert np.array_equal(D.apply_adjoint(y), got)  # and on every run
+    assert np.allclose(got, A.apply_adjoint(y), rtol=0, atol=1e-11)
+    # rebuilt on the workers at every product: the same bits
+    S = _op(weight=w, in_shape=n, padding=1, stride=(1, 2), client=client, keep=False,
+            block_bytes=A.plan.nbytes(w.dtype) // 8)
+    assert not S.keep and S.blocks is None
+    assert np.array_equal(S(x), A(x)) and np.array_equal(S.apply_adjoint(y), got)
+    D.close()
+
+
+def test_dask_arrays_in_and_out(client):
+    import dask.array as da
+
+    rng, w, n = _layer(1, cin=4, cout=6, n=(16, 12))
+    A = ConvOperator(w, n, padding=1, padding_mode="reflect")
+    D = _op(weight=w, in_shape=n, padding=1, padding_mode="reflect", client=client, block_bytes=20_000)
+    x = rng.standard_normal((2,) + A.in_shape)
+    y = rng.standard_normal((2,) + A.out_shape)
+    xd = da.from_array(x, chunks=(1, 4, 8, 12))
+    out = D(xd)
+    assert isinstance(out, da.Array) and out.shape == (2,) + A.out_shape
+    assert np.array_equal(out.compute(), A(x))
+    assert isinstance(D(x, out="dask"), da.Array)
+    assert isinstance(D(xd, out="numpy"), np.ndarray)
+    back = D.apply_adjoint(da.from_array(y, chunks=(2, 3, 16, 12)))
+    assert isinstance(back, da.Array)
+    assert np.array_equal(back.compute(), D.apply_adjoint(y))
+    with pytest.raises(ValueError, match="out must be 'numpy', 'dask' or None"):
+        D(x, out="cupy")
+
+
+def test_linear_operator_lsqr_and_adjoint_test(client):
+    rng, w, n = _layer(2, cin=3, cout=3, n=(10, 10))
+    w = 0.05 * w
+    w[:, :, 1, 1] += np.eye(3)  # well conditioned: lsqr converges in a few iterations
+    D = _op(weight=w, in_shape=n, padding=1, client=client, block_bytes=20_000, bias=np.arange(3.0))
+    assert adjoint_test(D).passed
+    x = rng.standard_normal(D.shape[1])
+    sol, stop, iters = lsqr(D, D @ x, atol=1e-12, btol=1e-12, iter_lim=60)[:3]
+    assert stop in (1, 2) and np.abs(sol - x).max() < 1e-8
+    A = ConvOperator(w, n, padding=1, bias=np.arange(3.0))
+    X = rng.standard_normal((D.shape[1], 3))
+    assert np.array_equal(D.matmat(X), A.matmat(X))
+    img = rng.standard_normal((3, 10, 10))
+    assert np.array_equal(D(img), A(img))  # the bias, on images only
+
+
+def test_the_client_never_holds_a_block(client):
+    rng, w, n = _layer(3)
+    D = _op(weight=w, in_shape=n, padding=1, client=client, block_bytes=3_000_000)
+    matrix = D.plan.nbytes(D.dtype)
+    x = rng.standard_normal((1,) + D.in_shape)
+    y = rng.standard_normal((1,) + D.out_shape)
+    D(x)  # the slabs are built (on the workers) by the first product
+    for product, operand in ((D.apply, x), (D.apply_adjoint, y)):
+        before = _sent(client)
+        product(operand)
+        sent = _sent(client) - before
+        assert 0 < sent <= 0.01 * matrix, (sent, matrix)
+
+
+def test_bad_input(client):
+    from convmat.dask import DaskConvOperator
+
+    w = np.ones((2, 2, 3, 3))
+    with pytest.raises(TypeError, match="client must be a distributed.Client, got str"):
+        DaskConvOperator(w, (8, 8), client="tcp://127.0.0.1:8786")
+    # 64 -> 64 channels 3x3 on 256^2 (2.4e9 non-zeros): 4 GB blocks on 1.5 GB workers, refused before building
+    known = set(client.futures)
+    big = np.ones((64, 64, 3, 3), dtype=np.float32)
+    with pytest.raises(MatrixTooLargeError, match=r"a block of [0-9.]+ GB \([0-9,]+ bytes\) is larger than the smallest worker memory limit "
+                       r"\(1\.5 GB.*use block_bytes=187,500,000 or less"):
+        DaskConvOperator(big, (256, 256), padding=1, client=client, block_bytes=4 * 10**9)
+    assert set(client.futures) <= known  # nothing was submitted
+    with pytest.raises(TypeError, match="keep must be True, False or None"):
+        DaskConvOperator(w, (8, 8), client=client, keep="yes")
+
+
+def test_a_closed_client_is_an_error_not_a_hang(client):
+    import distributed
+
+    second = distributed.Client(client.scheduler.address)
+    w = np.ones((2, 2, 3, 3))
+    D = _op(weight=w, in_shape=(8, 8), client=second, block_bytes=10_000)
+    second.close()
+    t = time.perf_counter()
+    with pytest.raises(RuntimeError, match="the dask client is not running \\(status 'closed'\\)"):
+        D(np.ones((2, 8, 8)))
+    with pytest.raises(RuntimeError, match="not running"):
+        _op(weight=w, in_shape=(8, 8), client=second)
+    assert time.perf_counter() - t < 5
+
+
+def test_a_killed_worker_loses_no_product(client):
+    # keep this test last: the nanny restarts the worker under a new address
+    rng, w, n = _layer(4, cin=8, cout=8, n=(16, 16))
+    A = ConvOperator(w, n, padding=1)
+    D = _op(weight=w, in_shape=n, padding=1, client=client, block_bytes=A.plan.nbytes(w.dtype) // 6)
+    x = rng.standard_normal((2,) + A.in_shape)
+    y = rng.standard_normal((2,) + A.out_shape)
+    assert np.array_equal(D(x), A(x))
+    adj = D.apply_adjoint(y)
+    pids = client.run(os.getpid)
+    victim = sorted(pids)[0]
+    os.kill(pids[victim], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while victim in client.scheduler_info()["workers"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert victim not in client.scheduler_info()["workers"]
+    assert np.array_equal(D(x), A(x))  # lost slabs rebuilt from the plan
+    assert np.array_equal(D.apply_adjoint(y), adj)

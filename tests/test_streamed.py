@@ -1,0 +1,222 @@
+"""The streamed operator and the row blocks it is built from (convmat.streamed, convmat.blocks)."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.signal
+from scipy.sparse.linalg import lsqr
+
+from convmat import ConvOperator, MatrixTooLargeError, adjoint_test, conv_plan
+from convmat.blocks import (
+    block_index_dtype,
+    build_block,
+    build_slab,
+    combine,
+    embed,
+    reduce_partials,
+    row_blocks,
+    slab_adjoint,
+    slab_forward,
+    slab_support,
+    slabs,
+    tree_order,
+)
+from convmat.spmm import csr_matmul
+from convmat.streamed import StreamedConvOperator
+
+GEOMETRIES = [
+    dict(in_shape=(21, 19), padding=1),
+    dict(in_shape=(21, 19), padding=2, stride=2, dilation=2),
+    dict(in_shape=(21, 19), padding=1, padding_mode="reflect"),
+    dict(in_shape=(21, 19), padding=(1, 2), groups=2),
+    dict(in_shape=(21, 19), padding=2, stride=3, padding_mode="circular"),
+    dict(in_shape=(9, 8, 7), padding=1, padding_mode="replicate"),
+    dict(in_shape=(11, 10), padding=1, stride=2, transposed=True, output_padding=1),
+]
+
+
+def _layer(rng, geometry, dtype, cin=6, cout=8):
+    g = dict(geometry)
+    in_shape = g.pop("in_shape")
+    groups = g.get("groups", 1)
+    if g.get("transposed"):
+        w = rng.standard_normal((cin, cout // groups) + (3,) * len(in_shape))
+    else:
+        w = rng.standard_normal((cout, cin // groups) + (3,) * len(in_shape))
+    return w.astype(dtype), in_shape, g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_products_have_the_bits_of_the_stored_operator(geometry, dtype):
+    rng = np.random.default_rng(14)
+    w, in_shape, kw = _layer(rng, geometry, dtype)
+    A = ConvOperator(w, in_shape, **kw)
+    S = StreamedConvOperator(w, in_shape, block_bytes=A.plan.nbytes(dtype) // 7, **kw)
+    assert len(S.blocks) >= 7 and len(S.H.blocks) >= 7
+    x = rng.standard_normal((5,) + A.in_shape).astype(dtype)
+    y = rng.standard_normal((5,) + A.out_shape).astype(dtype)
+    # forward: one row kernel per row, whatever the other rows of the product
+    assert np.array_equal(S(x), A(x))
+    assert np.array_equal(S(x[0]), A(x[0]))
+    assert np.array_equal(S @ x[0].ravel(), A @ x[0].ravel())
+    # adjoint: row blocks of C^H built from the transposed plan, so the bits of C^H's CSR product
+    CH = A.plan.transpose().build(w)
+    Y = y.reshape(5, -1).T
+    assert np.array_equal(S.H @ Y, csr_matmul(CH, Y))
+    assert np.array_equal(S.rmatvec(Y[:, 0]), csr_matmul(CH, np.ascontiguousarray(Y[:, 0])))
+    # ... and the stored operator's scatter to rounding
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    ref = A.apply_adjoint(y)
+    assert np.abs(S.apply_adjoint(y) - ref).max() <= tol * np.abs(ref).max()
+
+
+def test_complex_adjoint_conjugates_and_bias_is_forward_only():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 2, 3)) + 1j * rng.standard_normal((3, 2, 3))
+    b = np.array([1.0, -2.0, 0.5])
+    A = ConvOperator(w, (17,), padding=1, bias=b)
+    S = StreamedConvOperator(w, (17,), padding=1, bias=b, block_bytes=900)
+    x = rng.standard_normal((2, 2, 17)) + 1j * rng.standard_normal((2, 2, 17))
+    y = rng.standard_normal((2, 3, 17)) + 1j * rng.standard_normal((2, 3, 17))
+    assert np.array_equal(S(x), A(x))
+    assert np.allclose(S.apply_adjoint(y), A.apply_adjoint(y), rtol=0, atol=1e-12)
+    assert S.H.H is S and S.H.bias is None
+    assert adjoint_test(S).passed
+
+
+def test_linear_operator_lsqr_and_adjoint_test():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((4, 4, 3, 3))
+    S = StreamedConvOperator(w, (12, 12), padding=1, block_bytes=8_000)
+    assert S.T is S.H and S.adjoint() is S.H
+    assert adjoint_test(S).passed
+    x = rng.standard_normal(S.shape[1])
+    sol = lsqr(S, S @ x, atol=1e-13, btol=1e-13, iter_lim=2000)[0]
+    assert np.abs(sol - x).max() < 1e-6
+
+
+def test_never_holds_more_than_block_bytes():
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((8, 8, 3, 3))
+    A = ConvOperator(w, (32, 32), padding=1)
+    whole = A.plan.nbytes(np.float64)
+    budget = whole // 16
+    S = StreamedConvOperator(w, (32, 32), padding=1, block_bytes=budget)
+    for i in range(len(S.blocks)):
+        B = S.build_block(i)
+        assert B.data.nbytes + B.indices.nbytes + B.indptr.nbytes <= budget
+        assert B.indices.dtype == np.int32
+    x = rng.standard_normal((1, 8, 32, 32))
+    S(x)  # warm up (compiled kernels, tables)
+    tracemalloc.start()
+    y = S(x)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # operands and results are x.nbytes each; everything else is one block and its build temporaries
+    assert peak - 3 * x.nbytes < whole / 4
+    assert np.array_equal(y, A(x))
+
+
+def test_past_int32_nonzeros_with_int32_blocks():
+    # 64 -> 64 channels, 3x3 on 256^2: 2.4e9 non-zeros (int64 for the whole matrix); only a few blocks are built.
+    rng = np.random.default_rng(31)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    S = StreamedConvOperator(w, (256, 256), padding=1, block_bytes=64 << 20)
+    assert S.nnz > 2**31 and S.plan.index_dtype == np.int64
+    assert S.max_block_nbytes <= 64 << 20
+    assert all(block_index_dtype(S.plan.row_nnz(a, b), (b - a, S.shape[1])) == np.int32 for a, b in S.blocks)
+    x = rng.standard_normal((64, 256, 256)).astype(np.float32)
+    O = 256 * 256
+    for i in (0, 1, len(S.blocks) - 1):
+        a, b = S.blocks[i]
+        B = S.build_block(i)
+        assert B.indices.dtype == np.int32 and B.indptr.dtype == np.int32 and B.shape == (b - a, S.shape[1])
+        got = csr_matmul(B, x.reshape(-1))
+        # oracle: the output channels these rows belong to, by scipy.signal (zero padding 1 = 'same' for 3x3)
+        for c in range(a // O, (b - 1) // O + 1):
+            ref = sum(scipy.signal.correlate(x[ci].astype(np.float64), w[c, ci], mode="same") for ci in range(64))
+            lo, hi = max(a, c * O), min(b, (c + 1) * O)
+            assert np.allclose(got[lo - a : hi - a], ref.ravel()[lo - c * O : hi - c * O], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_slab_support_contains_every_column_a_slab_reads(geometry):
+    rng = np.random.default_rng(11)
+    w, in_shape, kw = _layer(rng, geometry, np.float64)
+    plan = ConvOperator(w, in_shape, **kw).plan
+    F = int(np.prod(plan.input_shape[1:]))
+    O = int(np.prod(plan.output_shape[1:]))
+    parts = slabs(plan, np.float64, plan.nbytes(np.float64) // 9)
+    assert parts[0][0] == 0 and parts[-1][1] == O
+    assert all(p[1] == q[0] for p, q in zip(parts, parts[1:]))
+    narrower = 0
+    for j0, j1, f0, f1 in parts:
+        assert (f0, f1) == slab_support(plan, j0, j1)
+        for c in range(plan.output_shape[0]):
+            cols = plan.build(w, rows=(c * O + j0, c * O + j1)).indices % F
+            assert cols.size == 0 or (cols.min() >= f0 and cols.max() < f1)
+        narrower += f1 - f0 < F
+    assert narrower > 0  # the halo is smaller than the input for some slab
+
+
+def test_slab_products_and_fixed_reduction():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((5, 3, 3, 3))
+    A = ConvOperator(w, (14, 13), padding=1, stride=(1, 2))
+    plan = A.plan
+    parts = slabs(plan, np.float64, plan.nbytes(np.float64) // 5)
+    x = rng.standard_normal((2,) + A.in_shape)
+    y = rng.standard_normal((2,) + A.out_shape)
+    x3, y3 = x.reshape(2, 3, -1), y.reshape(2, 5, -1)
+    ref = A(x).reshape(2, 5, -1)
+    partials = []
+    for s in parts:
+        B = build_slab(plan, w, s, np.float64)
+        assert np.array_equal(slab_forward(B, np.ascontiguousarray(x3[:, :, s[2] : s[3]]), 5), ref[:, :, s[0] : s[1]])
+        partials.append(slab_adjoint(B, s, np.ascontiguousarray(y3[:, :, s[0] : s[1]])))
+    got = embed(reduce_partials(partials), x3.shape[2]).reshape(x.shape)
+    assert np.allclose(got, A.apply_adjoint(y), rtol=0, atol=1e-12)
+    again = embed(reduce_partials(partials), x3.shape[2]).reshape(x.shape)
+    assert np.array_equal(got, again)
+    # the tree: every partial absorbed exactly once, into a lower index
+    absorbed = sorted(j for level in tree_order(len(parts)) for _, j in level)
+    assert absorbed == list(range(1, len(parts)))
+    left, right = (0, 3, np.ones((1, 3, 1))), (2, 5, np.full((1, 3, 1), 2.0))
+    assert combine(left, right)[2].ravel().tolist() == [1.0, 1.0, 3.0, 2.0, 2.0]
+
+
+def test_bad_input():
+    w = np.ones((2, 2, 3, 3))
+    with pytest.raises(TypeError, match="block_bytes must be an int"):
+        StreamedConvOperator(w, (8, 8), block_bytes=1e6)
+    with pytest.raises(ValueError, match=r"block_bytes must be >= 1.*-5"):
+        StreamedConvOperator(w, (8, 8), block_bytes=-5)
+    with pytest.raises(ValueError, match=r"block_bytes=100 is too small: row 0 alone takes"):
+        StreamedConvOperator(w, (8, 8), block_bytes=100)
+    with pytest.raises(ValueError, match=r"block_bytes=100 is too small: the 2 rows of output position 0"):
+        slabs(conv_plan(w.shape, (8, 8)), np.float64, 100)
+    S = StreamedConvOperator(w, (8, 8), block_bytes=10_000)
+    with pytest.raises(ValueError, match=r"x must have shape \(2, 8, 8\).*got \(3, 8, 8\)"):
+        S(np.ones((3, 8, 8)))
+    with pytest.raises(ValueError, match="padding_mode='zeros' only"):
+        StreamedConvOperator(w, (8, 8), block_bytes=10_000, transposed=True, padding_mode="reflect")
+    with pytest.raises(ValueError, match=r"bias must have shape \(2,\)"):
+        StreamedConvOperator(w, (8, 8), block_bytes=10_000, bias=np.ones(3))
+    with pytest.raises(ValueError, match=r"weight must have shape \(2, 2, 3, 3\)"):
+        StreamedConvOperator.from_plan(conv_plan(w.shape, (8, 8)), np.ones((2, 2, 3)), block_bytes=10_000)
+    assert "StreamedConvOperator(conv2d" in repr(S) and "blocks" in repr(S)
+    assert isinstance(MatrixTooLargeError("x"), MemoryError)
+
+
+def test_build_block_equals_the_rows_of_the_whole_matrix():
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((3, 2, 2, 3))
+    plan = conv_plan(w.shape, (7, 9), padding=(1, 1), dilation=(2, 1))
+    C = plan.build(w)
+    for a, b in row_blocks(plan, np.float64, 2_000):
+        B = build_block(plan, w, (a, b), np.float64)
+        R = C[a:b]
+        assert np.array_equal(B.indptr, R.indptr) and np.array_equal(B.indices, R.indices)
+        assert np.array_equal(B.data, R.data)
