@@ -234,6 +234,13 @@ def test_an_unexpected_exception_is_still_one_line(capsys, monkeypatch):
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("convmat: error: internal error (KeyError: 'oops')")
 
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convmat.cli.commands, "cmd_shape", interrupted)
+    assert main(["shape", *G8]) == 130
+    assert capsys.readouterr().err == "convmat: interrupted\n"
+
 
 # --------------------------------------------------------------------------- #
 # the real program
@@ -264,3 +271,12 @@ def test_the_installed_program_gives_one_line_too(files, tmp_path, entry):
         return
     bare = subprocess.run(prefix, capture_output=True, text=True, timeout=120)
     assert bare.returncode == 2 and len(bare.stderr.splitlines()) <= 6 and "Traceback" not in bare.stderr
+
+
+def test_a_closed_pipe_is_silent():
+    """``convmat shape ... | head -1``: the reader goes away; no traceback, no error line, status 141."""
+    child = subprocess.Popen([sys.executable, "-m", "convmat", "shape", *G8], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child has imported anything, so its first write finds no reader
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 141 and err == ""

@@ -23,7 +23,8 @@ Modules: :mod:`convmat.cli.parser` (options and their types),
 Exit status: 0 success; 1 ``check`` found a failing row; 2 bad arguments, a
 matrix over the size limit, or a file that cannot be read or written.  Every
 failure is one line ``convmat: error: ...`` on stderr naming the option,
-never a traceback.
+never a traceback.  (130 after Ctrl-C; 141, silently, when the reader of
+stdout goes away, as in ``convmat shape ... | head -1``.)
 """
 
 from __future__ import annotations
@@ -137,12 +138,29 @@ def main(argv=None) -> int:
         sys.stderr.write(SHORT_USAGE)
         return 2
     try:
-        return _run(args)
+        status = _run(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below and not at exit
+        return status
     except KeyboardInterrupt:
-        raise
+        print("convmat: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (convmat ... | head): not an error of convmat
+        _silence_stdout()
+        return 141
     except Exception as exc:  # every failure: one line naming the option, never a traceback
         print(f"convmat: error: {_message(exc, args)}", file=sys.stderr)
         return 2
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail on the closed pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured, replaced)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
