@@ -129,6 +129,7 @@ CASES = [
      "--max-bytes"),
     (["check", *G8, "--max-bytes", "10", "--no-torch"], "--max-bytes"),
     (["draw", *G8, "--in-channels", "100000", "--out-channels", "100000", "-o", "{dir}/d"], "--in-channels"),
+    (["draw", "--in-shape", "1000", "1000", "1000", "--kernel", "3", "-o", "{dir}/d"], "--in-shape"),
     (["build", *G8, "--seed", BIG + "x", "-o", "{out}"], "--seed"),
     # --- negative and zero values
     *[([cmd, "--in-shape", value, "--kernel", "3", *tail], "--in-shape")

@@ -97,8 +97,10 @@ def _message(exc: BaseException, args) -> str:
     if isinstance(exc, CommandError):
         return text
     if isinstance(exc, MatrixTooLargeError):  # refused before allocating
-        has_limit = getattr(args, "max_bytes", False) is not False
-        return f"argument --max-bytes: {text}" if has_limit else text
+        if getattr(args, "max_bytes", False) is not False:
+            return f"argument --max-bytes: {text}"
+        return (f"argument --in-shape: {text} (convmat {args.command} needs the whole matrix: give a smaller "
+                f"--in-shape or fewer channels)")
     if isinstance(exc, MemoryError):
         return f"out of memory{': ' + text if text else ''} (try a smaller geometry)"
     if isinstance(exc, (ValueError, TypeError)):
