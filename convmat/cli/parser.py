@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="matrix values (default: float32 for --seed, the file's dtype for --weight)")
     p.add_argument("--max-bytes", type=_byte_size, default=None, metavar="BYTES",
-                   help="size limit, e.g. 8GB or 2e9 (default: the available memory)")
+                   help="size limit, e.g. 8GB or 2e9 (default: the smallest of the available memory, the cgroup "
+                   "memory limit and RLIMIT_AS)")
     p.add_argument("-o", "--output", required=True, metavar="C.npz",
                    help="the file to write; '.npz' is added when the name does not end with it")
 
@@ -217,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip the comparisons with PyTorch")
     p.add_argument("--max-bytes", type=_byte_size, default=None, metavar="BYTES",
                    help="refuse geometries whose checks would hold more than this, e.g. 2GB (default: the "
-                   "available memory); the checks hold up to about eight float64 copies of the checked matrix")
+                   "available memory, cgroup limit or RLIMIT_AS); the checks hold up to about eight float64 "
+                   "copies of "
+                   "the checked matrix")
 
     p = _subparser(sub, "draw",
                    "Write pictures of this geometry, all derived from the matrices: matrix.png and matrix_T.png "
