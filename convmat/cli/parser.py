@@ -219,8 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=_byte_size, default=None, metavar="BYTES",
                    help="refuse geometries whose checks would hold more than this, e.g. 2GB (default: the "
                    "available memory, cgroup limit or RLIMIT_AS); the checks hold up to about eight float64 "
-                   "copies of "
-                   "the checked matrix")
+                   "copies of the checked matrix")
 
     p = _subparser(sub, "draw",
                    "Write pictures of this geometry, all derived from the matrices: matrix.png and matrix_T.png "
