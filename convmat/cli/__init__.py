@@ -91,7 +91,7 @@ def option_of(exc: BaseException, args=None) -> str | None:
 
 def _message(exc: BaseException, args) -> str:
     """One line for an exception raised while running a subcommand."""
-    from convmat.build import MatrixTooLargeError
+    from convmat import MatrixTooLargeError
 
     text = _one_line(exc)
     if isinstance(exc, CommandError):
