@@ -7,6 +7,11 @@ For a few layers (float32) and batch sizes, times ``Y = C @ X`` and
 * ``convmat.spmm.csr_matmul`` (``--threads``, default 2, and 1 thread), the
   transposed product on ``C``'s own arrays, and also on a cached CSR copy of
   ``C.T`` (``Tc``; its build time is printed once per layer),
+* the transposed product as it ran before it was made reproducible
+  (``Td``: blocks of rows handed to whichever thread is free, so which rows
+  add into which partial sum changed from run to run), timed alternately with
+  today's fixed assignment (``T``); ``T/Td`` is the cost of determinism, and
+  the number of distinct results of ``--distinct`` runs of each is printed,
 * convmat's ``'torch'`` backend: the matrix as a torch sparse CSR tensor
   (``torch.sparse.mm``), the transposed product on ``C.T`` built directly in
   CSR by ``ConvPlan.transpose()``, as ``ConvOperator`` does on that backend
@@ -93,6 +98,57 @@ def ratio(a, b):
     return "-" if a is None or b is None else f"{a / b:.2f}"
 
 
+def dynamic_transposed(C, Y, threads):
+    """``C.T @ Y`` as before the fixed assignment: blocks to whichever worker is free (not reproducible).
+
+    The same kernels, row order and blocks as convmat's product then; kept here only to measure
+    what the fixed assignment costs.
+    """
+    from convmat.spmm import _products as P
+    from convmat.spmm import _threads as TH
+
+    K = TH.load()
+    indptr, indices, data = C.indptr, C.indices, C.data
+    ncols, zero = C.shape[1], np.float32(0)
+    if Y.ndim == 1:
+        b = P._cost_bounds(indptr, P._nchunks(threads))
+        out, name, args, extra = np.empty(ncols, np.float32), "tr_vec", (indptr, indices, data, Y), ()
+    else:
+        Yc = P._rowmajor(K, Y, np.dtype(np.float32), False, threads)
+        order = P._row_order(K, indptr, indices, ncols, Yc.shape[1], threads)
+        b = P._cost_bounds(indptr, P._nchunks(threads), order)
+        out, name, args, extra = np.empty((ncols, Yc.shape[1]), np.float32), "tr_mat", (indptr, indices, data, Yc), (order,)
+    workers = min(threads, len(b) - 1)
+    part = np.empty((workers - 1,) + out.shape, np.float32)
+    accs, cleared, fn = [out, *part], [False] * workers, K[name]
+
+    def task(w, c):
+        clear = not cleared[w]
+        cleared[w] = True
+        fn(*args, accs[w], *extra, b[c], b[c + 1], zero, clear)
+
+    TH.parallel(task, len(b) - 1, workers)
+    for acc, done in zip(accs, cleared):
+        if not done:
+            acc.fill(0)
+    if len(part):
+        P._reduce(K, out.reshape(-1), part.reshape(len(part), -1), workers)
+    return out
+
+
+def alternating(fa, fb, repeat, budget, rounds=3):
+    """Medians of ``fa`` and ``fb`` timed in alternation (ABAB...), the best round of each: drift cancels."""
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(median_time(fa, repeat, budget / rounds))
+        tb.append(median_time(fb, repeat, budget / rounds))
+    return min(ta), min(tb)
+
+
+def distinct(fn, runs):
+    return len({fn().tobytes() for _ in range(runs)})
+
+
 def run_layer(name, spec, batches, args, torch, bw1, bw2, rows):
     cin, cout, k, size, stride, pad = spec
     rng = np.random.default_rng(0)
@@ -123,7 +179,11 @@ def run_layer(name, spec, batches, args, torch, bw1, bw2, rows):
         Y = y.reshape(N, -1).T if N > 1 else y.reshape(-1)
         r = {"layer": name, "N": N}
         r["cm"] = median_time(lambda: csr_matmul(C, X, threads=T), rep, bud)
-        r["cmT"] = median_time(lambda: csr_matmul(C, Y, transpose=True, threads=T), rep, bud)
+        r["cmT"], r["cmTd"] = alternating(lambda: csr_matmul(C, Y, transpose=True, threads=T),
+                                          lambda: dynamic_transposed(C, Y, T), rep, bud)
+        if args.distinct:
+            r["distinct"] = (distinct(lambda: csr_matmul(C, Y, transpose=True, threads=T), args.distinct),
+                             distinct(lambda: dynamic_transposed(C, Y, T), args.distinct))
         r["cmTc"] = median_time(lambda: csr_matmul(CT, Y, threads=T), rep, bud)
         if T != 1:
             r["cm1"] = median_time(lambda: csr_matmul(C, X, threads=1), rep, bud)
@@ -146,8 +206,8 @@ def run_layer(name, spec, batches, args, torch, bw1, bw2, rows):
             moved = cbytes + X.nbytes + Y.nbytes
             r["bound1"], r["bound2"] = moved / bw1, moved / bw2
         rows.append(r)
-        print("  " + "  ".join(f"{key} {fmt(v)}" for key, v in r.items() if key not in ("layer", "N")) + f"  (N={N})",
-              flush=True)
+        print("  " + "  ".join(f"{key} {fmt(v)}" for key, v in r.items() if key not in ("layer", "N", "distinct"))
+              + f"  (N={N})", flush=True)
 
 
 def print_tables(rows, threads):
@@ -155,7 +215,7 @@ def print_tables(rows, threads):
     print(f"\nTimes in ms (median); cm = convmat.spmm.csr_matmul on {threads} thread(s), cm1 on 1; "
           "T = transposed product; Tc = on a cached CSR copy of C.T; sp = SciPy; ts = convmat's 'torch' backend (torch sparse CSR; tsT on C^T built by ConvPlan.transpose); "
           "conv = torch dense conv2d / conv_transpose2d.")
-    cols = ["sp", "spT", "cm", "cmT", "cmTc", "cm1", "cmT1", "ts", "tsT", "conv", "convT", "bound1"]
+    cols = ["sp", "spT", "cm", "cmT", "cmTd", "cmTc", "cm1", "cmT1", "ts", "tsT", "conv", "convT", "bound1"]
     head = f"{'layer':16s} {'N':>3s} " + " ".join(f"{c:>7s}" for c in cols)
     print(head)
     print("-" * len(head))
@@ -167,12 +227,18 @@ def print_tables(rows, threads):
     cols2 = [("cm/bound1", "cm", "bound1"), ("cmT/bound1", "cmT", "bound1"), ("cm/bound2", "cm", "bound2"),
              ("cm/conv", "cm", "conv"), ("cmT/convT", "cmT", "convT"), ("T/fwd", "cmT", "cm"),
              ("Tc/fwd", "cmTc", "cm"), ("sp/cm", "sp", "cm"), ("spT/cmT", "spT", "cmT"), ("ts/cm", "ts", "cm"),
-             ("1t/2t", "cm1", "cm")]
+             ("1t/2t", "cm1", "cm"), ("T/Td", "cmT", "cmTd")]
     head = f"{'layer':16s} {'N':>3s} " + " ".join(f"{c[0]:>10s}" for c in cols2)
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['layer']:16s} {r['N']:3d} " + " ".join(f"{ratio(g(r, a), g(r, b)):>10s}" for _, a, b in cols2))
+    if any("distinct" in r for r in rows):
+        print("\nDistinct results (bytes) of the transposed product in repeated runs: fixed assignment (T) / "
+              "dynamic, as before (Td).")
+        for r in rows:
+            if "distinct" in r:
+                print(f"{r['layer']:16s} {r['N']:3d} T {r['distinct'][0]}  Td {r['distinct'][1]}")
 
 
 def cuda_section(args):
@@ -243,6 +309,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help=f"layers {', '.join(QUICK)}, batch 1 and 64, 3 runs")
     ap.add_argument("--no-scipy", action="store_true", help="skip SciPy (slow for large batches)")
     ap.add_argument("--no-torch", action="store_true", help="skip torch")
+    ap.add_argument("--distinct", type=int, default=20,
+                    help="count distinct results of this many transposed products, fixed and dynamic (0: skip)")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeat = min(args.repeat, 3)

@@ -262,7 +262,7 @@ def test_nan_and_inf_propagate_like_scipy(rng):
 def test_transpose_in_column_slabs(rng, monkeypatch):
     A = random_csr(rng, 50, 40)
     Y = rng.standard_normal((50, 20))
-    # (threads - 1) * 40 rows * 20 columns * 8 bytes = 6400 > 2560: slabs of 8 columns
+    # (2 * threads - 1) * 40 rows * 20 columns * 8 bytes = 19200 > 2560: slabs of 8 columns
     monkeypatch.setattr(_products, "TRANSPOSE_MEMORY", 2560)
     got = csr_matmul(A, Y, transpose=True, threads=2)
     assert_close(got, A.T, Y, A.T @ Y)

@@ -26,12 +26,14 @@ How the kernels work
   rows are long (:data:`ORDER_MIN_SHARED`, :data:`ORDER_MIN_ROW_NNZ`); the
   reordering also keeps the rows of ``X`` in use in cache.
 * ``A.T @ X`` scatters ``A[i, j] * X[i]`` into row ``j`` of the result.
-  The rows are split into one block per thread, of about equal cost; thread
-  ``w`` accumulates block ``w`` into a private result (the calling thread
-  into the output itself), and the partial results are summed in parallel,
-  each entry in the fixed order ``out + part[0] + part[1] + ...``.  This
-  fixed assignment makes the result the same bits on every run (no block
-  moves to whichever thread is free first).  The extra memory is ``threads - 1`` result-sized arrays, at
+  The rows are split into :data:`TRANSPOSE_BLOCKS_PER_THREAD` blocks per
+  thread, of about equal cost; block ``b`` accumulates into its own partial
+  result (block 0 into the output itself), whichever thread runs it, and the
+  partial results are summed in parallel, each entry in the fixed order
+  ``out + part[0] + part[1] + ...``.  Rows are assigned to partial sums by
+  their position only, so the result is the same bits on every run, while
+  threads still take the next block when free.  The extra memory is
+  ``TRANSPOSE_BLOCKS_PER_THREAD * threads - 1`` result-sized arrays, at
   most :data:`TRANSPOSE_MEMORY` bytes (beyond it the columns of ``X`` are
   processed in slabs).  The row order and the four-row groups apply too
   (one read-modify-write of a result row per four non-zeros).
@@ -47,7 +49,9 @@ Determinism
 Every product is a deterministic function of ``(A, X, threads)``: the same
 bits on every call, in every process (forked or spawned children included).
 ``A @ X`` computes each row on one thread in an order fixed by the block
-boundaries; ``A.T @ X`` uses the fixed assignment above.  Different thread
+boundaries; ``A.T @ X`` uses the fixed assignment of rows to partial sums
+above.  (Before, each thread summed whichever blocks it took into its own
+partial result: 20 runs of one product gave up to 9 different results.)  Different thread
 counts split the sums differently, so their results agree to rounding.
 
 Threads and processes
@@ -80,6 +84,7 @@ import scipy.sparse as _sp
 from . import _products
 from ._products import (  # noqa: F401 - the tunables, documented here
     CHUNKS_PER_THREAD,
+    TRANSPOSE_BLOCKS_PER_THREAD,
     ORDER_MIN_ROW_NNZ,
     ORDER_MIN_SHARED,
     ORDER_MIN_WORK,
@@ -256,8 +261,9 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
     numeric results (integers), and every product when Numba does not import
     (:func:`available`), are SciPy's ``A @ X``, on one thread.
 
-    Extra memory: ``A.T @ X`` on several threads allocates ``threads - 1``
-    partial results of the result's size (at most :data:`TRANSPOSE_MEMORY`
+    Extra memory: ``A.T @ X`` on several threads allocates
+    ``TRANSPOSE_BLOCKS_PER_THREAD * threads - 1`` partial results of the
+    result's size (at most :data:`TRANSPOSE_MEMORY`
     bytes); with ``k > 1``, a row order (8 bytes per row of ``A``) and, for an
     ``X`` not C-contiguous or not of the result dtype, a copy of ``X``.
 

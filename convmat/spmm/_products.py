@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._threads import parallel, parallel_fixed
+from ._threads import parallel
 
 #: Extra bytes the transposed product may allocate for per-thread partial
-#: results (``(threads - 1) * n * k * itemsize``); beyond it the columns of
+#: results (``(blocks - 1) * n * k * itemsize``); beyond it the columns of
 #: ``X`` are processed in slabs, each pass reading the matrix again.
 TRANSPOSE_MEMORY = 1 << 30
 
@@ -19,6 +19,12 @@ PARALLEL_MIN_WORK = 1 << 16
 
 #: Chunks of rows per thread in ``A @ X``; threads take the next chunk when free (dynamic load balance).
 CHUNKS_PER_THREAD = 4
+
+#: Blocks of rows per thread in ``A.T @ X``.  Each block adds into its own partial result (so the
+#: result does not depend on which thread ran it), and threads take the next block when free.
+#: More blocks balance the load better (a thread slowed down by another process holds the others
+#: up less) and cost one result-sized partial sum each.
+TRANSPOSE_BLOCKS_PER_THREAD = 2
 
 #: ``A @ X`` and ``A.T @ X`` with at least ORDER_MIN_WORK non-zeros times columns, and at least
 #: ORDER_MIN_ROW_NNZ non-zeros per row on average, visit the rows in column order when at least
@@ -78,21 +84,27 @@ def _rowmajor(K, X, dtype, conj, threads):
     return Xc
 
 
-def _scatter(K, name, args, out, part, bounds, zero, extra=()):
-    """Run a transposed kernel: block ``w`` of rows (``bounds[w]:bounds[w+1]``) into ``[out, *part][w]``.
+def _transpose_blocks(threads):
+    """Blocks of rows of a transposed product: one without threads."""
+    return 1 if threads == 1 else TRANSPOSE_BLOCKS_PER_THREAD * threads
 
-    A fixed assignment (block ``w`` on worker ``w``, one block each) and a sum of the partial
-    results in a fixed order: the result is the same bits on every run.
+
+def _scatter(K, name, args, out, part, bounds, threads, zero, extra=()):
+    """Run a transposed kernel: block ``b`` of rows (``bounds[b]:bounds[b+1]``) into ``[out, *part][b]``.
+
+    A fixed assignment of rows to partial results (block ``b`` always adds into partial ``b``,
+    whichever thread runs it) and a sum of the partial results in a fixed order: the result
+    is the same bits on every run.
     """
     fn = K[name]
     accs = [out, *part]
 
-    def task(w):
-        fn(*args, accs[w], *extra, bounds[w], bounds[w + 1], zero, True)
+    def task(w, b):
+        fn(*args, accs[b], *extra, bounds[b], bounds[b + 1], zero, True)
 
-    parallel_fixed(task, len(accs))
+    parallel(task, len(accs), threads)
     if len(part):
-        _reduce(K, out.reshape(-1), part.reshape(len(part), -1), len(accs))
+        _reduce(K, out.reshape(-1), part.reshape(len(part), -1), threads)
 
 
 def _reduce(K, out, parts, threads):
@@ -110,10 +122,9 @@ def _product_vec(K, indptr, indices, data, x, y, ncols, transpose, threads, zero
         fn = K["fwd_vec"]
         parallel(lambda w, c: fn(indptr, indices, data, x, y, b[c], b[c + 1], zero), len(b) - 1, threads)
         return
-    b = _cost_bounds(indptr, threads)  # one block per thread (a fixed assignment)
-    threads = len(b) - 1
-    part = np.empty((threads - 1, ncols), dtype=y.dtype)
-    _scatter(K, "tr_vec", (indptr, indices, data, x), y, part, b, zero)
+    b = _cost_bounds(indptr, _transpose_blocks(threads))  # block b adds into partial b
+    part = np.empty((len(b) - 2, ncols), dtype=y.dtype)
+    _scatter(K, "tr_vec", (indptr, indices, data, x), y, part, b, threads, zero)
 
 
 def _row_order(K, indptr, indices, ncols, k, threads):
@@ -147,21 +158,21 @@ def _product_mat(K, indptr, indices, data, X, Y, ncols, transpose, threads, zero
         fn = K["fwd_mat"]
         parallel(lambda w, c: fn(indptr, indices, data, X, Y, order, b[c], b[c + 1], zero), len(b) - 1, threads)
         return
-    # One block of rows per thread (a fixed assignment); column slabs of X keep the private
-    # partial results within TRANSPOSE_MEMORY.
-    b = _cost_bounds(indptr, threads, order)
-    threads = len(b) - 1
+    # Block b of rows adds into partial result b; column slabs of X keep the partial results
+    # within TRANSPOSE_MEMORY.
+    b = _cost_bounds(indptr, _transpose_blocks(threads), order)
+    nparts = len(b) - 2
     isz = Y.dtype.itemsize
     slab = k
-    if threads > 1 and (threads - 1) * ncols * k * isz > TRANSPOSE_MEMORY:
-        slab = max(8, TRANSPOSE_MEMORY // ((threads - 1) * ncols * isz))
+    if nparts > 0 and nparts * ncols * k * isz > TRANSPOSE_MEMORY:
+        slab = max(8, TRANSPOSE_MEMORY // (nparts * ncols * isz))
     for c0 in range(0, k, slab):
         c1 = min(c0 + slab, k)
         if slab >= k:
             xs, ys = X, Y
         else:
             xs, ys = np.ascontiguousarray(X[:, c0:c1]), np.empty((ncols, c1 - c0), dtype=Y.dtype)
-        part = np.empty((threads - 1, ncols, c1 - c0), dtype=Y.dtype)
-        _scatter(K, "tr_mat", (indptr, indices, data, xs), ys, part, b, zero, extra=(order,))
+        part = np.empty((nparts, ncols, c1 - c0), dtype=Y.dtype)
+        _scatter(K, "tr_mat", (indptr, indices, data, xs), ys, part, b, threads, zero, extra=(order,))
         if ys is not Y:
             Y[:, c0:c1] = ys

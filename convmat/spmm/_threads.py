@@ -2,14 +2,9 @@
 
 A product runs its blocks on the calling thread and on one process-wide
 :class:`~concurrent.futures.ThreadPoolExecutor` (grown on demand, remade in a
-forked child).  Two ways to hand out blocks:
-
-* :func:`parallel`: workers take the next block when free (dynamic balance).
-  Used where each block writes its own part of the result, so the result does
-  not depend on which worker ran which block.
-* :func:`parallel_fixed`: worker ``w`` runs block ``w``.  Used where blocks
-  add into per-worker partial results, so that each partial result, and the
-  sum of them in a fixed order, is the same on every run.
+forked child).  Workers take the next block when free (:func:`parallel`), so
+the *tasks* must not depend on which worker runs them: every block writes its
+own rows of the result, or its own partial result.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["load", "default_threads", "parallel", "parallel_fixed"]
+__all__ = ["load", "default_threads", "parallel"]
 
 _LOCK = threading.Lock()
 _STATE = {"kernels": None, "error": None, "pool": None, "pool_pid": None, "pool_size": 0}
@@ -97,7 +92,7 @@ def parallel(task, nchunks, threads):
 
     Workers take the next chunk as they become free, so a thread slowed down by another
     process does not hold the others up.  Only for tasks whose result does not depend on
-    the worker that runs them.
+    the worker that runs them (``worker`` is for per-worker scratch space).
     """
     threads = max(1, min(threads, nchunks))
     chunks = iter(range(nchunks))  # next() on it is atomic under the GIL
@@ -107,8 +102,3 @@ def parallel(task, nchunks, threads):
             task(w, c)
 
     _run(work, threads)
-
-
-def parallel_fixed(task, nworkers):
-    """``task(w)`` for ``w`` in ``range(nworkers)``, each on its own worker: a fixed assignment."""
-    _run(task, max(1, nworkers))
