@@ -19,9 +19,10 @@ row): ``'circular'`` rows all hold ``min(k, n / gcd(d, n))`` entries;
 ``'replicate'`` rows hold the taps strictly inside ``(0, n-1)`` plus one for
 each clamped edge they reach (three more floor sums).  ``'reflect'`` rows hold
 ``k`` entries wherever every tap lands inside; its border rows (at most
-``(lo + hi)/s + 2`` of them, fewer than ``2n/s + 2``) and the rows of a
-transposed padding-mode axis are counted from their tables, in chunks:
-``O(k)`` per border row, not closed form.
+``(lo + hi)/s + 2`` of them) are counted from their tables, in chunks:
+``O(k)`` per border row, not closed form.  A transposed padding-mode axis
+counts like a zero-padded one except on the inputs within the padding of
+either end (``_band``), which are counted from their tables the same way.
 """
 
 from __future__ import annotations
@@ -118,8 +119,13 @@ def axis_nnz_before(ax: AxisGeometry, r: int, transposed: bool = False) -> int:
     """
     if ax.mode == "zeros":
         return _zeros_before(ax, ax.o, r) if transposed else _zeros_before(ax, r, ax.n)
-    if transposed:
-        return _table_rows(ax, 0, r, True)
+    if transposed:  # the padding's bands read off tables; between them, the zero-padding count
+        w = min(_band(ax), ax.n)
+        right = max(w, ax.n - w)
+        if r <= w:
+            return _table_rows(ax, 0, r, True)
+        total = _table_rows(ax, 0, w, True) + _zeros_before(ax, ax.o, min(r, right)) - _zeros_before(ax, ax.o, w)
+        return total + _table_rows(ax, right, max(r, right), True)
     if ax.mode == "circular":
         return r * min(ax.k, ax.n // math.gcd(ax.d, ax.n))
     if ax.mode == "replicate":
@@ -127,6 +133,19 @@ def axis_nnz_before(ax: AxisGeometry, r: int, transposed: bool = False) -> int:
     i0, i1 = interior_rows(ax)  # reflect
     inside = max(0, min(r, i1) - i0) * ax.k
     return inside + _table_rows(ax, 0, min(r, i0), False) + _table_rows(ax, i1, max(r, i1), False)
+
+
+def _band(ax: AxisGeometry) -> int:
+    """Inputs within this distance of either end are the only ones a padding mode folds taps onto.
+
+    Virtual inputs run from ``-lo`` to ``n - 1 + over`` (``over`` past the end);
+    reflect folds them onto ``[0, lo]`` and ``[n-1-over, n)``, circular onto
+    ``[0, over]`` and ``[n-lo, n)``, replicate onto the two ends.
+    """
+    if ax.mode == "zeros":
+        return 0
+    over = (ax.o - 1) * ax.s - ax.lo + ax.extent - ax.n
+    return max(ax.lo, over, 0) + 2
 
 
 def axis_nnz(ax: AxisGeometry) -> int:
@@ -163,8 +182,9 @@ def axis_max_row(ax: AxisGeometry, transposed: bool = False) -> int:
     """The most entries in one row of the axis matrix.
 
     ``k`` for a forward axis with a row whose taps all land inside; otherwise
-    read off the tables a chunk of rows at a time (``O(rows * k)`` time,
-    bounded memory).
+    read off the tables a chunk of rows at a time (bounded memory); for a
+    transposed axis only the rows near the ends and one period of ``s`` rows
+    between them, where every row reads all the taps of its residue class.
     """
     from .pattern import axis_table
 
@@ -173,11 +193,18 @@ def axis_max_row(ax: AxisGeometry, transposed: bool = False) -> int:
         if i1 > i0:
             return ax.k
     rows = axis_rows(ax, transposed)
+    ranges = [(0, rows)]
+    if transposed:  # inputs [x, y) read every tap of their residue class mod s: one period suffices
+        x = max(0, (ax.k - 1) * ax.d - ax.lo, _band(ax))
+        y = min((ax.o - 1) * ax.s - ax.lo + 1, rows - _band(ax))
+        if y - x > ax.s:
+            ranges = [(0, x), (x, x + ax.s), (y, rows)]
     best = 0
-    for a in range(0, rows, _COUNT_ROWS):
-        p = axis_table(ax, a, min(rows, a + _COUNT_ROWS), transposed=transposed)
-        if p.n_rows:
-            best = max(best, int(p.row_lengths.max()))
+    for r0, r1 in ranges:
+        for a in range(r0, r1, _COUNT_ROWS):
+            p = axis_table(ax, a, min(r1, a + _COUNT_ROWS), transposed=transposed)
+            if p.n_rows:
+                best = max(best, int(p.row_lengths.max()))
     return best
 
 
