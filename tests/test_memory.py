@@ -47,6 +47,9 @@ HUGE_PLANS = {
     "reflect": lambda: conv_plan((1, 1, 5), (BILLION,), padding=2, padding_mode="reflect"),
     "replicate": lambda: conv_plan((1, 1, 5, 5), (BILLION, BILLION), padding=7, padding_mode="replicate"),
     "circular": lambda: conv_plan((4, 4, 3), (BILLION,), padding=1, padding_mode="circular", stride=2),
+    "reflect-transposed": lambda: conv_plan((1, 1, 5), (BILLION,), padding=2, padding_mode="reflect").transpose(),
+    "replicate-transposed": lambda: conv_plan((2, 2, 3, 3), (BILLION, 50), padding=1, padding_mode="replicate",
+                                              stride=2).transpose(),
 }
 
 
@@ -57,6 +60,7 @@ def test_plans_of_a_billion_samples_cost_nothing(make):
         blocks = plan.row_blocks(max_nnz=10**6)
         first = [next(blocks) for _ in range(3)]
         mid = plan.shape[0] // 2
+        plan.max_row_nnz()
         return plan, plan.nnz, plan.nbytes("float32"), repr(plan), plan.row_nnz(mid, mid + 1000), first
 
     (plan, nnz, nbytes, text, row_nnz, first), peak = traced(sizes)
