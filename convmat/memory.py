@@ -3,7 +3,8 @@
 The default limit is the smallest of what the operating system can give this
 process: ``MemAvailable`` (``/proc/meminfo``), the memory limit of every cgroup
 the process is in less its usage (cgroup v2 ``memory.max - memory.current``,
-v1 ``memory.limit_in_bytes - memory.usage_in_bytes``), and the address space
+v1 ``memory.limit_in_bytes - memory.usage_in_bytes``, the usage without the
+page cache the kernel can drop, ``inactive_file``), and the address space
 left under ``RLIMIT_AS``; for a GPU backend, the free memory of its device.
 The refusal (:class:`MatrixTooLargeError`, raised before anything is
 allocated) says which limit applied.
@@ -23,7 +24,15 @@ _CGROUP = "/sys/fs/cgroup"
 
 
 class MatrixTooLargeError(MemoryError):
-    """A matrix (or row block) would not fit in the memory limit; raised before allocating."""
+    """A matrix (or row block) would not fit in the memory limit; raised before allocating.
+
+    ``.parameter`` is ``'max_bytes'`` when the memory limit refused it (the
+    option that lets it through), else None.
+    """
+
+    def __init__(self, message: str = "", parameter: str | None = None):
+        super().__init__(message)
+        self.parameter = parameter
 
 
 def human(nbytes: float) -> str:
@@ -50,6 +59,17 @@ def _read_int(path: str) -> int | None:
     return int(text) if text.isdigit() else None  # 'max' (v2) means no limit
 
 
+def _inactive_file(directory: str) -> int:
+    """Reclaimable page cache of a cgroup (``memory.stat``: v2 ``inactive_file``, v1 ``total_inactive_file``)."""
+    try:
+        with open(os.path.join(directory, "memory.stat")) as fh:
+            stats = dict(line.split()[:2] for line in fh if len(line.split()) >= 2)
+    except OSError:
+        return 0
+    value = stats.get("inactive_file", stats.get("total_inactive_file", "0"))
+    return int(value) if value.isdigit() else 0
+
+
 def _cgroup_limits(proc_cgroup: str = "/proc/self/cgroup", root: str = _CGROUP):
     """``(headroom, file)`` for each cgroup memory limit on the path of this process."""
     try:
@@ -72,7 +92,8 @@ def _cgroup_limits(proc_cgroup: str = "/proc/self/cgroup", root: str = _CGROUP):
                 d = os.path.join(base, *parts[:depth])
                 limit, usage = _read_int(os.path.join(d, limit_f)), _read_int(os.path.join(d, usage_f))
                 if limit is not None and limit < 2**60:  # v1 says 'no limit' with a huge number
-                    out.append((max(0, limit - (usage or 0)), os.path.join(d, limit_f)))
+                    usage = max(0, (usage or 0) - _inactive_file(d))  # page cache the kernel can drop
+                    out.append((max(0, limit - usage), os.path.join(d, limit_f)))
     return out
 
 
@@ -137,5 +158,6 @@ def check_fits(need: int, max_bytes, be, describe) -> None:
     if limit is not None and need > limit:
         raise MatrixTooLargeError(
             f"{describe()}; building it would take {human(need)} ({need:,} bytes) at the peak, more than "
-            f"{what} ({human(limit)}); build it in row blocks (rows=...) or raise max_bytes"
+            f"{what} ({human(limit)}); build it in row blocks (rows=...) or raise max_bytes",
+            parameter="max_bytes",
         )

@@ -212,9 +212,10 @@ def test_cgroup_limits_are_read_for_v1_and_v2(tmp_path):
     v2.mkdir(parents=True)
     (v2 / "memory.max").write_text("5000000\n")
     (v2 / "memory.current").write_text("1000000\n")
+    (v2 / "memory.stat").write_text("anon 700000\ninactive_file 200000\nactive_file 100000\n")
     (tmp_path / "fs" / "slice" / "memory.max").write_text("max\n")  # an ancestor without a limit
     found = memory._cgroup_limits(str(proc), str(tmp_path / "fs"))
-    assert sorted(h for h, _ in found) == [750000, 4000000]
+    assert sorted(h for h, _ in found) == [750000, 4200000]  # v2: usage less the inactive page cache
     assert any(p.endswith("memory.limit_in_bytes") for _, p in found)
 
 
@@ -224,8 +225,9 @@ def test_default_limit_is_the_smallest_and_the_refusal_names_it(monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda: 10**12)
     monkeypatch.setattr(memory, "_cgroup_limits", lambda: [(50 * 10**6, "/sys/fs/cgroup/job/memory.max")])
     monkeypatch.setattr(memory, "_rlimit_headroom", lambda: 10**11)
-    with pytest.raises(MatrixTooLargeError, match=r"cgroup memory limit less its usage \(/sys/fs/cgroup/job/memory.max\)"):
+    with pytest.raises(MatrixTooLargeError, match=r"cgroup memory limit less its usage \(/sys/fs/cgroup/job/memory.max\)") as info:
         plan.build(w)
+    assert info.value.parameter == "max_bytes"
     monkeypatch.setattr(memory, "_rlimit_headroom", lambda: 10**7)
     with pytest.raises(MatrixTooLargeError, match=r"address space left under RLIMIT_AS \(10.0 MB\)"):
         plan.build(w)
