@@ -138,7 +138,8 @@ def _block_index_dtype(plan, start, stop, be):
             f"matrix {'block ' if (start, stop) != (0, plan.shape[0]) else ''}of shape ({stop - start}, "
             f"{plan.shape[1]}) has {nnz:,} non-zeros, more than {limit:,}; build it in row blocks of at "
             f"most {limit:,} non-zeros: for start, stop in plan.row_blocks(max_nnz={limit}): "
-            f"plan.build(weight, rows=(start, stop), backend={be.name!r})"
+            f"plan.build(weight, rows=(start, stop), backend={be.name!r})",
+            parameter="rows",
         )
     return idt
 
@@ -237,6 +238,7 @@ def _assemble(plan, weight, vdtype, flip, start, stop, be, threads, idt, chunks)
                 be.add(cum_x, dst, out=indptr[row + 1 : row + 1 + b - a])
             del cum_x, cum
             if length == 0:
+                del tables
                 continue
             # The template: indices straight into the final array (for the first channel of this
             # range), tap numbers into temporaries; then every channel of the range.
@@ -251,7 +253,7 @@ def _assemble(plan, weight, vdtype, flip, start, stop, be, threads, idt, chunks)
             else:
                 for piece in group:
                     channel(piece, template)
-            del taps, template
+            del taps, template, tables  # before the next chunk's tables are made
     finally:
         if pool is not None:
             pool.shutdown()

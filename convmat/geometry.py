@@ -320,9 +320,7 @@ def _is_nonzero(value) -> bool:
 def _check_channels(in_channels, out_channels, groups):
     in_channels = as_int(in_channels, "in_channels")
     out_channels = as_int(out_channels, "out_channels")
-    groups = as_int(groups, "groups")
-    if groups < 1:
-        raise ParameterError("groups", f"groups must be >= 1, got {groups!r}")
+    groups = positive_int(groups, "groups")
     if in_channels < 1 or out_channels < 1:
         raise ParameterError(
             "in_channels" if in_channels < 1 else "out_channels",
