@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DOCSTAMP := $(VENV)/.docs-installed
 
-.PHONY: all test demo bench docs clean
+.PHONY: all test demo bench docs docs-check clean
 
 all: test
 
@@ -32,6 +32,12 @@ $(DOCSTAMP): $(STAMP) pyproject.toml
 # The documentation, offline, warnings are errors; sphinx-gallery runs every plot_ example.
 docs: $(DOCSTAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
+# Every built page in a real headless browser at 1280 px (docs/check_pages.py): fails on horizontal
+# overflow (a clipped table or code block), a broken image or a console error. Needs Debian's
+# chromium and chromium-driver (apt-get install chromium chromium-driver); selenium is in the docs extra.
+docs-check: docs
+	$(PY) docs/check_pages.py docs/_build/html --width 1280
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis build *.egg-info \

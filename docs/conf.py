@@ -73,6 +73,8 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
     "min_reported_time": 1,
+    # No execution-time pages: their tables load jQuery and DataTables from a CDN.
+    "write_computation_times": False,
     "show_memory": False,
     "plot_gallery": "True",
     "abort_on_example_error": False,
@@ -85,10 +87,51 @@ try:
 
     html_theme = "pydata_sphinx_theme"
     html_theme_options = {"navigation_depth": 2, "show_toc_level": 2}
+    # Without a default colour mode the theme's script logs an error on a reader's first visit.
+    html_context = {"default_mode": "auto"}
+    # The pages are navigated from the header; without the left sidebar the article is wide
+    # enough at 1280 px for every table and code block (docs/check_pages.py checks it).
+    html_sidebars = {"**": []}
 except ImportError:  # pragma: no cover - the default theme still builds
     html_theme = "alabaster"
 html_title = f"convmat {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["convmat.css"]
+html_favicon = "_static/favicon.svg"
+
+
+# -- MathJax, served with the pages ---------------------------------------------
+# The pages must work offline (and docs/check_pages.py fails on a request that
+# cannot be served), so MathJax 3 comes from the ``django-static-mathjax``
+# wheel of the docs extra (the MathJax files only, no Django) and is copied
+# next to the pages: the combined TeX component, its input extensions and
+# output fonts.
+def _local_mathjax():
+    import importlib.util
+
+    spec = importlib.util.find_spec("mathjax")
+    if spec is None or spec.origin is None:
+        return None
+    es5 = Path(spec.origin).parent / "static" / "mathjax" / "es5"
+    return es5 if (es5 / "tex-mml-chtml.js").is_file() else None
+
+
+MATHJAX = _local_mathjax()
+if MATHJAX is not None:
+    mathjax_path = "mathjax/tex-mml-chtml.js"  # relative to _static
+
+
+def _copy_mathjax(app, exception):
+    if exception is not None or MATHJAX is None or app.builder.format != "html":
+        return
+    import shutil
+
+    dest = Path(app.outdir) / "_static" / "mathjax"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(MATHJAX / "tex-mml-chtml.js", dest / "tex-mml-chtml.js")
+    for part in ("input", "output", "ui", "a11y"):
+        if (MATHJAX / part).is_dir():
+            shutil.copytree(MATHJAX / part, dest / part, dirs_exist_ok=True)
 html_show_sourcelink = False
 
 
@@ -115,5 +158,13 @@ def _escape_shape_stars(app, what, name, obj, options, lines):
             lines[i] = _BARE_STAR.sub(r"\\*", line)
 
 
+def _mark_source_pages(app, pagename, templatename, context, doctree):
+    """The viewcode source pages get the class ``convmat-source`` (their long lines wrap, see convmat.css)."""
+    if pagename.startswith("_modules/") and "body" in context:
+        context["body"] = context["body"].replace('<div class="highlight">', '<div class="highlight convmat-source">')
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _escape_shape_stars, priority=400)
+    app.connect("html-page-context", _mark_source_pages)
+    app.connect("build-finished", _copy_mathjax)
