@@ -21,7 +21,8 @@ backward pass computes
 
 The weight enters the graph as the tensor the operator was built from: an
 operator whose weight was modified in place afterwards refuses to run (its
-matrix holds the old values).
+matrix holds the old values).  :class:`ConvMatLayer` is the ``nn.Module``
+that rebuilds its operator when its weight changes (after an optimizer step).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 
 from .build import conv_plan
 
-__all__ = ["differentiable_product", "version_of", "ConvMatmul"]
+__all__ = ["differentiable_product", "version_of", "ConvMatmul", "ConvMatLayer"]
 
 
 def version_of(t) -> int:
@@ -113,3 +114,54 @@ def differentiable_product(op, X, adjoint):
         )
     Y = ConvMatmul.apply(X, w, op, adjoint)
     return Y
+
+
+class ConvMatLayer(torch.nn.Module):
+    """A ``torch.nn.Module`` whose forward pass is a :class:`convmat.ConvOperator` on backend ``'torch'``.
+
+    The weight (and bias) are ``nn.Parameter``; the explicit matrix is rebuilt
+    on the first forward after the weight changed (an optimizer step), and
+    reused otherwise.
+
+    Parameters
+    ----------
+    plan : ConvPlan
+        The geometry (:func:`convmat.conv_plan`, :func:`convmat.conv_transpose_plan`).
+    weight : torch.Tensor, shape plan.weight_shape
+        Copied into a parameter (real dtypes).
+    bias : torch.Tensor, shape (C_out,), optional
+
+    Examples
+    --------
+    >>> import torch
+    >>> from convmat import conv_plan
+    >>> layer = ConvMatLayer(conv_plan((2, 1, 3, 3), (5, 5), padding=1), torch.ones(2, 1, 3, 3))
+    >>> layer(torch.ones(4, 1, 5, 5)).shape
+    torch.Size([4, 2, 5, 5])
+    """
+
+    def __init__(self, plan, weight, bias=None):
+        super().__init__()
+        self.plan = plan
+        self.weight = torch.nn.Parameter(torch.as_tensor(weight).detach().clone())
+        self.bias = None if bias is None else torch.nn.Parameter(torch.as_tensor(bias).detach().clone())
+        self._op = None
+        self._key = None
+
+    def operator(self):
+        """The ConvOperator of the current weight and bias (rebuilt only when they changed)."""
+        from .operator import ConvOperator
+
+        key = (version_of(self.weight), None if self.bias is None else version_of(self.bias), self.weight.device)
+        if self._op is None or key != self._key:
+            self._op = ConvOperator.from_plan(
+                self.plan, self.weight, bias=self.bias, backend="torch", device=self.weight.device
+            )
+            self._key = key
+        return self._op
+
+    def forward(self, x):
+        return self.operator()(x)
+
+    def extra_repr(self) -> str:
+        return repr(self.plan).splitlines()[0]

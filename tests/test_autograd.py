@@ -168,3 +168,30 @@ def test_moving_keeps_the_graph_on_torch_and_drops_it_on_scipy():
     out = host(np.ones((1, 7)))
     assert isinstance(out, np.ndarray)
     np.testing.assert_allclose(out, A(torch.ones(1, 7, dtype=torch.float64)).detach().numpy(), rtol=1e-15)
+
+
+def test_module_trains_like_torch_conv2d():
+    """Three SGD steps of ConvMatLayer and of nn.Conv2d from the same start give the same parameters."""
+    torch = _torch()
+    from convmat import conv_plan
+    from convmat.torch_autograd import ConvMatLayer
+
+    gen = torch.Generator().manual_seed(9)
+    ref = torch.nn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="reflect", dtype=torch.float64)
+    with torch.no_grad():
+        ref.weight.copy_(torch.randn(ref.weight.shape, generator=gen, dtype=torch.float64))
+        ref.bias.copy_(torch.randn(3, generator=gen, dtype=torch.float64))
+    layer = ConvMatLayer(conv_plan((3, 2, 3, 3), (8, 7), stride=2, padding=1, padding_mode="reflect"),
+                         ref.weight, ref.bias)
+    x = torch.randn(4, 2, 8, 7, generator=gen, dtype=torch.float64)
+    target = torch.randn(4, 3, 4, 4, generator=gen, dtype=torch.float64)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.05) for m in (ref, layer)]
+    w0 = layer.weight.detach().clone()
+    for _ in range(3):
+        for m, opt in zip((ref, layer), opts):
+            opt.zero_grad()
+            ((m(x) - target) ** 2).mean().backward()
+            opt.step()
+    torch.testing.assert_close(layer.weight, ref.weight, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.bias, ref.bias, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(layer.weight, w0, atol=1e-3)  # it trained: the operator followed every step
