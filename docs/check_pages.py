@@ -42,33 +42,38 @@ CLIPPABLE = "pre, table, div.highlight, .table-wrapper, .pst-scrollable-table-co
 # Runs in the page: every problem it can see, as [kind, detail] pairs.
 INSPECT = """
 const done = arguments[arguments.length - 1];
-const problems = [];
-const width = window.innerWidth;
-const page = document.documentElement.scrollWidth;
-if (page > width) problems.push(["overflow", `the page is ${page} px wide in a ${width} px window`]);
-for (const el of document.querySelectorAll(arguments[0])) {
-  if (el.closest("[hidden]") || el.offsetParent === null) continue;  // not displayed
-  // a box narrower than its content; or a table wider than the box that holds it
-  let inner = el.scrollWidth, box = el.clientWidth;
-  if (el.tagName === "TABLE" && el.parentElement) {
-    const outer = el.parentElement.clientWidth, wide = el.getBoundingClientRect().width;
-    if (wide > outer + 1 && wide - outer > inner - box) { inner = Math.round(wide); box = outer; }
-  }
-  if (inner > box + 1) {
-    const text = (el.innerText || "").trim().split("\\n")[0].slice(0, 60);
-    problems.push(["clipped", `<${el.tagName.toLowerCase()} class="${el.className}"> shows ${box} of ${inner} px: "${text}"`]);
-  }
-}
-const images = Array.from(document.images);
-images.forEach(img => { img.loading = "eager"; });
-Promise.all(images.map(img => img.complete ? Promise.resolve() :
-    new Promise(ok => { img.addEventListener("load", ok); img.addEventListener("error", ok); })))
-  .then(() => {
-    for (const img of images) {
-      if (!img.naturalWidth) problems.push(["image", `${img.getAttribute("src")} did not load`]);
+const selector = arguments[0];
+// Math typeset first (MathJax changes widths), then measure.
+const typeset = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+typeset.catch(() => null).then(() => {
+  const problems = [];
+  const width = window.innerWidth;
+  const page = document.documentElement.scrollWidth;
+  if (page > width) problems.push(["overflow", `the page is ${page} px wide in a ${width} px window`]);
+  for (const el of document.querySelectorAll(selector)) {
+    if (el.closest("[hidden]") || el.offsetParent === null) continue;  // not displayed
+    // a box narrower than its content; or a table wider than the box that holds it
+    let inner = el.scrollWidth, box = el.clientWidth;
+    if (el.tagName === "TABLE" && el.parentElement) {
+      const outer = el.parentElement.clientWidth, wide = el.getBoundingClientRect().width;
+      if (wide > outer + 1 && wide - outer > inner - box) { inner = Math.round(wide); box = outer; }
     }
-    done(problems);
-  });
+    if (inner > box + 1) {
+      const text = (el.innerText || "").trim().split("\\n")[0].slice(0, 60);
+      problems.push(["clipped", `<${el.tagName.toLowerCase()} class="${el.className}"> shows ${box} of ${inner} px: "${text}"`]);
+    }
+  }
+  const images = Array.from(document.images);
+  images.forEach(img => { img.loading = "eager"; });
+  return Promise.all(images.map(img => img.complete ? Promise.resolve() :
+      new Promise(ok => { img.addEventListener("load", ok); img.addEventListener("error", ok); })))
+    .then(() => {
+      for (const img of images) {
+        if (!img.naturalWidth) problems.push(["image", `${img.getAttribute("src")} did not load`]);
+      }
+      done(problems);
+    });
+});
 """
 
 
