@@ -445,7 +445,7 @@ def test_draw_writes_the_transposed_pictures(pil, tmp_path, capsys):
     for name in ("conv_transpose.gif", "output_padding.png", "recipe_matrices.png"):
         assert f"wrote {tmp_path / name}" in out and (tmp_path / name).stat().st_size > 0
     _, note = viz.unwritten_outputs((2, 2), 3, stride=2, padding=1, dilation=2)  # the transposed input is 2 x 2
-    assert note.startswith("21 of 25 outputs") and f"note: {note} (marked on" in out
+    assert note.startswith("21 of 25 outputs") and f"note: transposed convolution: {note}" in out
     with pil.open(tmp_path / "conv_transpose.gif") as gif:  # the transposed input is 2 x 2: 4 frames (< 5)
         assert sum(1 for _ in ImageSequence.Iterator(gif)) == 4
     # grid 9 x 9 = 81 cells (n + e - 1 per axis) fits --max-dense 90; K_flip has 4 x 9 x 9 columns (2 x 2 input,

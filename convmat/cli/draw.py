@@ -144,9 +144,6 @@ def _draw_transposed(args, viz, weight, g, trans, out_pad, out, skipped, notes):
     if len(shown) < len(frames):
         skipped.append(f"conv_transpose.gif shows the first {len(shown)} of {len(frames)} input pixels (--max-frames)")
     viz.output_padding_choices(g.out_shape, g.kernel_size, path=out("output_padding.png"), **tkw)
-    note = frames[0].scene.note  # outputs that no input writes (stride and dilation sharing a factor...)
-    if note:
-        print(f"note: {note} (marked on conv_transpose.gif, recipe.png and output_padding.png)")
     side = recipe_matrix_sides(trans)  # from the plan: nothing is built before the refusal
     if side <= args.max_dense:
         viz.recipe_matrices(weight, g.out_shape, output_padding=out_pad, groups=g.groups, max_dense=args.max_dense,
