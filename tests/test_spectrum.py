@@ -161,12 +161,12 @@ def test_operator_norm_large_uses_svds_and_is_deterministic():
     assert power == again and power <= bound * (1 + 1e-12)
 
 
-@pytest.mark.parametrize("n", [16, 24])
+@pytest.mark.parametrize("n", [16, 20])
 def test_power_iteration_reaches_the_accuracy_it_promises(n, recwarn):
     """tol is an accuracy: the residual stop gives about tol/2 relative error, from below, without a warning
-    (the earlier relative-change stop gave 2e-9 here at n = 24 with tol = 1e-10)."""
+    (the earlier relative-change stop gave 1.4e-9 here at n = 20 with tol = 1e-10)."""
     w = np.random.default_rng(11).standard_normal((2, 2, 3, 3))
-    C = conv_matrix(w, (n, n), padding=1)  # top singular values 1.2% apart at n = 24: slow convergence
+    C = conv_matrix(w, (n, n), padding=1)  # top singular values close together: slow convergence
     exact = dense_singular_values(C)[0]
     for tol in (1e-6, 1e-10):
         estimate = operator_norm(C, method="power", tol=tol)
