@@ -36,7 +36,8 @@ from scipy.sparse.linalg import LinearOperator
 
 from . import blocks as _b
 from .build import MatrixTooLargeError, _human
-from .streamed import host_weight, layer_plan
+from ._operator_parts import plan_from_keywords
+from .streamed import host_weight
 
 __all__ = ["DaskConvOperator", "BLOCK_FRACTION", "KEEP_FRACTION"]
 
@@ -82,6 +83,88 @@ def _adjoint_streamed(plan, w, slab, y_part, threads):
 def _on(worker):
     """Placement keywords: prefer ``worker`` (None: anywhere), never require it."""
     return {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+
+
+def _check_client(client):
+    status = getattr(client, "status", None)
+    if status != "running":
+        raise RuntimeError(
+            f"the dask client is not running (status {status!r}); DaskConvOperator needs a connected "
+            f"distributed.Client: create a new one and a new operator"
+        )
+
+
+def _workers(client):
+    """``{address: memory limit in bytes or None}`` of the cluster's workers."""
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # older distributed
+        info = client.scheduler_info()
+    workers = {a: (int(v.get("memory_limit") or 0) or None) for a, v in info["workers"].items()}
+    if not workers:
+        raise RuntimeError("the dask cluster has no workers")
+    return workers
+
+
+def _send(c, parts, where):
+    """Operands to the workers: NumPy arrays scattered to ``where`` (one call per worker), Dask arrays computed there."""
+    out = [None] * len(parts)
+    groups = {}
+    for i, (p, w) in enumerate(zip(parts, where)):
+        if hasattr(p, "dask"):
+            out[i] = c.compute(p, **_on(w))
+        else:
+            groups.setdefault(w, []).append(i)
+    for w, idx in groups.items():
+        futures = c.scatter([np.ascontiguousarray(parts[i]) for i in idx], hash=False,
+                            **({} if w is None else {"workers": [w]}))
+        for i, f in zip(idx, futures):
+            out[i] = f
+    return out
+
+
+def _kind(x, out):
+    if out is None:
+        return "dask" if hasattr(x, "dask") else "numpy"
+    if out not in ("numpy", "dask"):
+        raise ValueError(f"out must be 'numpy', 'dask' or None (the input's kind), got {out!r}")
+    return out
+
+
+def _as_images(x, shape, name):
+    """``x`` as ``(N, C, F)`` (NumPy or Dask), and whether it was batched."""
+    if not hasattr(x, "dask"):
+        x = np.asarray(x)
+    if tuple(x.shape) == tuple(shape):
+        return x.reshape((1, shape[0], -1)), False
+    if len(x.shape) == len(shape) + 1 and tuple(x.shape[1:]) == tuple(shape):
+        return x.reshape((x.shape[0], shape[0], -1)), True
+    raise ValueError(f"{name} must have shape {tuple(shape)} or (N, {', '.join(map(str, shape))}), "
+                     f"got {tuple(x.shape)}")
+
+
+def _layout(client, plan, dtype, block_bytes, keep):
+    """Slabs, the worker each is built on, whether they are kept, and ``block_bytes``; refusals before building."""
+    workers = _workers(client)
+    limits = [v for v in workers.values() if v]
+    limit = min(limits) if limits else None
+    if block_bytes is None:
+        block_bytes = DEFAULT_BLOCK_BYTES if limit is None else max(1, int(limit * BLOCK_FRACTION))
+    slabs = _b.slabs(plan, dtype, block_bytes)
+    sizes = [_b.slab_nbytes(plan, dtype, j0, j1, (f0, f1)) for j0, j1, f0, f1 in slabs]
+    if limit is not None:
+        _b.check_fits(max(sizes), limit, "the smallest worker memory limit", int(limit * BLOCK_FRACTION))
+    addrs = sorted(workers)
+    S, W = len(slabs), len(addrs)
+    home = [addrs[i * W // S] for i in range(S)]  # neighbouring slabs on one worker
+    share = max(sum(s for s, h in zip(sizes, home) if h == a) for a in addrs)
+    fits = limit is None or share <= KEEP_FRACTION * limit
+    if keep and not fits:
+        raise MatrixTooLargeError(
+            f"keep=True needs {_human(share)} of slabs on one worker, more than {KEEP_FRACTION} of its memory "
+            f"limit ({_human(limit)}); use keep=False (slabs rebuilt at every product) or more workers"
+        )
+    return slabs, home, (fits if keep is None else bool(keep)), int(block_bytes)
 
 
 class DaskConvOperator(LinearOperator):
@@ -141,15 +224,15 @@ class DaskConvOperator(LinearOperator):
         if not isinstance(client, dist.Client):
             raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}: {client!r:.80}")
         self.client = client
-        self._check_client()
+        _check_client(self.client)
         if keep is not None and not isinstance(keep, (bool, np.bool_)):
             raise TypeError(f"keep must be True, False or None, got {keep!r}")
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
         w = host_weight(weight, dtype)
-        plan = layer_plan(w.shape, in_shape, transposed=transposed, stride=stride, padding=padding,
-                          dilation=dilation, groups=groups, padding_mode=padding_mode,
-                          output_padding=output_padding, output_size=output_size)
+        plan = plan_from_keywords(w, in_shape, transposed=transposed, stride=stride, padding=padding,
+                                  dilation=dilation, groups=groups, padding_mode=padding_mode,
+                                  output_padding=output_padding, output_size=output_size)
         if tuple(w.shape) != tuple(plan.weight_shape):
             raise ValueError(f"weight must have shape {plan.weight_shape} for this plan, got {tuple(w.shape)}")
         self.plan, self._w, self.threads = plan, w, int(threads)
@@ -161,27 +244,7 @@ class DaskConvOperator(LinearOperator):
         self.bias = bias
         super().__init__(w.dtype, plan.shape)
 
-        workers = self._workers()
-        limits = [v for v in workers.values() if v]
-        limit = min(limits) if limits else None
-        if block_bytes is None:
-            block_bytes = DEFAULT_BLOCK_BYTES if limit is None else max(1, int(limit * BLOCK_FRACTION))
-        self.slabs = _b.slabs(plan, w.dtype, block_bytes)
-        sizes = [_b.slab_nbytes(plan, w.dtype, j0, j1, (f0, f1)) for j0, j1, f0, f1 in self.slabs]
-        if limit is not None:
-            _b.check_fits(max(sizes), limit, "the smallest worker memory limit", int(limit * BLOCK_FRACTION))
-        self.block_bytes = int(block_bytes)
-        addrs = sorted(workers)
-        S, W = len(self.slabs), len(addrs)
-        self._home = [addrs[i * W // S] for i in range(S)]  # neighbouring slabs on one worker
-        share = max(sum(s for s, h in zip(sizes, self._home) if h == a) for a in addrs)
-        fits = limit is None or share <= KEEP_FRACTION * limit
-        if keep and not fits:
-            raise MatrixTooLargeError(
-                f"keep=True needs {_human(share)} of slabs on one worker, more than {KEEP_FRACTION} of its memory "
-                f"limit ({_human(limit)}); use keep=False (slabs rebuilt at every product) or more workers"
-            )
-        self.keep = fits if keep is None else bool(keep)
+        self.slabs, self._home, self.keep, self.block_bytes = _layout(client, plan, w.dtype, block_bytes, keep)
         self._tag = f"convmat-{uuid.uuid4().hex[:8]}-{next(_COUNTER)}"
         self._blocks = None
         if self.keep:
@@ -192,25 +255,6 @@ class DaskConvOperator(LinearOperator):
             ]
 
     # ------------------------------------------------------------------ #
-    def _check_client(self):
-        status = getattr(self.client, "status", None)
-        if status != "running":
-            raise RuntimeError(
-                f"the dask client is not running (status {status!r}); DaskConvOperator needs a connected "
-                f"distributed.Client: create a new one and a new operator"
-            )
-
-    def _workers(self):
-        """``{address: memory limit in bytes or None}`` of the cluster's workers."""
-        try:
-            info = self.client.scheduler_info(n_workers=-1)
-        except TypeError:  # older distributed
-            info = self.client.scheduler_info()
-        workers = {a: (int(v.get("memory_limit") or 0) or None) for a, v in info["workers"].items()}
-        if not workers:
-            raise RuntimeError("the dask cluster has no workers")
-        return workers
-
     @property
     def nnz(self) -> int:
         return int(self.plan.nnz)
@@ -223,45 +267,28 @@ class DaskConvOperator(LinearOperator):
     def _where(self):
         """The worker to send each slab's operand to: where the slab is now (or will be built)."""
         if not self.keep:
-            alive = set(self._workers())
+            alive = set(_workers(self.client))
             return [h if h in alive else None for h in self._home]
         who = self.client.who_has(self._blocks)
         return [(sorted(who.get(f.key, ())) or [None])[0] for f in self._blocks]
-
-    def _send(self, parts, where):
-        """Operands to the workers: NumPy arrays scattered to ``where`` (one call per worker), Dask arrays computed there."""
-        c = self.client
-        out = [None] * len(parts)
-        groups = {}
-        for i, (p, w) in enumerate(zip(parts, where)):
-            if hasattr(p, "dask"):
-                out[i] = c.compute(p, **_on(w))
-            else:
-                groups.setdefault(w, []).append(i)
-        for w, idx in groups.items():
-            futures = c.scatter([np.ascontiguousarray(parts[i]) for i in idx], hash=False,
-                                **({} if w is None else {"workers": [w]}))
-            for i, f in zip(idx, futures):
-                out[i] = f
-        return out
 
     # ------------------------------------------------------------------ #
     # products on images (N, C, F): NumPy or Dask in, futures out
     # ------------------------------------------------------------------ #
     def _forward_futures(self, x3):
-        self._check_client()
+        _check_client(self.client)
         c, R = self.client, self.out_shape[0]
         where = self._where()
-        halos = self._send([x3[:, :, f0:f1] for _, _, f0, f1 in self.slabs], where)
+        halos = _send(self.client, [x3[:, :, f0:f1] for _, _, f0, f1 in self.slabs], where)
         if self.keep:
             return [c.submit(_forward, B, h, R, self.threads, **_on(w), pure=False) for B, h, w in zip(self._blocks, halos, where)]
         return [c.submit(_forward_streamed, self.plan, self._w, s, h, self.threads, **_on(w), pure=False) for s, h, w in zip(self.slabs, halos, where)]
 
     def _adjoint_future(self, y3):
-        self._check_client()
+        _check_client(self.client)
         c = self.client
         where = self._where()
-        ys = self._send([y3[:, :, j0:j1] for j0, j1, _, _ in self.slabs], where)
+        ys = _send(self.client, [y3[:, :, j0:j1] for j0, j1, _, _ in self.slabs], where)
         if self.keep:
             parts = [c.submit(_adjoint, B, s, y, self.threads, **_on(w), pure=False) for B, s, y, w in zip(self._blocks, self.slabs, ys, where)]
         else:
@@ -288,29 +315,10 @@ class DaskConvOperator(LinearOperator):
             out[:, :, j0:j1] = y
         return out.reshape(shape)
 
-    @staticmethod
-    def _kind(x, out):
-        if out is None:
-            return "dask" if hasattr(x, "dask") else "numpy"
-        if out not in ("numpy", "dask"):
-            raise ValueError(f"out must be 'numpy', 'dask' or None (the input's kind), got {out!r}")
-        return out
-
-    def _as_images(self, x, shape, name):
-        """``x`` as ``(N, C, F)`` (NumPy or Dask), and whether it was batched."""
-        if not hasattr(x, "dask"):
-            x = np.asarray(x)
-        if tuple(x.shape) == tuple(shape):
-            return x.reshape((1, shape[0], -1)), False
-        if len(x.shape) == len(shape) + 1 and tuple(x.shape[1:]) == tuple(shape):
-            return x.reshape((x.shape[0], shape[0], -1)), True
-        raise ValueError(f"{name} must have shape {tuple(shape)} or (N, {', '.join(map(str, shape))}), "
-                         f"got {tuple(x.shape)}")
-
     def apply(self, x, *, out=None):
         """``C @ x`` plus the bias, for images ``(N, *in_shape)`` or ``in_shape`` (NumPy or Dask)."""
-        kind = self._kind(x, out)
-        x3, batched = self._as_images(x, self.in_shape, "x")
+        kind = _kind(x, out)
+        x3, batched = _as_images(x, self.in_shape, "x")
         dtype = np.result_type(self.dtype, x3.dtype)
         y = self._images_out(self._forward_futures(x3), (x3.shape[0],) + self.out_shape, kind, dtype)
         if self.bias is not None:
@@ -321,8 +329,8 @@ class DaskConvOperator(LinearOperator):
 
     def apply_adjoint(self, y, *, out=None):
         """``C^H @ y`` for images ``(N, *out_shape)`` or ``out_shape`` (NumPy or Dask)."""
-        kind = self._kind(y, out)
-        y3, batched = self._as_images(y, self.out_shape, "y")
+        kind = _kind(y, out)
+        y3, batched = _as_images(y, self.out_shape, "y")
         dtype = np.result_type(self.dtype, y3.dtype)
         fut = self._adjoint_future(y3)
         shape = (y3.shape[0],) + self.in_shape

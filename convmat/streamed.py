@@ -30,38 +30,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
+from . import _operator_parts as parts
+from .backends import get_backend
 from .blocks import block_nbytes, build_block, row_blocks
-from .build import _human, _value_dtype, conv_plan, conv_transpose_plan
+from .build import _human, _value_dtype
 from .spmm import csr_matmul
 
-__all__ = ["StreamedConvOperator", "layer_plan"]
-
-
-def layer_plan(weight_shape, in_shape, *, transposed=False, stride=1, padding=0, dilation=1, groups=1,
-               padding_mode="zeros", output_padding=0, output_size=None):
-    """The :class:`~convmat.ConvPlan` of a layer given as :class:`~convmat.ConvOperator` takes it.
-
-    ``transposed=True`` gives :func:`convmat.conv_transpose_plan` (zeros
-    padding only), else :func:`convmat.conv_plan`.
-    """
-    if not isinstance(transposed, (bool, np.bool_)):
-        raise TypeError(f"transposed must be a bool, got {transposed!r}")
-    if transposed:
-        if padding_mode != "zeros":
-            raise ValueError(
-                f"a transposed convolution takes padding_mode='zeros' only (as PyTorch's ConvTranspose), got "
-                f"padding_mode={padding_mode!r}; for the adjoint of a {padding_mode!r}-padded convolution use .H"
-            )
-        return conv_transpose_plan(weight_shape, in_shape, stride=stride, padding=padding,
-                                   output_padding=output_padding, output_size=output_size, dilation=dilation,
-                                   groups=groups)
-    if output_size is not None or np.any(np.asarray(output_padding) != 0):
-        raise ValueError(
-            f"output_padding and output_size apply to a transposed convolution only (transposed=True), "
-            f"got output_padding={output_padding!r}, output_size={output_size!r}"
-        )
-    return conv_plan(weight_shape, in_shape, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                     padding_mode=padding_mode)
+__all__ = ["StreamedConvOperator"]
 
 
 def host_weight(weight, dtype, name="weight"):
@@ -75,25 +50,6 @@ def host_weight(weight, dtype, name="weight"):
     w = np.array(w, dtype=_value_dtype(w.dtype, dtype))
     w.setflags(write=False)
     return w
-
-
-def image_columns(x, shape, name):
-    """``x`` of shape ``shape`` or ``(N, *shape)`` as C-contiguous columns ``(F, N)``, and whether batched."""
-    x = np.asarray(x)
-    if tuple(x.shape) == tuple(shape):
-        return x.reshape(-1, 1), False
-    if x.ndim == len(shape) + 1 and tuple(x.shape[1:]) == tuple(shape):
-        return np.ascontiguousarray(x.reshape(x.shape[0], -1).T), True
-    raise ValueError(
-        f"{name} must have shape {tuple(shape)} (one image) or (N, {', '.join(map(str, shape))}) (a batch), "
-        f"got {tuple(x.shape)}"
-    )
-
-
-def columns_images(Y, shape, batched):
-    """Columns ``(F, N)`` back to images ``(N, *shape)`` (or ``shape`` when not batched)."""
-    out = Y.T.reshape((Y.shape[1],) + tuple(shape))
-    return out if batched else out[0]
 
 
 class StreamedConvOperator(LinearOperator):
@@ -152,9 +108,9 @@ class StreamedConvOperator(LinearOperator):
                  padding_mode="zeros", transposed=False, output_padding=0, output_size=None, dtype=None,
                  bias=None, threads=None):
         w = host_weight(weight, dtype)
-        plan = layer_plan(w.shape, in_shape, transposed=transposed, stride=stride, padding=padding,
-                          dilation=dilation, groups=groups, padding_mode=padding_mode,
-                          output_padding=output_padding, output_size=output_size)
+        plan = parts.plan_from_keywords(w, in_shape, transposed=transposed, stride=stride, padding=padding,
+                                        dilation=dilation, groups=groups, padding_mode=padding_mode,
+                                        output_padding=output_padding, output_size=output_size)
         self._init_pair(plan, w, block_bytes, bias, threads)
 
     @classmethod
@@ -240,11 +196,12 @@ class StreamedConvOperator(LinearOperator):
 
         Parameters
         ----------
-        x : ndarray, shape (N, *in_shape) or in_shape
+        x : ndarray, shape (N, *in_shape), in_shape, or spatial when in_shape[0] == 1
 
         Returns
         -------
-        ndarray, shape (N, *out_shape) or out_shape
+        ndarray, shape (N, *out_shape), out_shape, or out_shape[1:]
+            As :meth:`convmat.ConvOperator.apply`.
         """
         y = self._apply_linear(x)
         if self.bias is not None:
@@ -259,8 +216,8 @@ class StreamedConvOperator(LinearOperator):
 
     def _apply_linear(self, x):
         """``C @ x`` on images, without the bias."""
-        X, batched = image_columns(x, self.in_shape, "x")
-        return columns_images(self._product(X), self.out_shape, batched)
+        X, form = parts.image_columns(get_backend("scipy"), x, self.in_shape, "x")
+        return parts.columns_to_images(self._product(X), self.out_shape, form)
 
     def __repr__(self) -> str:
         head = repr(self.plan).splitlines()[0].replace("ConvPlan(", "", 1)

@@ -78,7 +78,9 @@ def test_dask_arrays_in_and_out(client):
 
     rng, w, n = _layer(1, cin=4, cout=6, n=(16, 12))
     A = ConvOperator(w, n, padding=1, padding_mode="reflect")
-    D = _op(weight=w, in_shape=n, padding=1, padding_mode="reflect", client=client, block_bytes=20_000)
+    D = _op(weight=w, in_shape=n, padding=1, padding_mode="reflect", client=client,
+            block_bytes=A.plan.nbytes(w.dtype) // 4)
+    assert len(D.slabs) >= 4
     x = rng.standard_normal((2,) + A.in_shape)
     y = rng.standard_normal((2,) + A.out_shape)
     xd = da.from_array(x, chunks=(1, 4, 8, 12))

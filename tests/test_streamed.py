@@ -207,6 +207,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"weight must have shape \(2, 2, 3, 3\)"):
         StreamedConvOperator.from_plan(conv_plan(w.shape, (8, 8)), np.ones((2, 2, 3)), block_bytes=10_000)
     assert "StreamedConvOperator(conv2d" in repr(S) and "blocks" in repr(S)
+    one = StreamedConvOperator(np.ones((1, 1, 3, 3)), (8, 8), padding=1, block_bytes=2_000)
+    bare = np.arange(64.0).reshape(8, 8)  # channel-less, as ConvOperator takes it
+    assert np.array_equal(one(bare), ConvOperator(np.ones((1, 1, 3, 3)), (8, 8), padding=1)(bare))
     assert isinstance(MatrixTooLargeError("x"), MemoryError)
 
 
