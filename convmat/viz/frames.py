@@ -442,8 +442,11 @@ def unwritten_outputs(in_shape, kernel_size, *, stride=1, padding=0, output_padd
     >>> mask, note = unwritten_outputs((4,), 3, stride=2, dilation=2)
     >>> mask.astype(int).tolist()
     [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0]
-    >>> note
-    '5 of 11 outputs are written by no input and stay 0 (stride 2 and dilation 2 share the factor 2: every write lands on an output u ≡ 0 (mod 2))'
+    >>> head, why = note.split(" (", 1)
+    >>> head
+    '5 of 11 outputs are written by no input and stay 0'
+    >>> why[:-1]
+    'stride 2 and dilation 2 share the factor 2: every write lands on an output u ≡ 0 (mod 2)'
     """
     in_shape = normalize_shape(in_shape, "in_shape")
     ndim = len(in_shape)
