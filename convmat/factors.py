@@ -25,11 +25,11 @@ With these factors the identities of the design notes become executable:
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from . import geometry as G
 from .backends import get_backend
-from .build import _as_host_weight, _value_dtype, conv_matrix, conv_transpose_plan
+from .build import conv_matrix, conv_transpose_plan
+from .weights import as_host_weight as _as_host_weight, value_dtype as _value_dtype
 from .pattern import axis_pattern
 from .selection import assemble_selection
 
@@ -268,7 +268,9 @@ def padding_matrix(in_shape, padding, *, mode="zeros", channels=1, dtype=np.floa
 def _weight_array(weight, layout: str, be=None) -> np.ndarray:
     w = _as_host_weight(weight, be)
     if w.ndim < 3:
-        raise ValueError(f"weight must have shape {layout} with at least one spatial axis, got shape {w.shape}")
+        raise G.ParameterError(
+            "weight", f"weight must have shape {layout} with at least one spatial axis, got shape {w.shape}"
+        )
     return w
 
 
@@ -470,9 +472,7 @@ def transpose_by_recipe(
         weight, in_shape, stride=stride, padding=padding, output_padding=output_padding, output_size=output_size,
         dilation=dilation, groups=groups, dtype=dtype, backend=be,
     )
-    T = K @ (P @ Z)
-    if be.name == "scipy":
-        T = sp.csr_array(T)
+    T = K @ (P @ Z)  # the library's own sparse product: a CSR matrix of the backend's kind
     if hasattr(T, "sum_duplicates"):
         T.sum_duplicates()  # canonical: sorted indices (the product leaves no duplicates)
     return T
