@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import factors as F
 from ..build import conv_transpose_matrix, conv_transpose_plan
-from ..geometry import extent, normalize_per_axis, normalize_shape
+from ..geometry import conv_transpose_output_shape, extent, normalize_per_axis, normalize_shape
 from ._common import (
     _REGION_COLOR,
     _TAP_COLOR,
@@ -262,23 +262,23 @@ def recipe_matrices(weight, in_shape, *, stride=1, padding=0, output_padding=0, 
 
     kw = dict(stride=stride, padding=padding, output_padding=output_padding, output_size=output_size,
               dilation=dilation, groups=groups)
-    K, P, Z = (sp.csr_array(f) for f in F.recipe_factors(weight, in_shape, **kw))
-    w = np.asarray(weight)
-    plan = conv_transpose_plan(w.shape, in_shape, **kw)
-    g = plan.geometry
-    biggest = max(max(f.shape) for f in (K, P, Z))
     if isinstance(max_dense, bool) or not isinstance(max_dense, (int, np.integer)) or max_dense < 1:
         raise ValueError(f"max_dense must be a positive int, got {max_dense!r}")
-    if biggest > max_dense:
+    w = np.asarray(weight)
+    plan = conv_transpose_plan(w.shape, in_shape, **kw)  # the transposed convolution's validation and messages
+    g = plan.geometry
+    c_in, c_out = plan.input_shape[0], plan.output_shape[0]
+    z = conv_transpose_output_shape(g.out_shape, (1,) * g.ndim, stride=g.stride)  # zeros inserted
+    padded = tuple(v + lo + hi for v, (lo, hi) in zip(z, g.recipe_padding))
+    biggest = max(*plan.shape, c_in * math.prod(padded), c_in * math.prod(z))  # every side of T, K_flip, P, Z
+    if biggest > max_dense:  # refused before anything is built
         raise ValueError(
             f"the recipe's matrices have up to {biggest} rows or columns, more than max_dense={max_dense}; "
             f"draw a smaller geometry (fewer channels or pixels) or raise max_dense"
         )
+    K, P, Z = (sp.csr_array(f) for f in F.recipe_factors(weight, in_shape, **kw))
     T = sp.csr_array(conv_transpose_matrix(w, in_shape, **kw))
     diff = float(abs(T - K @ (P @ Z)).max()) if T.nnz else 0.0
-    c_in, c_out = plan.input_shape[0], plan.output_shape[0]
-    z = tuple((n - 1) * s + 1 for n, s in zip(g.out_shape, g.stride))
-    padded = tuple(v + lo + hi for v, (lo, hi) in zip(z, g.recipe_padding))
     sides = [  # (matrix, title, (C, *spatial) of its columns, of its rows)
         (T, "T (built directly)", plan.input_shape, plan.output_shape),
         (K, "= K_flip", (c_in, *padded), plan.output_shape),
