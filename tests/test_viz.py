@@ -411,7 +411,7 @@ def test_output_padding_choices_side_by_side(mpl):
         viz.output_padding_choices((4,), 3, stride=2, choices=[0, 2])
 
 
-def test_recipe_matrices_with_channels_and_groups(mpl):
+def test_recipe_matrices_with_channels_and_groups(mpl, monkeypatch):
     w = np.random.default_rng(2).integers(-3, 4, size=(4, 3, 3, 2)).astype(float)  # C_in 4, C_out 6, groups 2
     fig = viz.recipe_matrices(w, (3, 2), stride=(2, 1), padding=((1, 0), (0, 1)), output_padding=(1, 0), groups=2)
     assert fig.max_difference == 0
@@ -427,7 +427,13 @@ def test_recipe_matrices_with_channels_and_groups(mpl):
     with pytest.raises(ValueError) as got:
         viz.recipe_matrices(w, (3, 2), stride=2, output_padding=2, groups=2)
     assert str(got.value) == str(want.value)
-    with pytest.raises(ValueError, match="more than max_dense=50"):
+    from convmat.viz import recipe as recipe_module
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the factors were built before the size check")
+
+    monkeypatch.setattr(recipe_module.F, "recipe_factors", forbidden)
+    with pytest.raises(ValueError, match="more than max_dense=50"):  # refused from the plan alone
         viz.recipe_matrices(w, (3, 2), groups=2, max_dense=50)
 
 
