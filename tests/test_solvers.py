@@ -199,3 +199,14 @@ def test_a_torch_tensor_on_another_device_names_both_devices(rng):
     with pytest.raises(TypeError, match=r"x is a torch.Tensor on device cpu, but this operator lives on backend "
                                         r"'scipy' \(NumPy\)"):
         B.matvec(torch.ones(6, dtype=torch.float64))
+
+
+def test_lsqr_gives_the_same_bits_in_repeated_runs(rng):
+    """The issue's symptom: four identical lsqr runs on a threaded float32 operator gave four solutions."""
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    A = ConvOperator(w, (32, 32), padding=1)
+    b = (A @ rng.standard_normal(A.shape[1]).astype(np.float32)).astype(np.float32)
+    runs = {lsqr(A, b, iter_lim=25, atol=0.0, btol=0.0)[0].tobytes() for _ in range(4)}
+    assert len(runs) == 1
+    images = rng.standard_normal((3,) + A.out_shape).astype(np.float32)
+    assert len({A.apply_adjoint(images).tobytes() for _ in range(20)}) == 1
