@@ -30,6 +30,7 @@ from .geometry import PADDING_MODES, conv_output_shape, conv_transpose_output_sh
 from .imagefiles import read_image, read_images, write_image
 from .images import columns_to_images, images_to_columns
 from .operator import ConvOperator
+from .streamed import StreamedConvOperator
 from .spectrum import circular_singular_values, operator_norm
 
 __version__ = "0.1.0"
@@ -54,6 +55,7 @@ __all__ = [
     "write_image",
     # the operator and the duality toolkit
     "ConvOperator",
+    "StreamedConvOperator",
     "AdjointTestResult",
     "adjoint_test",
     "check_geometry",
