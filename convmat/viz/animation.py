@@ -89,7 +89,8 @@ class _FrameCanvas:
         ]
         if scene.kind == "conv":
             handles.append(Patch(facecolor="none", edgecolor=_TAP_COLOR, linewidth=1.5, label="kernel taps"))
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=6.5,
+        ncol = 3 if scene.kind == "scatter" else 4  # the scatter's labels are longer
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), ncol), fontsize=6.5,
                    frameon=False, bbox_to_anchor=(0.5, 0.02 / height), handlelength=1.2, columnspacing=1.0)
         # dynamic artists
         self.taps = self.ax_l.scatter(
