@@ -119,7 +119,9 @@ def operator_norm(A, *, method="auto", tol=1e-10, maxiter=None, rng=None) -> flo
         if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)):
             raise ParameterTypeError("maxiter", f"maxiter must be a positive int or None, got {maxiter!r}")
         if maxiter < 1:
-            raise ParameterError("maxiter", f"maxiter must be a positive int or None (at least one iteration), got {maxiter!r}")
+            raise ParameterError(
+                "maxiter", f"maxiter must be a positive int or None (at least one iteration), got {maxiter!r}"
+            )
         maxiter = int(maxiter)
     rng = _generator(rng)
     M, L = _explicit(A)
@@ -130,7 +132,9 @@ def operator_norm(A, *, method="auto", tol=1e-10, maxiter=None, rng=None) -> flo
         method = "dense" if M is not None and m * n <= DENSE_LIMIT else "svds"
     if method == "dense":
         if M is None:
-            raise ParameterError("method", "method='dense' needs an explicit matrix (sparse or ndarray), got a LinearOperator")
+            raise ParameterError(
+                "method", "method='dense' needs an explicit matrix (sparse or ndarray), got a LinearOperator"
+            )
         dense = M.toarray() if hasattr(M, "toarray") else np.asarray(M)
         return float(np.linalg.svd(dense, compute_uv=False)[0])
     dtype = np.dtype(L.dtype)
@@ -263,7 +267,9 @@ def circular_singular_values(weight, in_shape, *, stride=1, groups=1, dilation=1
     if w.dtype == object or w.dtype.kind not in "biufc":
         raise ParameterTypeError("weight", f"weight must be an array of numbers, got dtype {w.dtype}")
     if w.ndim < 3:
-        raise ParameterError("weight", f"weight must have shape (C_out, C_in/groups, *kernel_size), got shape {w.shape}")
+        raise ParameterError(
+            "weight", f"weight must have shape (C_out, C_in/groups, *kernel_size), got shape {w.shape}"
+        )
     if w.size == 0:
         raise ParameterError(
             "weight",
