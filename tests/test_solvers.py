@@ -210,3 +210,18 @@ def test_lsqr_gives_the_same_bits_in_repeated_runs(rng):
     assert len(runs) == 1
     images = rng.standard_normal((3,) + A.out_shape).astype(np.float32)
     assert len({A.apply_adjoint(images).tobytes() for _ in range(20)}) == 1
+
+
+def test_from_matrix_on_the_torch_backend_builds_the_adjoint_from_the_matrix(rng):
+    torch = pytest.importorskip("torch")
+    w = rng.standard_normal((3, 2, 3, 3))
+    kw = dict(stride=2, padding=1, padding_mode="reflect")
+    plan = conv_plan(w.shape, (7, 8), **kw)
+    T = ConvOperator.from_matrix(conv_matrix(w, (7, 8), backend="torch", **kw), plan)  # no weight given
+    A = ConvOperator(w, (7, 8), **kw)
+    assert T.backend.name == "torch"
+    y = rng.standard_normal((2,) + A.out_shape)
+    np.testing.assert_allclose(T.apply_adjoint(torch.from_numpy(y)).numpy(), A.apply_adjoint(y), rtol=1e-13, atol=1e-13)
+    x = rng.standard_normal((2,) + A.in_shape)
+    np.testing.assert_allclose(T(torch.from_numpy(x)).numpy(), A(x), rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(T.H.matrix.to_dense().numpy(), A.matrix.T.toarray())
