@@ -108,9 +108,8 @@ class _Chunks:
         return sum(table_bytes(ax, r, self.T) for ax, r in zip(self.axes, rows))
 
 
-def peak_bytes(plan, chunks: _Chunks, vdtype, idt, start: int, stop: int, threads: int, weight) -> int:
-    """An upper bound on everything building rows ``[start, stop)`` allocates, the result included."""
-    nnz = plan.row_nnz(start, stop)
+def peak_bytes(plan, chunks: _Chunks, vdtype, idt, start: int, stop: int, nnz: int, threads: int, weight) -> int:
+    """An upper bound on everything building rows ``[start, stop)`` (``nnz`` entries) allocates, the result included."""
     result = nnz * (vdtype.itemsize + idt.itemsize) + (stop - start + 1) * idt.itemsize
     E = chunks.entries
     temporaries = (
@@ -155,20 +154,21 @@ def build_csr(plan, weight, *, dtype=None, flip=False, rows=None, backend="scipy
         raise ParameterTypeError("flip", f"flip must be a bool, got {flip!r}")
     threads = be.threads if threads is None else positive_int(threads, "threads")
     idt = _block_index_dtype(plan, start, stop, be)
-    chunks = _Chunks(plan, plan.row_nnz(start, stop))
-    need = peak_bytes(plan, chunks, vdtype, idt, start, stop, threads, weight)
+    nnz = plan.row_nnz(start, stop)
+    chunks = _Chunks(plan, nnz)
+    need = peak_bytes(plan, chunks, vdtype, idt, start, stop, nnz, threads, weight)
 
     def describe():
         block = "block " if (start, stop) != (0, plan.shape[0]) else ""
         final = plan.nbytes(vdtype, rows=(start, stop))
-        return (f"the matrix {block}of shape ({stop - start}, {plan.shape[1]}) with {plan.row_nnz(start, stop):,} "
+        return (f"the matrix {block}of shape ({stop - start}, {plan.shape[1]}) with {nnz:,} "
                 f"non-zeros takes {human(final)} ({final:,} bytes as {vdtype})")
 
     check_fits(need, max_bytes, be, describe)
-    return _assemble(plan, weight, vdtype, bool(flip), start, stop, be, threads, idt, chunks)
+    return _assemble(plan, weight, vdtype, bool(flip), start, stop, nnz, be, threads, idt, chunks)
 
 
-def _assemble(plan, weight, vdtype, flip, start, stop, be, threads, idt, chunks):
+def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, chunks):
     # Only ``be``'s methods create arrays or write into a given buffer; the rest is
     # slicing, reshape and broadcasting arithmetic, spelled alike by NumPy, CuPy and torch.
     O = math.prod(plan.grid)
@@ -189,7 +189,6 @@ def _assemble(plan, weight, vdtype, flip, start, stop, be, threads, idt, chunks)
         a_c, b_c = max(start - c * O, 0), min(stop - c * O, O)
         for a, b, ca in chunks.chunks(a_c, b_c):
             pieces.append((ca, a, b, c, c * plan.channel_nnz + spatial_before(a) - first, c * O + a - start))
-    nnz = plan.row_nnz(start, stop)
     indptr = be.zeros(stop - start + 1, dtype=idt)
     indices = be.empty(nnz, dtype=idt)
     data = be.empty(nnz, dtype=vdtype)

@@ -12,6 +12,7 @@ allocated) says which limit applied.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from .backends import available_memory, device_memory_limit
@@ -70,13 +71,17 @@ def _inactive_file(directory: str) -> int:
     return int(value) if value.isdigit() else 0
 
 
-def _cgroup_limits(proc_cgroup: str = "/proc/self/cgroup", root: str = _CGROUP):
-    """``(headroom, file)`` for each cgroup memory limit on the path of this process."""
+@functools.lru_cache(maxsize=8)
+def _cgroup_files(proc_cgroup: str, root: str) -> tuple:
+    """``(directory, limit file, usage file)`` of every cgroup memory controller on this process's path.
+
+    Read once per process (a process does not change cgroups while it builds).
+    """
     try:
         with open(proc_cgroup) as fh:
             lines = fh.read().splitlines()
     except OSError:
-        return []
+        return ()
     out = []
     for line in lines:
         hier, controllers, path = (line.split(":", 2) + ["", ""])[:3]
@@ -90,10 +95,19 @@ def _cgroup_limits(proc_cgroup: str = "/proc/self/cgroup", root: str = _CGROUP):
         for base in bases:
             for depth in range(len(parts), -1, -1):  # the cgroup and its ancestors (and a container's root)
                 d = os.path.join(base, *parts[:depth])
-                limit, usage = _read_int(os.path.join(d, limit_f)), _read_int(os.path.join(d, usage_f))
-                if limit is not None and limit < 2**60:  # v1 says 'no limit' with a huge number
-                    usage = max(0, (usage or 0) - _inactive_file(d))  # page cache the kernel can drop
-                    out.append((max(0, limit - usage), os.path.join(d, limit_f)))
+                if os.path.exists(os.path.join(d, limit_f)):
+                    out.append((d, limit_f, usage_f))
+    return tuple(out)
+
+
+def _cgroup_limits(proc_cgroup: str = "/proc/self/cgroup", root: str = _CGROUP):
+    """``(headroom, file)`` for each cgroup memory limit on the path of this process."""
+    out = []
+    for d, limit_f, usage_f in _cgroup_files(proc_cgroup, root):
+        limit, usage = _read_int(os.path.join(d, limit_f)), _read_int(os.path.join(d, usage_f))
+        if limit is not None and limit < 2**60:  # v1 says 'no limit' with a huge number
+            usage = max(0, (usage or 0) - _inactive_file(d))  # page cache the kernel can drop
+            out.append((max(0, limit - usage), os.path.join(d, limit_f)))
     return out
 
 

@@ -42,6 +42,15 @@ def normalize_rows(rows, n_rows: int) -> tuple[int, int]:
     return start, stop
 
 
+def _unravel(r: int, grid) -> list[int]:
+    """``np.unravel_index`` in Python ints (sizes beyond int64 products stay exact)."""
+    out = []
+    for n in reversed(grid):
+        r, j = divmod(r, n)
+        out.append(j)
+    return out[::-1]
+
+
 class ConvPlan:
     """The sparsity pattern of a convolution matrix: build it many times, with any weights.
 
@@ -73,8 +82,10 @@ class ConvPlan:
         self.row_channels, self.col_channels = self.output_shape[0], self.input_shape[0]
         self.cols_per_group = self.col_channels // self.groups
         self.shape = (math.prod(self.output_shape), math.prod(self.input_shape))
+        per_axis = [axis_nnz(ax) for ax in g.axes]
+        self._tails = tuple(math.prod(per_axis[a + 1 :]) for a in range(len(per_axis)))
         #: non-zeros of one row channel (all in-group column channels)
-        self.channel_nnz = self.cols_per_group * math.prod(axis_nnz(ax) for ax in g.axes)
+        self.channel_nnz = self.cols_per_group * math.prod(per_axis)
         self.nnz = self.row_channels * self.channel_nnz
         big = max(self.nnz, *self.shape)
         self.index_dtype = np.dtype(np.int32 if big <= _INT32_MAX else np.int64)
@@ -140,13 +151,11 @@ class ConvPlan:
         axes, grid = self.geometry.axes, self.grid
         if r >= math.prod(grid):
             return self.channel_nnz
-        j = np.unravel_index(r, grid) if grid else ()
         total, head = 0, 1
-        for a, ax in enumerate(axes):
-            before = axis_nnz_before(ax, int(j[a]), self.transposed)
-            tail = math.prod(axis_nnz(b) for b in axes[a + 1 :])
-            total += head * before * tail
-            head *= axis_nnz_before(ax, int(j[a]) + 1, self.transposed) - before
+        for a, (ax, j) in enumerate(zip(axes, _unravel(r, grid))):
+            before = axis_nnz_before(ax, j, self.transposed)
+            total += head * before * self._tails[a]
+            head *= axis_nnz_before(ax, j + 1, self.transposed) - before
             if head == 0:
                 break
         return self.cols_per_group * total
