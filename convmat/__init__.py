@@ -26,7 +26,7 @@ from .factors import (
     transpose_by_recipe,
     zero_insertion_matrix,
 )
-from .geometry import PADDING_MODES, conv_output_shape, conv_transpose_output_shape
+from .geometry import PADDING_MODES, conv_output_shape, conv_transpose_output_shape, restoring_output_padding
 from .imagefiles import read_image, read_images, write_image
 from .images import columns_to_images, images_to_columns
 from .operator import ConvOperator
@@ -42,6 +42,7 @@ __all__ = [
     "MatrixTooLargeError",
     "conv_output_shape",
     "conv_transpose_output_shape",
+    "restoring_output_padding",
     "conv_plan",
     "conv_transpose_plan",
     "conv_matrix",

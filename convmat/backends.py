@@ -731,3 +731,72 @@ def matrix_vector(be: Backend, M, v):
     if be.name == "torch":
         return be.matmul(M, v)
     return M @ v
+
+
+def to_host_weight(weight, be: Backend | None = None, name: str = "weight") -> np.ndarray:
+    """``weight`` as a NumPy array on the host (no copy for a NumPy array), for backend ``be``.
+
+    Weights are small: they are checked and packed on the host and moved to the
+    backend's device.  A weight on a device the backend does not use (a CuPy
+    array for ``'scipy'``, a CUDA tensor for ``'cupy'``) is a TypeError that
+    says what to pass; so is a dtype NumPy cannot hold (torch's bfloat16).
+    Checking the dtype is the caller's (:mod:`convmat.weights`).
+    """
+    from .errors import ParameterTypeError
+
+    lib = array_library(weight)
+    target = "the host" if be is None else f"backend {be.name!r}"
+    if lib == "cupy":
+        if be is None or be.name != "cupy":
+            raise ParameterTypeError(
+                name,
+                f"{name} is a CuPy array (on a CUDA device), but the matrix is built for {target}; "
+                f"pass backend='cupy', or {name}.get()",
+            )
+        return weight.get()
+    if lib == "torch":
+        if getattr(weight, "layout", None) is not None and str(weight.layout) != "torch.strided":
+            raise ParameterTypeError(name, f"{name} must be a dense tensor, got layout {weight.layout}")
+        if weight.device.type != "cpu" and (be is None or be.name != "torch"):
+            raise ParameterTypeError(
+                name,
+                f"{name} is a torch tensor on device {weight.device}, but the matrix is built for {target}; "
+                f"pass backend='torch', or {name}.cpu()",
+            )
+        if weight.requires_grad:
+            raise ParameterTypeError(
+                name,
+                f"{name} requires grad, and a sparse matrix cannot carry PyTorch's autograd graph; use "
+                f"ConvOperator({name}, ..., backend='torch') for products differentiable with respect to it, "
+                f"or pass {name}.detach()",
+            )
+        try:
+            return weight.detach().resolve_conj().cpu().numpy()
+        except TypeError:
+            raise ParameterTypeError(
+                name,
+                f"{name} must have dtype float32, float64, complex64, complex128 or an integer dtype, "
+                f"got {weight.dtype}",
+            ) from None
+    if isinstance(weight, np.ndarray):
+        return weight
+    try:  # lists and other array-likes
+        return np.asarray(weight)
+    except (ValueError, TypeError, RuntimeError):
+        raise ParameterTypeError(
+            name, f"{name} must be an array of numbers, got {type(weight).__module__}.{type(weight).__name__}"
+        ) from None
+
+
+def device_memory_limit(be: Backend) -> int | None:
+    """Free memory on the device of a GPU backend; None when the backend builds in host memory."""
+    if be.name == "cupy" or (be.name == "torch" and be.device.type != "cpu"):
+        return be.memory_limit()
+    return None
+
+
+def default_device(backend, weight):
+    """The device a build on ``backend`` defaults to for this weight: a torch weight's own device, else None."""
+    if backend == "torch" and array_library(weight) == "torch":
+        return weight.device
+    return None
