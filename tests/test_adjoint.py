@@ -1,6 +1,6 @@
 """adjoint_test on black boxes: function pairs, torch and PyLops operators, resolution, overflow, bad input.
 
-The rates behind these tests (1000 seeds per case, sizes up to 1024 x 1024)
+The rates behind these tests (up to 1000 seeds per case, sizes up to 1024 x 1024)
 are measured by benchmarks/adjoint_power.py and tabulated in docs/adjoint.rst;
 here a few seeds per case check the same claims.
 """
