@@ -88,13 +88,15 @@ def test_complex_adjoint_conjugates_and_bias_is_forward_only():
 
 def test_linear_operator_lsqr_and_adjoint_test():
     rng = np.random.default_rng(5)
-    w = rng.standard_normal((4, 4, 3, 3))
-    S = StreamedConvOperator(w, (12, 12), padding=1, block_bytes=8_000)
+    w = 0.05 * rng.standard_normal((4, 4, 3, 3))
+    w[:, :, 1, 1] += np.eye(4)  # well conditioned: lsqr converges in a few iterations
+    S = StreamedConvOperator(w, (12, 12), padding=1, block_bytes=80_000)
+    assert len(S.blocks) >= 3
     assert S.T is S.H and S.adjoint() is S.H
     assert adjoint_test(S).passed
     x = rng.standard_normal(S.shape[1])
-    sol = lsqr(S, S @ x, atol=1e-13, btol=1e-13, iter_lim=2000)[0]
-    assert np.abs(sol - x).max() < 1e-6
+    sol, stop = lsqr(S, S @ x, atol=1e-12, btol=1e-12, iter_lim=60)[:2]
+    assert stop in (1, 2) and np.abs(sol - x).max() < 1e-8
 
 
 def test_never_holds_more_than_block_bytes():
