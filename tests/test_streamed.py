@@ -31,7 +31,7 @@ GEOMETRIES = [
     dict(in_shape=(21, 19), padding=1, padding_mode="reflect"),
     dict(in_shape=(21, 19), padding=(1, 2), groups=2),
     dict(in_shape=(21, 19), padding=2, stride=3, padding_mode="circular"),
-    dict(in_shape=(9, 8, 7), padding=1, padding_mode="replicate"),
+    dict(in_shape=(7, 6, 5), padding=1, padding_mode="replicate"),
     dict(in_shape=(11, 10), padding=1, stride=2, transposed=True, output_padding=1),
 ]
 
