@@ -76,14 +76,17 @@ def operator_norm(A, *, method="auto", tol=1e-10, maxiter=None, rng=None) -> flo
     A : sparse matrix, ndarray (2-D), ConvOperator or LinearOperator, shape (m, n)
     method : {'auto', 'dense', 'svds', 'power'}
         ``'dense'``: ``numpy.linalg.svd`` of the dense matrix (explicit
-        matrices only); ``'svds'``: ARPACK's Lanczos bidiagonalisation
-        (``scipy.sparse.linalg.svds``, ``k=1``, :data:`LANCZOS_VECTORS` Lanczos
-        vectors); ``'power'``: power
+        matrices only); ``'svds'``: ARPACK's Lanczos iteration on the smaller
+        of ``A^H A`` and ``A A^H`` (what ``scipy.sparse.linalg.svds`` with
+        ``k=1`` runs), :data:`LANCZOS_VECTORS` Lanczos vectors; ``'power'``: power
         iteration on ``A^H A``.  ``'auto'`` uses ``'dense'`` when
         ``m * n <= DENSE_LIMIT`` (4e6) and the matrix is explicit, else ``'svds'``.
     tol : float
-        The relative accuracy asked for.  ``'svds'``: ARPACK's ``tol`` (the
-        relative accuracy of the Ritz value; 0 means machine precision).
+        The relative accuracy asked for.  ``'svds'``: ARPACK's ``tol`` for
+        the Ritz value ``sigma^2`` of the Gram matrix (its relative accuracy;
+        0 means machine precision), so ``sigma`` is within about ``tol / 2``
+        (relative); a float32 operator computes in float32, which bounds the
+        accuracy near 1e-7 whatever ``tol``.
         ``'power'``: iterate until the residual
         ``r = ||A^H A v - rho v||`` of the Rayleigh quotient
         ``rho = ||A v||^2`` (``||v|| = 1``) is at most ``tol * rho``; then
@@ -159,16 +162,21 @@ def operator_norm(A, *, method="auto", tol=1e-10, maxiter=None, rng=None) -> flo
         return float(np.linalg.svd(dense, compute_uv=False)[0])
     dtype = np.dtype(L.dtype)
     if method == "svds":
-        from scipy.sparse.linalg import svds
+        from scipy.sparse.linalg import LinearOperator, eigsh
 
         if min(m, n) == 1:  # ARPACK needs k < min(shape)
             v = np.ones(n, dtype=dtype) if n == 1 else None
             dense = L.matmat(np.eye(n, dtype=dtype)) if v is None else L.matvec(v).reshape(m, 1)
             return float(np.linalg.norm(dense))
-        v0 = _start(rng, min(m, n), dtype)
-        s = svds(L, k=1, tol=tol, v0=v0, maxiter=maxiter, ncv=_lanczos_vectors(min(m, n), dtype),
-                 return_singular_vectors=False)
-        return float(s[0])
+        # Lanczos on the smaller Gram matrix, A^H A or A A^H, as svds(k=1) runs it -- but with tol
+        # itself for its eigenvalue sigma^2 (svds asks for tol**2 and returns singular vectors).
+        k = min(m, n)
+        first, second = (L.matvec, L.rmatvec) if n <= m else (L.rmatvec, L.matvec)
+        gram = LinearOperator((k, k), matvec=lambda v: second(first(v)), dtype=dtype)
+        v0 = _start(rng, k, dtype)
+        lam = eigsh(gram, k=1, tol=tol, v0=v0, maxiter=maxiter, ncv=_lanczos_vectors(k, dtype),
+                    return_eigenvectors=False)
+        return math.sqrt(max(float(np.real(lam[0])), 0.0))
     # power iteration on A^H A, stopped by the residual of the Rayleigh quotient
     maxiter = 10_000 if maxiter is None else maxiter
     v = _start(rng, n, dtype)
