@@ -5,9 +5,16 @@ bytes as the CSR matrix (data + indices + indptr), measured in the same run.
 Peak memory is traced with tracemalloc (NumPy reports its buffers to it) and
 divided by the final matrix's bytes.
 
-    python benchmarks/build.py                      # 64->64, 3x3, pad 1, 56x56, float32
-    python benchmarks/build.py --size 28 --peer     # also a COO-based builder (slow)
-    python benchmarks/build.py --backends torch     # also build on the torch (and cupy) backends
+    python benchmarks/build.py                      # the geometry suite (table below), float32
+    python benchmarks/build.py --only 3x3 1-D       # the suite's geometries whose name holds a word
+    python benchmarks/build.py --layer --size 28 --peer   # one layer: 64->64, 3x3, 28x28; a COO peer
+    python benchmarks/build.py --layer --backends torch   # one layer, also on torch (and cupy)
+
+The suite prints, per geometry: nnz, the first build of it in the process
+("cold"; the first geometry also pays the process's first-use costs) and the
+median of the next builds ("warm"), the fill of the same bytes with 1 and 2
+threads, build / fill (both with the backend's default threads) and the traced
+peak / final bytes.  Rounds alternate build and fill so both see the same load.
 
 It also times plans (shape, nnz, bytes, a row block) on 10**9-sample
 geometries, which are computed in closed form, against the 10 ms target.
@@ -28,6 +35,7 @@ import tracemalloc
 import numpy as np
 
 from convmat import conv_plan, conv_transpose_plan
+from convmat.backends import default_threads
 
 HUGE = {
     "conv_plan (1, 1, 3) on (10**9,)": lambda: conv_plan((1, 1, 3), (10**9,), padding=1),
@@ -114,8 +122,66 @@ def coo_peer(plan, weight):
     return sp.coo_array((vals, (rows, cols)), shape=plan.shape).tocsr()
 
 
+SUITE = {
+    "1->1 3x3 2048^2": lambda: conv_plan((1, 1, 3, 3), (2048, 2048), padding=1),
+    "1->1 9x9 512^2": lambda: conv_plan((1, 1, 9, 9), (512, 512), padding=4),
+    "1->1 25x25 256^2": lambda: conv_plan((1, 1, 25, 25), (256, 256), padding=12),
+    "64->64 3x3 56^2": lambda: conv_plan((64, 64, 3, 3), (56, 56), padding=1),
+    "3->64 7x7/2 112^2": lambda: conv_plan((64, 3, 7, 7), (224, 224), stride=2, padding=3),
+    "1-D 1->1 k=9 10^7": lambda: conv_plan((1, 1, 9), (10**7,), padding=4),
+    "3-D 1->1 3x3x3 128^3": lambda: conv_plan((1, 1, 3, 3, 3), (128, 128, 128), padding=1),
+    "3-D 4->4 3x3x3 48^3": lambda: conv_plan((4, 4, 3, 3, 3), (48, 48, 48), padding=1),
+    "transposed 1->1 4x4/2 1024^2": lambda: conv_transpose_plan((1, 1, 4, 4), (1024, 1024), stride=2, padding=1),
+    "transposed 16->16 3x3/2 128^2": lambda: conv_transpose_plan((16, 16, 3, 3), (128, 128), stride=2, padding=1,
+                                                                 output_padding=1),
+    "dilation 4 1->1 3x3 2048^2": lambda: conv_plan((1, 1, 3, 3), (2048, 2048), padding=4, dilation=4),
+    "depthwise 32 3x3 256^2": lambda: conv_plan((32, 1, 3, 3), (256, 256), padding=1, groups=32),
+    "groups 4 64->64 3x3 56^2": lambda: conv_plan((64, 16, 3, 3), (56, 56), padding=1, groups=4),
+    "reflect 1->1 3x3 2048^2": lambda: conv_plan((1, 1, 3, 3), (2048, 2048), padding=1, padding_mode="reflect"),
+    "replicate 1->1 3x3 2048^2": lambda: conv_plan((1, 1, 3, 3), (2048, 2048), padding=1,
+                                                   padding_mode="replicate"),
+    "circular 1->1 3x3 2048^2": lambda: conv_plan((1, 1, 3, 3), (2048, 2048), padding=1, padding_mode="circular"),
+    "reflect 1->1 9x9 512^2": lambda: conv_plan((1, 1, 9, 9), (512, 512), padding=4, padding_mode="reflect"),
+}
+
+
+def run_suite(names, repeat):
+    """One line per geometry: nnz, cold and warm build, fill (1 and 2 threads), ratio, peak / final."""
+    print(f"{'geometry':30s} {'nnz':>7s} {'cold':>8s} {'warm':>8s} {'fill 1t':>8s} {'fill 2t':>8s} "
+          f"{'build/fill':>10s} {'peak/final':>10s}")
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for name in names:
+        plan = SUITE[name]()
+        weight = rng.standard_normal(plan.weight_shape).astype(np.float32)
+        final = plan.nbytes(np.float32)
+        gc.collect()
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        C = plan.build(weight)
+        cold = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        del C
+        fills = {1: fill_baseline(plan, np.float32, 1), 2: fill_baseline(plan, np.float32, 2)}
+        times = {"build": [], 1: [], 2: []}
+        for _ in range(repeat):  # alternating rounds
+            times["build"].append(median_time(lambda: plan.build(weight), 1))
+            for th, fill in fills.items():
+                times[th].append(median_time(fill, 1))
+        warm, f1, f2 = (statistics.median(times[key]) for key in ("build", 1, 2))
+        fill = f2 if default_threads() > 1 else f1
+        ratio = warm / fill
+        worst = max(worst, ratio)
+        print(f"{name:30s} {plan.nnz / 1e6:6.1f}M {cold * 1e3:6.0f}ms {warm * 1e3:6.0f}ms {f1 * 1e3:6.0f}ms "
+              f"{f2 * 1e3:6.0f}ms {ratio:9.2f}x {peak / final:9.3f}x", flush=True)
+    print(f"worst build / fill: {worst:.2f}x (fill with the backend's default threads, {default_threads()})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", default=None, help="suite geometries whose name holds one of these")
+    ap.add_argument("--layer", action="store_true", help="one layer (--channels, --size, --kernel) instead")
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--size", type=int, default=56)
     ap.add_argument("--kernel", type=int, default=3)
@@ -125,6 +191,10 @@ def main(argv=None):
     ap.add_argument("--backends", nargs="*", default=[], choices=["torch", "cupy"],
                     help="also build with these backends (torch on the CPU; cupy needs a CUDA device)")
     args = ap.parse_args(argv)
+    if not args.layer:
+        names = [n for n in SUITE if args.only is None or any(w in n for w in args.only)]
+        run_suite(names, args.repeat)
+        return
 
     rng = np.random.default_rng(0)
     c, n, k = args.channels, args.size, args.kernel

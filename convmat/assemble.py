@@ -25,7 +25,7 @@ import numpy as np
 from .errors import ParameterTypeError
 from .geometry import positive_int
 from .memory import MatrixTooLargeError, check_fits, human
-from .pattern import axis_table, fill_structure, table_bytes
+from .pattern import axis_table, fill_structure, runs_bytes, table_bytes
 from .plan import normalize_rows
 from .sizes import axis_row_bound, axis_slot_bound
 from .weights import backend_and_weight, check_weight_shape, matrix_weight, value_dtype
@@ -95,17 +95,18 @@ class _Chunks:
             hit = self._cache.get(i)
             if hit is None or hit[0] != rng:
                 hit = self._cache[i] = None  # drop the old table before making the new one
-                p = axis_table(ax, *rng, transposed=self.T)
+                p = axis_table(ax, *rng, transposed=self.T, compact=i == len(self.axes) - 1)
                 taps = [be.asarray(np.ascontiguousarray(p.taps[:, s])) for s in range(p.slots)]
                 hit = self._cache[i] = (rng, (p, be.asarray(p.cols), taps))
             out.append(hit[1])
         return out
 
     def table_bytes(self) -> int:
-        """A bound on the memory of the tables of one chunk, while they are made and held."""
+        """A bound on the memory of the tables of one chunk and their runs of copies (``shift_runs``)."""
         rows = [r1 - r0 for r0, r1 in self.ranges(0)]
         rows[self.split] = self.step
-        return sum(table_bytes(ax, r, self.T) for ax, r in zip(self.axes, rows))
+        tables = sum(table_bytes(ax, r, self.T) for ax, r in zip(self.axes, rows))
+        return tables + sum(runs_bytes(ax, r, self.T) for ax, r in zip(self.axes[-2:], rows[-2:]))
 
 
 def peak_bytes(plan, chunks: _Chunks, vdtype, idt, start: int, stop: int, nnz: int, threads: int, weight) -> int:
@@ -204,7 +205,7 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
 
     def channel(piece, template):
         c, dst, _ = piece
-        grp_t, src, taps, length = template
+        grp_t, src, taps, length, segments = template
         out_i = indices[dst : dst + length]
         if src != dst:
             shift = (c // Rg - grp_t) * Cg * N
@@ -213,12 +214,19 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
             else:
                 out_i[...] = indices[src : src + length]
         out_v = data[dst : dst + length]
-        be.take(W[c], taps[0], out_v)
-        if len(taps) > 1:
-            tmp = be.empty(length, dtype=vdtype)
-            for t in taps[1:]:
-                be.take(W[c], t, tmp)
-                out_v += tmp
+        tmp = None
+        for seg in segments:
+            if seg[0] == "gather":
+                _, p, n = seg
+                be.take(W[c], taps[0][p : p + n], out_v[p : p + n])
+                if len(taps) > 1:
+                    tmp = be.empty(n, dtype=vdtype) if tmp is None or tmp.shape[0] < n else tmp
+                    for t in taps[1:]:
+                        be.take(W[c], t[p : p + n], tmp[:n])
+                        out_v[p : p + n] += tmp[:n]
+            else:  # copies of values already written
+                _, p, n, count = seg
+                out_v[p + n : p + count * n].reshape(count - 1, n)[...] = out_v[p : p + n][None, :]
 
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and nnz >= _THREADED_NNZ else None
     try:
@@ -244,9 +252,9 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
             c, dst, _ = group[0]
             combos = list(itertools.product(*(range(p.slots) for p, _, _ in tables)))
             taps = [be.empty(length, dtype=np.int64) for _ in combos]
-            fill_structure(be, tables, plan.grid, a, b, (c // Rg) * Cg * N, N, Cg,
-                           indices[dst : dst + length], taps, combos)
-            template = (c // Rg, dst, taps, length)
+            segments = fill_structure(be, tables, plan.grid, a, b, (c // Rg) * Cg * N, N, Cg,
+                                      indices[dst : dst + length], taps, combos)
+            template = (c // Rg, dst, taps, length, segments)
             if pool is not None and len(group) > 1:
                 list(pool.map(channel, group, itertools.repeat(template)))
             else:

@@ -29,7 +29,7 @@ import numpy as np
 from .geometry import AxisGeometry
 from .sizes import axis_row_bound, axis_slot_bound, interior_rows
 
-__all__ = ["AxisPattern", "axis_pattern", "axis_table", "fill_structure", "table_bytes"]
+__all__ = ["AxisPattern", "axis_pattern", "axis_table", "fill_structure", "runs_bytes", "shift_runs", "table_bytes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +49,14 @@ class AxisPattern:
         The taps of each entry; unused slots hold ``k``.
     row0 : int
         The axis row of the table's first row.
+    copies : tuple of (first, count, delta)
+        Runs of local rows known by construction to be shifted copies of row
+        ``first`` (same taps, columns plus ``i * delta``).
+    skip : (int, int)
+        ``(E0, n)``: a compact table (``axis_table(..., compact=True)``) holds
+        no entries for the copies after the first row of its run: ``ptr``
+        numbers every entry, and entry ``e >= E0`` sits at ``e - n`` in
+        ``cols`` and ``taps`` (:meth:`entry`).
     """
 
     n_rows: int
@@ -58,6 +66,17 @@ class AxisPattern:
     cols: np.ndarray
     taps: np.ndarray
     row0: int = 0
+    copies: tuple = ()
+    skip: tuple = (0, 0)
+
+    def entry(self, e):
+        """Where entry ``e`` (numbered by ``ptr``) sits in ``cols`` and ``taps`` (an int or an array)."""
+        e0, n = self.skip
+        if n == 0:
+            return e
+        if isinstance(e, np.ndarray):
+            return np.where(e >= e0, e - n, e)
+        return e - n if e >= e0 else e
 
     @property
     def nnz(self) -> int:
@@ -125,8 +144,13 @@ def _fold(u, n: int, mode: str):
     return u
 
 
-def _unmerged_rows(ax: AxisGeometry, r0: int, r1: int) -> AxisPattern:
-    """Forward rows ``[r0, r1)`` read with zero padding: each row a contiguous run of taps."""
+def _unmerged_rows(ax: AxisGeometry, r0: int, r1: int, compact: bool = False) -> AxisPattern:
+    """Forward rows ``[r0, r1)`` read with zero padding: each row a contiguous run of taps.
+
+    The rows reading every tap are consecutive, and shifted copies of one
+    another (``copies``); a ``compact`` table holds the entries of the first
+    of them only.
+    """
     j = np.arange(r0, r1, dtype=np.int64)
     b = j * ax.s - ax.lo
     t_lo = np.clip(-(b // ax.d), 0, ax.k)  # ceil(-b/d)
@@ -134,13 +158,22 @@ def _unmerged_rows(ax: AxisGeometry, r0: int, r1: int) -> AxisPattern:
     lengths = np.maximum(t_hi - t_lo, 0)
     ptr = np.zeros(r1 - r0 + 1, dtype=np.int64)
     np.cumsum(lengths, out=ptr[1:])
+    full = np.flatnonzero((t_lo == 0) & (t_hi == ax.k)) if ax.k else np.zeros(0, dtype=np.int64)
+    copies, skip = (), (0, 0)
+    if full.size >= 2:
+        i0, i1 = int(full[0]), int(full[-1]) + 1  # contiguous: b grows with j
+        copies = ((i0, i1 - i0, ax.s),)
+        if compact:
+            skip = (int(ptr[i0 + 1]), int(ptr[i1] - ptr[i0 + 1]))
+            lengths[i0 + 1 : i1] = 0
     row = np.repeat(np.arange(r1 - r0, dtype=np.int64), lengths)
-    taps = np.arange(int(ptr[-1]), dtype=np.int64)
-    taps += (t_lo - ptr[:-1])[row]
+    e = ptr[:-1] if skip[1] == 0 else np.where(np.arange(r1 - r0) > copies[0][0], ptr[:-1] - skip[1], ptr[:-1])
+    taps = np.arange(row.size, dtype=np.int64)
+    taps += (t_lo - e)[row]
     cols = b[row]
     del row
     cols += taps * ax.d
-    return AxisPattern(r1 - r0, ax.n, ax.k, ptr, cols, taps.reshape(-1, 1), r0)
+    return AxisPattern(r1 - r0, ax.n, ax.k, ptr, cols, taps.reshape(-1, 1), r0, copies, skip)
 
 
 def _merged_rows(ax: AxisGeometry, r0: int, r1: int) -> AxisPattern:
@@ -158,25 +191,31 @@ def _concat(parts, n_cols: int, k: int) -> AxisPattern:
     if len(parts) == 1:
         return parts[0]
     m = max(p.slots for p in parts)
-    taps = np.full((sum(p.nnz for p in parts), m), k, dtype=np.int64)
+    taps = np.full((sum(p.taps.shape[0] for p in parts), m), k, dtype=np.int64)
     ptr = [np.zeros(1, dtype=np.int64)]
-    pos = 0
+    pos, rows, copies, skip = 0, 0, (), (0, 0)
     for p in parts:
-        taps[pos : pos + p.nnz, : p.slots] = p.taps
-        ptr.append(p.ptr[1:] + pos)
-        pos += p.nnz
+        stored = p.taps.shape[0]
+        taps[pos : pos + stored, : p.slots] = p.taps  # stored entries: pos never passes a skipped range
+        if p.copies:
+            copies = tuple((f + rows, c, dl) for f, c, dl in p.copies)
+        if p.skip[1]:
+            skip = (p.skip[0] + int(ptr[-1][-1]), p.skip[1])
+        ptr.append(p.ptr[1:] + ptr[-1][-1])
+        pos += stored
+        rows += p.n_rows
     cols = np.concatenate([p.cols for p in parts])
-    return AxisPattern(sum(p.n_rows for p in parts), n_cols, k, np.concatenate(ptr), cols, taps, parts[0].row0)
+    return AxisPattern(rows, n_cols, k, np.concatenate(ptr), cols, taps, parts[0].row0, copies, skip)
 
 
-def _forward_table(ax: AxisGeometry, r0: int, r1: int) -> AxisPattern:
+def _forward_table(ax: AxisGeometry, r0: int, r1: int, compact: bool = False) -> AxisPattern:
     if ax.mode == "zeros" or r1 <= r0:
-        return _unmerged_rows(ax, r0, r1)
+        return _unmerged_rows(ax, r0, r1, compact)
     # Rows whose taps all land inside need no folding: the zero-padding fast path.
     i0, i1 = interior_rows(ax)
     i0 = min(max(r0, i0), r1)
     i1 = max(i0, min(r1, i1))
-    parts = [_merged_rows(ax, r0, i0), _unmerged_rows(ax, i0, i1), _merged_rows(ax, i1, r1)]
+    parts = [_merged_rows(ax, r0, i0), _unmerged_rows(ax, i0, i1, compact), _merged_rows(ax, i1, r1)]
     return _concat(parts, ax.n, ax.k)
 
 
@@ -218,14 +257,16 @@ def _transposed_table(ax: AxisGeometry, u0: int, u1: int) -> AxisPattern:
     return _group(u - u0, j, tap, u1 - u0, o, ax.k, u0)
 
 
-def axis_table(ax: AxisGeometry, start: int = 0, stop: int | None = None, *, transposed: bool = False):
+def axis_table(ax: AxisGeometry, start: int = 0, stop: int | None = None, *, transposed: bool = False,
+               compact: bool = False):
     """The table of rows ``[start, stop)`` of one axis (outputs; inputs if ``transposed``).
 
     Output ``j`` and tap ``t`` read the virtual input ``u = j*s - lo + t*d``;
     the padding mode maps ``u`` onto ``[0, n)``: ``'zeros'`` drops it,
     ``'reflect'`` mirrors without repeating the edge, ``'replicate'`` clamps,
     ``'circular'`` wraps.  Taps landing on the same input are merged.  Time and
-    memory are proportional to the entries of the rows asked for.
+    memory are proportional to the entries of the rows asked for (to those
+    stored: a ``compact`` table stores the first row of its ``copies`` only).
 
     Examples
     --------
@@ -239,7 +280,7 @@ def axis_table(ax: AxisGeometry, start: int = 0, stop: int | None = None, *, tra
     stop = rows if stop is None else stop
     if transposed:
         return _transposed_table(ax, start, stop)
-    return _forward_table(ax, start, stop)
+    return _forward_table(ax, start, stop, compact)
 
 
 def table_bytes(ax: AxisGeometry, rows: int, transposed: bool = False) -> int:
@@ -268,6 +309,75 @@ def axis_pattern(ax: AxisGeometry) -> AxisPattern:
 # --------------------------------------------------------------------------- #
 # the multi-axis structure
 # --------------------------------------------------------------------------- #
+def shift_runs(p: AxisPattern, c0: int, c1: int):
+    """Local rows ``[c0, c1)`` of ``p`` as runs ``(first, count, delta, anchor)`` of "shifted copies".
+
+    In a run with ``delta`` not None, row ``first + i`` has the taps of the
+    stored row ``anchor`` and its columns plus ``(first + i - anchor) *
+    delta`` (the interior rows of a forward axis, with ``delta = s``); rows
+    with ``delta`` None are not known to be copies.  The table's ``copies``
+    are taken as they are; the other rows are compared, in time and memory
+    proportional to their entries.
+    """
+    out, r = [], c0
+    for first, count, delta in p.copies:
+        lo, hi = max(first, c0), min(first + count, c1)
+        if hi > lo:
+            out += _compared_runs(p, r, lo)
+            out.append((lo, hi - lo, delta, first))
+            r = hi
+    return out + _compared_runs(p, r, c1)
+
+
+def _compared_runs(p: AxisPattern, c0: int, c1: int):
+    """:func:`shift_runs` of stored rows ``[c0, c1)``, found by comparing each row with the next."""
+    n = c1 - c0
+    if n <= 1:
+        return [(c0, n, None, None)] if n == 1 else []
+    L = p.row_lengths[c0:c1]
+    width = int(L.max())
+    if width == 0:
+        return [(c0, n, 0, c0)]
+    valid = np.arange(width) < L[:, None]
+    idx = np.minimum(p.entry(p.ptr[c0:c1, None] + np.arange(width)), p.cols.shape[0] - 1)
+    cols = np.where(valid, p.cols[idx], 0)
+    taps = np.where(valid[..., None], p.taps[idx], -1)
+    del idx
+    step = cols[1:] - cols[:-1]
+    delta = step[:, 0]
+    same = (L[1:] == L[:-1]) & np.all((step == delta[:, None]) | ~valid[1:], axis=1)
+    same &= np.all(taps[1:] == taps[:-1], axis=(1, 2))
+    del cols, taps, step, valid
+    key = np.where(same, delta, np.iinfo(np.int64).min)
+    cuts = np.flatnonzero(key[1:] != key[:-1]) + 1
+    edges = np.concatenate(([0], cuts, [n - 1])).tolist()
+    runs, r = [], 0
+    for i0, i1 in zip(edges[:-1], edges[1:]):  # pairs [i0, i1) join rows i0 .. i1
+        if not same[i0]:
+            continue
+        first = max(r, i0)
+        if i1 + 1 - first >= 2:
+            if first > r:
+                runs.append((c0 + r, first - r, None, None))
+            runs.append((c0 + first, i1 + 1 - first, int(delta[i0]), c0 + first))
+            r = i1 + 1
+    if r < n:
+        runs.append((c0 + r, n - r, None, None))
+    return runs
+
+
+def runs_bytes(ax: AxisGeometry, rows: int, transposed: bool = False) -> int:
+    """A bound on the bytes :func:`shift_runs` allocates for ``rows`` rows of an axis table."""
+    return 8 * rows * axis_row_bound(ax, transposed) * (3 * axis_slot_bound(ax) + 8) + 64 * rows + 4096
+
+
+def _merge_gather(segments, pos, size):
+    if segments and segments[-1][0] == "gather" and sum(segments[-1][1:]) == pos:
+        segments[-1] = ("gather", segments[-1][1], segments[-1][2] + size)
+    elif size:
+        segments.append(("gather", pos, size))
+
+
 def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group, out_idx, out_taps, combos):
     """Columns and tap numbers of spatial rows ``[a, b)`` of one output channel.
 
@@ -281,6 +391,15 @@ def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group
     ``tables`` holds, per axis, ``(AxisPattern, cols, [taps of each slot])``
     (the arrays on the backend) covering every axis row of ``[a, b)``;
     ``grid`` is the rows of each axis (spatial row numbers ravel it).
+
+    Tap numbers are written only where the values cannot be copied: the
+    result is the list of value segments, in order, ``("gather", pos,
+    size)`` (values of entries ``[pos, pos + size)`` come from their taps)
+    and ``("repeat", pos, size, count)`` (entries ``[pos + size, pos +
+    count * size)`` hold ``count - 1`` copies of the values at ``[pos, pos +
+    size)``).  Interior rows are copies of one another: consecutive rows of
+    the last axis with the same taps, and consecutive blocks of rows whose
+    second-to-last axis rows have the same taps (their columns shifted).
     """
     pats = [t[0] for t in tables]
     D = len(pats)
@@ -294,19 +413,37 @@ def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group
     last, (last_cols, last_taps) = pats[-1], tables[-1][1:]
     oL = n_rows[-1]
     prefix_combos = sorted({cmb[:-1] for cmb in combos})
+    # Runs of copies along the second-to-last axis: run_end[r], run_delta[r] for each of its local rows.
+    run_end, run_delta = {}, {}
+    if D > 1:
+        for r0, count, delta, _ in shift_runs(pats[-2], 0, pats[-2].n_rows):
+            for r in range(r0, r0 + count) if delta is not None else ():
+                run_end[r], run_delta[r] = r0 + count, delta
 
+    segments = []
     layouts = {}
     pos = 0
-    for prefix in range(a // oL, (b - 1) // oL + 1):
+    p_first, p_last = a // oL, (b - 1) // oL
+    prefix = p_first
+    while prefix <= p_last:
         c0 = max(a - prefix * oL, 0) - last.row0
         c1 = min(b - prefix * oL, oL) - last.row0
         j = np.unravel_index(prefix, tuple(n_rows[:-1])) if D > 1 else ()
+        count = 1
+        if D > 1:
+            r = int(j[-1]) - pats[-2].row0
+            if r in run_end:  # this prefix and the next count - 1 are shifted copies
+                full_last = p_last if (b - p_last * oL) >= oL else p_last - 1
+                count = max(1, min(run_end[r] - r, full_last - prefix + 1))
+                if prefix == p_first and a - prefix * oL > 0:
+                    count = 1
         q_cols = ch_cols
         q_taps = {pc: ch_taps for pc in prefix_combos}
         for axis in range(D - 1):
             p, (cols_a, taps_a) = pats[axis], tables[axis][1:]
             r = int(j[axis]) - p.row0
-            lo, hi = int(p.ptr[r]), int(p.ptr[r + 1])
+            lo = p.entry(int(p.ptr[r]))
+            hi = lo + int(p.ptr[r + 1] - p.ptr[r])
             q_cols = (q_cols[:, None] + cols_a[lo:hi][None, :] * col_stride[axis]).ravel()
             q_taps = {
                 pc: (q_taps[pc][:, None] + taps_a[pc[axis]][lo:hi][None, :] * tap_stride[axis]).ravel()
@@ -314,19 +451,34 @@ def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group
             }
         q = q_cols.shape[0]
         if q == 0:
+            prefix += count
             continue
         layout = layouts.get((c0, c1))
         if layout is None:
             layout = layouts[(c0, c1)] = _last_axis_layout(last, c0, c1, be)
+        block = pos
         for kind, nr, L, first, sel in layout:
             size = nr * q * L
-            if kind == "run":  # rows [first, first + nr) are consecutive: contiguous writes
-                e0 = int(last.ptr[first])
+            if kind == "run" and sel:  # rows [first, first + nr): copies of the stored row ``anchor``
+                delta, anchor = sel
+                e0 = last.entry(int(last.ptr[anchor]))
+                base = q_cols[:, None] + (last_cols[e0 : e0 + L] + (first - anchor) * delta)[None, :]
+                shifts = (be.arange(nr, dtype=np.int64) * delta).reshape(nr, 1, 1)
+                be.add(base[None, :, :], shifts, out=out_idx[pos : pos + size].reshape(nr, q, L))
+                del base, shifts
+            elif kind == "run":  # rows [first, first + nr) are consecutive: contiguous writes
+                e0 = last.entry(int(last.ptr[first]))
                 r_cols = last_cols[e0 : e0 + nr * L].reshape(nr, 1, L)
                 be.add(q_cols[None, :, None], r_cols, out=out_idx[pos : pos + size].reshape(nr, q, L))
+            if kind == "run":
+                rows = 1 if sel else nr  # taps of the first row only, for copies
                 for t_out, cmb in zip(out_taps, combos):
-                    r_taps = last_taps[cmb[-1]][e0 : e0 + nr * L].reshape(nr, 1, L)
-                    be.add(q_taps[cmb[:-1]][None, :, None], r_taps, out=t_out[pos : pos + size].reshape(nr, q, L))
+                    r_taps = last_taps[cmb[-1]][e0 : e0 + rows * L].reshape(rows, 1, L)
+                    be.add(q_taps[cmb[:-1]][None, :, None], r_taps,
+                           out=t_out[pos : pos + rows * q * L].reshape(rows, q, L))
+                _merge_gather(segments, pos, rows * q * L)
+                if rows < nr:
+                    segments.append(("repeat", pos, q * L, nr))
                 pos += size
             else:  # rows of one length scattered through the slab: one gather + one scatter
                 entries, starts = sel  # (nr, L) entry numbers; (nr,) row starts in units of q
@@ -336,8 +488,19 @@ def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group
                     be.put(t_out, where, q_taps[cmb[:-1]][None, :, None] + last_taps[cmb[-1]][entries][:, None, :])
                 del where
         if layout and layout[0][0] == "class":
+            _merge_gather(segments, pos, q * int(last.ptr[c1] - last.ptr[c0]))
             pos += q * int(last.ptr[c1] - last.ptr[c0])
+        if count > 1:
+            S = pos - block
+            shift = run_delta[int(j[-1]) - pats[-2].row0] * col_stride[-2]
+            shifts = (be.arange(count - 1, dtype=np.int64) + 1) * shift
+            be.add(out_idx[block:pos][None, :], shifts.reshape(count - 1, 1),
+                   out=out_idx[pos : block + count * S].reshape(count - 1, S))
+            segments.append(("repeat", block, S, count))
+            pos = block + count * S
+        prefix += count
     assert pos == out_idx.shape[0], (pos, out_idx.shape)
+    return segments
 
 
 def _last_axis_layout(last: AxisPattern, c0: int, c1: int, be):
@@ -351,12 +514,14 @@ def _last_axis_layout(last: AxisPattern, c0: int, c1: int, be):
     runs = [(r0, r1) for r0, r1 in last.runs(c0, c1) if last.ptr[r0 + 1] > last.ptr[r0]]
     lengths = last.row_lengths[c0:c1]
     classes = np.unique(lengths[lengths > 0])
-    if len(runs) <= 2 * len(classes) + 2:
-        return [("run", r1 - r0, int(last.ptr[r0 + 1] - last.ptr[r0]), r0, None) for r0, r1 in runs]
+    if len(runs) <= 2 * len(classes) + 2:  # each run cut into runs of copies
+        return [("run", count, int(last.ptr[r0 + 1] - last.ptr[r0]), first,
+                 (delta, anchor) if delta is not None else None)
+                for r0, r1 in runs for first, count, delta, anchor in shift_runs(last, r0, r1)]
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))  # row starts, in units of q
     layout = []
     for L in classes.tolist():
         rows = np.flatnonzero(lengths == L)
-        entries = last.ptr[c0 + rows][:, None] + np.arange(L)
+        entries = last.entry(last.ptr[c0 + rows][:, None] + np.arange(L))
         layout.append(("class", rows.size, L, None, (be.asarray(entries), be.asarray(starts[rows]))))
     return layout
