@@ -161,6 +161,33 @@ def test_operator_norm_large_uses_svds_and_is_deterministic():
     assert power == again and power <= bound * (1 + 1e-12)
 
 
+def test_svds_on_threaded_products_reaches_its_tol(monkeypatch):
+    """CSR/CSC matrices and ConvOperators are multiplied by convmat.spmm (forward and adjoint);
+    'svds' meets its tol, from below (a Lanczos Ritz value of A^H A), for either Gram matrix."""
+    import convmat.spmm
+
+    calls = {"fwd": 0, "adj": 0}
+    real = convmat.spmm.csr_matmul
+
+    def counting(A, X, **kw):
+        calls["adj" if kw.get("transpose") else "fwd"] += 1
+        return real(A, X, **kw)
+
+    monkeypatch.setattr(convmat.spmm, "csr_matmul", counting)
+    w = np.random.default_rng(7).standard_normal((3, 2, 3, 3))
+    C = conv_matrix(w, (10, 9), padding=1, stride=(2, 1))  # 135 x 180: A A^H is the smaller Gram matrix
+    exact = dense_singular_values(C)[0]
+    for A in (C, C.T.tocsr(), sp.csc_array(C)):
+        for tol in (1e-3, 1e-8):
+            calls.update(fwd=0, adj=0)
+            est = operator_norm(A, method="svds", tol=tol)
+            assert abs(est - exact) <= tol * exact and est <= exact * (1 + 1e-12), (A.shape, tol, est, exact)
+            assert calls["fwd"] > 0 and calls["fwd"] == calls["adj"], calls
+    assert operator_norm(ConvOperator(w, (10, 9), padding=1, stride=(2, 1)), method="svds") == pytest.approx(
+        exact, rel=1e-9
+    )
+
+
 @pytest.mark.parametrize("n", [16, 20])
 def test_power_iteration_reaches_the_accuracy_it_promises(n, recwarn):
     """tol is an accuracy: the residual stop gives about tol/2 relative error, from below, without a warning
