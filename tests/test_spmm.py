@@ -484,6 +484,27 @@ def test_products_are_bitwise_reproducible(threads):
         assert len(digests) == 1, f"{name} on {threads} threads gave {len(digests)} different results in 20 runs"
 
 
+@pytest.mark.parametrize("cores", [1, 2, 3])
+def test_same_bits_for_every_thread_count(monkeypatch, cores):
+    """The blocks depend on the machine's cores, not on ``threads``: 1 to 4 threads give one result."""
+    monkeypatch.setattr(_products, "default_threads", lambda: cores)
+    rng = np.random.default_rng(SEED + cores)
+    from convmat import conv_matrix
+
+    C = conv_matrix(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), (24, 24), padding=1)
+    operands = {
+        "A @ x": (rng.standard_normal(C.shape[1]).astype(np.float32), False),
+        "A.T @ y": (rng.standard_normal(C.shape[0]).astype(np.float32), True),
+        "A @ X": (rng.standard_normal((C.shape[1], 5)).astype(np.float32), False),
+        "A.T @ Y": (rng.standard_normal((C.shape[0], 5)).astype(np.float32), True),
+    }
+    for name, (V, transpose) in operands.items():
+        results = {csr_matmul(C, V, transpose=transpose, threads=t).tobytes() for t in (1, 2, 3, 4)}
+        assert len(results) == 1, f"{name}: {len(results)} different results for 1 to 4 threads ({cores} cores)"
+        ref = (C.T if transpose else C) @ V
+        np.testing.assert_allclose(csr_matmul(C, V, transpose=transpose, threads=2), ref, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_same_bits_in_forked_and_spawned_children(monkeypatch):
     for name, value in _TUNABLES.items():

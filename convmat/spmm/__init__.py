@@ -11,8 +11,9 @@ one thread); :func:`available` says which one runs.
 How the kernels work
 --------------------
 * Rows are split into blocks of about equal cost (non-zeros plus one per
-  row), :data:`CHUNKS_PER_THREAD` per thread; each thread takes the next
-  block when it is free.
+  row), :data:`CHUNKS_PER_THREAD` per usable core (:func:`default_threads`,
+  whatever ``threads`` asks for); each thread takes the next block when it
+  is free.
 * ``A @ x`` (one vector): one dot product per row, vectorised over the
   non-zeros (gathers).  It streams ``data`` and ``indices`` once: its cost is
   the memory bandwidth.
@@ -27,13 +28,13 @@ How the kernels work
   reordering also keeps the rows of ``X`` in use in cache.
 * ``A.T @ X`` scatters ``A[i, j] * X[i]`` into row ``j`` of the result.
   The rows are split into :data:`TRANSPOSE_BLOCKS_PER_THREAD` blocks per
-  thread, of about equal cost; block ``b`` accumulates into its own partial
+  usable core, of about equal cost; block ``b`` accumulates into its own partial
   result (block 0 into the output itself), whichever thread runs it, and the
   partial results are summed in parallel, each entry in the fixed order
   ``out + part[0] + part[1] + ...``.  Rows are assigned to partial sums by
   their position only, so the result is the same bits on every run, while
   threads still take the next block when free.  The extra memory is
-  ``TRANSPOSE_BLOCKS_PER_THREAD * threads - 1`` result-sized arrays, at
+  ``TRANSPOSE_BLOCKS_PER_THREAD * default_threads() - 1`` result-sized arrays, at
   most :data:`TRANSPOSE_MEMORY` bytes (beyond it the columns of ``X`` are
   processed in slabs).  The row order and the four-row groups apply too
   (one read-modify-write of a result row per four non-zeros).
@@ -46,13 +47,17 @@ How the kernels work
 
 Determinism
 -----------
-Every product is a deterministic function of ``(A, X, threads)``: the same
-bits on every call, in every process (forked or spawned children included).
+Every product is a deterministic function of ``(A, X)`` and the machine's
+number of usable cores: the same bits on every call, for every ``threads``,
+in every process (forked or spawned children included).
 ``A @ X`` computes each row on one thread in an order fixed by the block
 boundaries; ``A.T @ X`` uses the fixed assignment of rows to partial sums
 above.  (Before, each thread summed whichever blocks it took into its own
-partial result: 20 runs of one product gave up to 9 different results.)  Different thread
-counts split the sums differently, so their results agree to rounding.
+partial result: 20 runs of one product gave up to 9 different results.)  The
+blocks are counted per usable core (:func:`default_threads`), not per thread
+used, so ``threads=1`` and ``threads=2`` give the same bits; a machine (or CPU
+affinity) with another number of cores splits the sums differently, and its
+results agree to rounding.
 
 Threads and processes
 ---------------------
@@ -262,7 +267,7 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
     (:func:`available`), are SciPy's ``A @ X``, on one thread.
 
     Extra memory: ``A.T @ X`` on several threads allocates
-    ``TRANSPOSE_BLOCKS_PER_THREAD * threads - 1`` partial results of the
+    ``TRANSPOSE_BLOCKS_PER_THREAD * default_threads() - 1`` partial results of the
     result's size (at most :data:`TRANSPOSE_MEMORY`
     bytes); with ``k > 1``, a row order (8 bytes per row of ``A``) and, for an
     ``X`` not C-contiguous or not of the result dtype, a copy of ``X``.

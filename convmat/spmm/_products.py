@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._threads import parallel
+from ._threads import default_threads, parallel
 
 #: Extra bytes the transposed product may allocate for per-thread partial
 #: results (``(blocks - 1) * n * k * itemsize``); beyond it the columns of
@@ -17,11 +17,14 @@ TRANSPOSE_MEMORY = 1 << 30
 #: Products with fewer non-zeros times columns run on the calling thread only.
 PARALLEL_MIN_WORK = 1 << 16
 
-#: Chunks of rows per thread in ``A @ X``; threads take the next chunk when free (dynamic load balance).
+#: Chunks of rows of ``A @ X`` per usable core; threads take the next chunk when free (dynamic load
+#: balance).  Per core of the machine (:func:`default_threads`), not per thread asked for: the blocks,
+#: hence the result, do not depend on ``threads``.
 CHUNKS_PER_THREAD = 4
 
-#: Blocks of rows per thread in ``A.T @ X``.  Each block adds into its own partial result (so the
-#: result does not depend on which thread ran it), and threads take the next block when free.
+#: Blocks of rows of ``A.T @ X`` per usable core (not per thread asked for: the result does not
+#: depend on ``threads``).  Each block adds into its own partial result (so the result does not
+#: depend on which thread ran it), and threads take the next block when free.
 #: More blocks balance the load better (a thread slowed down by another process holds the others
 #: up less) and cost one result-sized partial sum each.
 TRANSPOSE_BLOCKS_PER_THREAD = 2
@@ -84,9 +87,11 @@ def _rowmajor(K, X, dtype, conj, threads):
     return Xc
 
 
-def _transpose_blocks(threads):
-    """Blocks of rows of a transposed product: one without threads."""
-    return 1 if threads == 1 else TRANSPOSE_BLOCKS_PER_THREAD * threads
+def _split(per_core, work):
+    """Blocks of rows of a product of ``work`` non-zeros times columns: ``per_core`` per usable core,
+    one below PARALLEL_MIN_WORK -- a function of the product and the machine, never of ``threads``,
+    so that every thread count gives the same bits."""
+    return 1 if work < PARALLEL_MIN_WORK else per_core * default_threads()
 
 
 def _scatter(K, name, args, out, part, bounds, threads, zero, extra=()):
@@ -118,11 +123,11 @@ def _reduce(K, out, parts, threads):
 def _product_vec(K, indptr, indices, data, x, y, ncols, transpose, threads, zero):
     """``y = A @ x`` or ``A.T @ x`` on the CSR arrays (``y`` contiguous, written entirely)."""
     if not transpose:
-        b = _cost_bounds(indptr, _nchunks(threads))
+        b = _cost_bounds(indptr, _split(CHUNKS_PER_THREAD, int(indptr[-1])))
         fn = K["fwd_vec"]
         parallel(lambda w, c: fn(indptr, indices, data, x, y, b[c], b[c + 1], zero), len(b) - 1, threads)
         return
-    b = _cost_bounds(indptr, _transpose_blocks(threads))  # block b adds into partial b
+    b = _cost_bounds(indptr, _split(TRANSPOSE_BLOCKS_PER_THREAD, int(indptr[-1])))  # block b adds into partial b
     part = np.empty((len(b) - 2, ncols), dtype=y.dtype)
     _scatter(K, "tr_vec", (indptr, indices, data, x), y, part, b, threads, zero)
 
@@ -154,13 +159,13 @@ def _product_mat(K, indptr, indices, data, X, Y, ncols, transpose, threads, zero
     k = X.shape[1]
     order = _row_order(K, indptr, indices, ncols, k, threads)
     if not transpose:
-        b = _cost_bounds(indptr, _nchunks(threads), order)
+        b = _cost_bounds(indptr, _split(CHUNKS_PER_THREAD, int(indptr[-1]) * k), order)
         fn = K["fwd_mat"]
         parallel(lambda w, c: fn(indptr, indices, data, X, Y, order, b[c], b[c + 1], zero), len(b) - 1, threads)
         return
     # Block b of rows adds into partial result b; column slabs of X keep the partial results
     # within TRANSPOSE_MEMORY.
-    b = _cost_bounds(indptr, _transpose_blocks(threads), order)
+    b = _cost_bounds(indptr, _split(TRANSPOSE_BLOCKS_PER_THREAD, int(indptr[-1]) * k), order)
     nparts = len(b) - 2
     isz = Y.dtype.itemsize
     slab = k
