@@ -14,6 +14,7 @@ import numpy as np
 
 from .backends import get_backend, transfer
 from .build import conv_plan, conv_transpose_plan
+from .errors import ParameterError, ParameterTypeError
 from .memory import MatrixTooLargeError, human
 from .weights import as_host_weight, check_weight_shape as _check_shape
 
@@ -22,17 +23,22 @@ from .weights import as_host_weight, check_weight_shape as _check_shape
 # --------------------------------------------------------------------------- #
 
 
-def plan_from_keywords(weight, in_shape, *, stride, padding, dilation, groups, padding_mode, transposed,
-                       output_padding, output_size):
-    """The ConvPlan of ConvOperator's keywords (forward or transposed), validated."""
+def plan_from_keywords(weight, in_shape, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+                       transposed=False, output_padding=0, output_size=None):
+    """The ConvPlan of ConvOperator's keywords (forward or transposed), validated.
+
+    ``weight`` is an array (its shape is used) or a weight shape (a tuple).
+    The one place where the keywords of the operators and checks become a plan.
+    """
     if not isinstance(transposed, (bool, np.bool_)):
-        raise TypeError(f"transposed must be a bool, got {transposed!r}")
-    shape = getattr(weight, "shape", None)
+        raise ParameterTypeError("transposed", f"transposed must be a bool, got {transposed!r}")
+    shape = weight if isinstance(weight, tuple) else getattr(weight, "shape", None)
     if shape is None:
         shape = as_host_weight(weight).shape  # lists: a TypeError for non-numbers
     if transposed:
         if padding_mode != "zeros":
-            raise ValueError(
+            raise ParameterError(
+                "padding_mode",
                 f"a transposed convolution takes padding_mode='zeros' only (as PyTorch's ConvTranspose), "
                 f"got padding_mode={padding_mode!r}; for the adjoint of a {padding_mode!r}-padded "
                 f"convolution use ConvOperator(..., padding_mode={padding_mode!r}).H"
@@ -42,7 +48,8 @@ def plan_from_keywords(weight, in_shape, *, stride, padding, dilation, groups, p
             output_size=output_size, dilation=dilation, groups=groups,
         )
     if output_size is not None or np.any(np.asarray(output_padding) != 0):
-        raise ValueError(
+        raise ParameterError(
+            "output_padding" if output_size is None else "output_size",
             f"output_padding and output_size apply to a transposed convolution only (transposed=True), "
             f"got output_padding={output_padding!r}, output_size={output_size!r}"
         )

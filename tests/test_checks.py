@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import aslinearoperator
 
-from convmat import conv_matrix, conv_transpose_matrix
+from convmat import conv_matrix, conv_plan, conv_transpose_matrix
 from convmat.checks import AdjointTestResult, adjoint_test, check_geometry
 from convmat.operator import ConvOperator
 
@@ -270,7 +270,8 @@ GEOMETRIES = [
                          f"{'-T' if kw.get('transposed') else ''}")
 def test_check_geometry_rows_all_pass(kw):
     pytest.importorskip("torch")
-    rows = check_geometry(**kw)
+    kw = dict(kw)
+    rows = check_geometry(kw.pop("weight_shape"), kw.pop("in_shape"), **kw)
     names = [r[0] for r in rows]
     for name, value, tol, passed in rows:
         assert passed, (name, value, tol)
@@ -286,24 +287,28 @@ def test_check_geometry_rows_all_pass(kw):
 
 
 def test_check_geometry_without_torch_and_deterministic():
-    kw = dict(weight_shape=(2, 1, 3, 3), in_shape=(6, 5), stride=2, padding=1)
-    rows = check_geometry(**kw, torch_compare=False)
+    plan = conv_plan((2, 1, 3, 3), (6, 5), stride=2, padding=1)
+    rows = check_geometry(plan, torch_compare=False)
     assert [r[0] for r in rows] == ["nnz", "adjoint test", "recipe C^T = K_flip P Z"]
-    assert rows == check_geometry(**kw, torch_compare=False)
+    assert rows == check_geometry(plan, torch_compare=False)
+    # the keyword form makes the same plan
+    assert rows == check_geometry((2, 1, 3, 3), (6, 5), stride=2, padding=1, torch_compare=False)
+    with pytest.raises(TypeError, match="takes a ConvPlan alone"):
+        check_geometry(plan, (6, 5))
 
 
 def test_check_geometry_reports_a_broken_identity(monkeypatch):
     """If the recipe disagrees with the built matrix, its row fails (and says by how much)."""
-    import convmat.factors
+    import convmat.checks
 
-    real = convmat.factors.transpose_by_recipe
+    real = convmat.checks.transpose_by_recipe
 
     def off_by_one(*args, **kwargs):
         T = real(*args, **kwargs).copy()
         T.data[0] += 1.0
         return T
 
-    monkeypatch.setattr(convmat.factors, "transpose_by_recipe", off_by_one)
+    monkeypatch.setattr(convmat.checks, "transpose_by_recipe", off_by_one)
     rows = check_geometry((2, 1, 3, 3), (6, 5), stride=2, padding=1, torch_compare=False)
     name, value, tol, passed = rows[2]
     assert name == "recipe C^T = K_flip P Z" and value == 1.0 and tol == 0.0 and not passed

@@ -87,6 +87,11 @@ def plans(args, weight_shape=None):
     if args.output_padding is not None and not getattr(args, "transposed", True):
         raise CommandError("--output-padding", f"sets the transposed convolution's output_padding; "
                                                f"add --transposed to {args.command} the transposed convolution")
+    if getattr(args, "transposed", False) and args.padding_mode != "zeros":
+        raise CommandError("--transposed", f"the transposed convolution pads with zeros only (as PyTorch's "
+                                           f"ConvTranspose), got --padding-mode {args.padding_mode}; for the "
+                                           f"adjoint of this convolution use C.T of the matrix built without "
+                                           f"--transposed")
     weight_shape, in_shape, kw = forward_geometry(args, weight_shape)
     fwd = conv_plan(weight_shape, in_shape, **kw)
     g = fwd.geometry
@@ -297,10 +302,6 @@ def cmd_build(args) -> int:
     weight = None if args.weight is None else _load_weight(args.weight)
     fwd, trans, out_pad, _ = plans(args, None if weight is None else weight.shape)
     plan = trans if args.transposed else fwd
-    if args.transposed and args.padding_mode != "zeros":
-        raise CommandError("--transposed", f"the transposed convolution pads with zeros only (as PyTorch's "
-                                           f"ConvTranspose), got --padding-mode {args.padding_mode}; for the "
-                                           f"adjoint of this convolution build C without --transposed and use C.T")
     if weight is None:
         dtype = args.dtype or "float32"
         weight = random_weight(fwd.weight_shape, dtype, args.seed)
@@ -349,16 +350,8 @@ def cmd_check(args) -> int:
     g = fwd.geometry
     plan = trans if args.transposed else fwd
     _check_size(args, plan, fwd.weight_shape)
-    if args.transposed:
-        # The transposed convolution: its input is the forward output; same weight tensor.
-        in_shape, kw = g.out_shape, dict(transposed=True, output_padding=out_pad)
-    else:
-        in_shape, kw = g.in_shape, {}
     t0 = time.perf_counter()
-    rows = check_geometry(
-        fwd.weight_shape, in_shape, stride=g.stride, padding=g.padding, dilation=g.dilation, groups=g.groups,
-        padding_mode=g.padding_mode, seed=args.seed, torch_compare=not args.no_torch, **kw,
-    )
+    rows = check_geometry(plan, seed=args.seed, torch_compare=not args.no_torch)
     seconds = time.perf_counter() - t0
     kind = f"conv_transpose{g.ndim}d" if args.transposed else f"conv{g.ndim}d"
     print(f"{kind}: {shape_text(plan.input_shape)} -> {shape_text(plan.output_shape)}, "
