@@ -156,10 +156,13 @@ def run_suite(names, repeat):
         weight = rng.standard_normal(plan.weight_shape).astype(np.float32)
         final = plan.nbytes(np.float32)
         gc.collect()
-        tracemalloc.start()
         t0 = time.perf_counter()
         C = plan.build(weight)
         cold = time.perf_counter() - t0
+        del C
+        gc.collect()
+        tracemalloc.start()
+        C = plan.build(weight)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         del C

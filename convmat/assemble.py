@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 from .errors import ParameterTypeError
 from .geometry import positive_int
 from .memory import MatrixTooLargeError, check_fits, human
-from .pattern import axis_table, fill_structure, runs_bytes, table_bytes
+from .pattern import TapBuffer, axis_table, fill_structure, repeat_block, runs_bytes, table_bytes
 from .plan import normalize_rows
 from .sizes import axis_row_bound, axis_slot_bound
 from .weights import backend_and_weight, check_weight_shape, matrix_weight, value_dtype
@@ -64,7 +65,12 @@ class _Chunks:
         self.period = self.grid[self.split] * self.slab
         self.entries = min(max(target, self.row_bound), plan.channel_nnz)
         self.slots = math.prod(axis_slot_bound(ax) for ax in self.axes)
-        self._cache = {}
+        self._local = threading.local()  # each thread keeps the tables of its last chunk
+        self.row_channels = plan.row_channels
+
+    def parallel(self, threads: int) -> bool:
+        """Whether chunks (rather than the output channels of a chunk) go to ``threads`` threads."""
+        return threads > 1 and self.row_channels < threads
 
     def chunks(self, a: int, b: int):
         """``(a', b', aligned start)`` covering spatial rows ``[a, b)``."""
@@ -91,13 +97,14 @@ class _Chunks:
     def tables(self, ca: int, be):
         """Per axis ``(AxisPattern, cols, [taps per slot])`` on the backend, for the chunk at ``ca``."""
         out = []
+        cache = self._local.__dict__.setdefault("cache", {})
         for i, (ax, rng) in enumerate(zip(self.axes, self.ranges(ca))):
-            hit = self._cache.get(i)
+            hit = cache.get(i)
             if hit is None or hit[0] != rng:
-                hit = self._cache[i] = None  # drop the old table before making the new one
+                hit = cache[i] = None  # drop the old table before making the new one
                 p = axis_table(ax, *rng, transposed=self.T, compact=i == len(self.axes) - 1)
                 taps = [be.asarray(np.ascontiguousarray(p.taps[:, s])) for s in range(p.slots)]
-                hit = self._cache[i] = (rng, (p, be.asarray(p.cols), taps))
+                hit = cache[i] = (rng, (p, be.asarray(p.cols), taps))
             out.append(hit[1])
         return out
 
@@ -113,12 +120,13 @@ def peak_bytes(plan, chunks: _Chunks, vdtype, idt, start: int, stop: int, nnz: i
     """An upper bound on everything building rows ``[start, stop)`` (``nnz`` entries) allocates, the result included."""
     result = nnz * (vdtype.itemsize + idt.itemsize) + (stop - start + 1) * idt.itemsize
     E = chunks.entries
-    temporaries = (
+    per_chunk = (
         E * 8 * (2 * chunks.slots + 4)  # tap numbers of the chunk, prefix products, scatter positions and values
-        + (threads * E * vdtype.itemsize if chunks.slots > 1 else 0)  # per-thread value sums
         + chunks.width * 8 * 6  # row lengths, cumulative counts, row pointers of a chunk
         + chunks.table_bytes()
     )
+    sums = threads * E * vdtype.itemsize if chunks.slots > 1 else 0  # per-thread value sums
+    temporaries = per_chunk * (threads if chunks.parallel(threads) else 1) + sums
     packed = plan.row_channels * plan.cols_per_group * math.prod(k + 1 for k in plan.geometry.kernel_size)
     weights = 3 * packed * vdtype.itemsize + 2 * weight.nbytes
     pieces = (-(-(stop - start) // max(1, chunks.width)) + 2 * plan.row_channels) * 400
@@ -217,50 +225,56 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
         tmp = None
         for seg in segments:
             if seg[0] == "gather":
-                _, p, n = seg
-                be.take(W[c], taps[0][p : p + n], out_v[p : p + n])
+                _, p, n, tp = seg
+                be.take(W[c], taps[0][tp : tp + n], out_v[p : p + n])
                 if len(taps) > 1:
                     tmp = be.empty(n, dtype=vdtype) if tmp is None or tmp.shape[0] < n else tmp
                     for t in taps[1:]:
-                        be.take(W[c], t[p : p + n], tmp[:n])
+                        be.take(W[c], t[tp : tp + n], tmp[:n])
                         out_v[p : p + n] += tmp[:n]
             else:  # copies of values already written
                 _, p, n, count = seg
-                out_v[p + n : p + count * n].reshape(count - 1, n)[...] = out_v[p : p + n][None, :]
+                repeat_block(be, out_v, p, n, count)
+
+    def one_range(key, group, pool=None):
+        ca, a, b = key
+        tables = chunks.tables(ca, be)
+        lengths = np.ones(1, dtype=np.int64)
+        for p, _, _ in tables:
+            lengths = np.multiply.outer(lengths, p.row_lengths).ravel()
+        cum = np.zeros(b - a + 1, dtype=np.int64)
+        np.cumsum(lengths[a - ca : b - ca], out=cum[1:])
+        cum *= Cg
+        del lengths
+        length = int(cum[-1])
+        cum_x = be.asarray(cum[1:])
+        for _, dst, row in group:
+            be.add(cum_x, dst, out=indptr[row + 1 : row + 1 + b - a])
+        del cum_x, cum
+        if length == 0:
+            return
+        # The template: indices straight into the final array (for the first channel of this
+        # range), tap numbers into temporaries; then every channel of the range.
+        c, dst, _ = group[0]
+        combos = list(itertools.product(*(range(p.slots) for p, _, _ in tables)))
+        buffer = TapBuffer(be, len(combos), length)
+        segments = fill_structure(be, tables, plan.grid, a, b, (c // Rg) * Cg * N, N, Cg,
+                                  indices[dst : dst + length], buffer, combos)
+        template = (c // Rg, dst, buffer.arrays, length, segments)
+        del buffer
+        if pool is not None and len(group) > 1:
+            list(pool.map(channel, group, itertools.repeat(template)))
+        else:
+            for piece in group:
+                channel(piece, template)
 
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and nnz >= _THREADED_NNZ else None
     try:
-        for (ca, a, b), group in by_range.items():
-            tables = chunks.tables(ca, be)
-            lengths = np.ones(1, dtype=np.int64)
-            for p, _, _ in tables:
-                lengths = np.multiply.outer(lengths, p.row_lengths).ravel()
-            cum = np.zeros(b - a + 1, dtype=np.int64)
-            np.cumsum(lengths[a - ca : b - ca], out=cum[1:])
-            cum *= Cg
-            del lengths
-            length = int(cum[-1])
-            cum_x = be.asarray(cum[1:])
-            for _, dst, row in group:
-                be.add(cum_x, dst, out=indptr[row + 1 : row + 1 + b - a])
-            del cum_x, cum
-            if length == 0:
-                del tables
-                continue
-            # The template: indices straight into the final array (for the first channel of this
-            # range), tap numbers into temporaries; then every channel of the range.
-            c, dst, _ = group[0]
-            combos = list(itertools.product(*(range(p.slots) for p, _, _ in tables)))
-            taps = [be.empty(length, dtype=np.int64) for _ in combos]
-            segments = fill_structure(be, tables, plan.grid, a, b, (c // Rg) * Cg * N, N, Cg,
-                                      indices[dst : dst + length], taps, combos)
-            template = (c // Rg, dst, taps, length, segments)
-            if pool is not None and len(group) > 1:
-                list(pool.map(channel, group, itertools.repeat(template)))
-            else:
-                for piece in group:
-                    channel(piece, template)
-            del taps, template, tables  # before the next chunk's tables are made
+        if pool is not None and chunks.parallel(threads):  # chunks on the threads, each its own tables
+            list(pool.map(lambda item: one_range(*item), by_range.items()))
+        else:  # channels on the threads; the tables of a chunk dropped before the next one's are made
+            for key, group in by_range.items():
+                one_range(key, group, pool)
     finally:
         if pool is not None:
             pool.shutdown()

@@ -29,7 +29,7 @@ import numpy as np
 from .geometry import AxisGeometry
 from .sizes import axis_row_bound, axis_slot_bound, interior_rows
 
-__all__ = ["AxisPattern", "axis_pattern", "axis_table", "fill_structure", "runs_bytes", "shift_runs", "table_bytes"]
+__all__ = ["AxisPattern", "axis_pattern", "axis_table", "fill_structure", "TapBuffer", "repeat_block", "runs_bytes", "shift_runs", "table_bytes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,36 +144,50 @@ def _fold(u, n: int, mode: str):
     return u
 
 
-def _unmerged_rows(ax: AxisGeometry, r0: int, r1: int, compact: bool = False) -> AxisPattern:
-    """Forward rows ``[r0, r1)`` read with zero padding: each row a contiguous run of taps.
-
-    The rows reading every tap are consecutive, and shifted copies of one
-    another (``copies``); a ``compact`` table holds the entries of the first
-    of them only.
-    """
+def _explicit_rows(ax: AxisGeometry, r0: int, r1: int):
+    """``(lengths, cols, taps)`` of forward rows ``[r0, r1)`` read with zero padding."""
     j = np.arange(r0, r1, dtype=np.int64)
     b = j * ax.s - ax.lo
     t_lo = np.clip(-(b // ax.d), 0, ax.k)  # ceil(-b/d)
     t_hi = np.clip((ax.n - 1 - b) // ax.d + 1, 0, ax.k)
     lengths = np.maximum(t_hi - t_lo, 0)
-    ptr = np.zeros(r1 - r0 + 1, dtype=np.int64)
-    np.cumsum(lengths, out=ptr[1:])
-    full = np.flatnonzero((t_lo == 0) & (t_hi == ax.k)) if ax.k else np.zeros(0, dtype=np.int64)
-    copies, skip = (), (0, 0)
-    if full.size >= 2:
-        i0, i1 = int(full[0]), int(full[-1]) + 1  # contiguous: b grows with j
-        copies = ((i0, i1 - i0, ax.s),)
-        if compact:
-            skip = (int(ptr[i0 + 1]), int(ptr[i1] - ptr[i0 + 1]))
-            lengths[i0 + 1 : i1] = 0
+    starts = np.cumsum(lengths) - lengths
     row = np.repeat(np.arange(r1 - r0, dtype=np.int64), lengths)
-    e = ptr[:-1] if skip[1] == 0 else np.where(np.arange(r1 - r0) > copies[0][0], ptr[:-1] - skip[1], ptr[:-1])
     taps = np.arange(row.size, dtype=np.int64)
-    taps += (t_lo - e)[row]
+    taps += (t_lo - starts)[row]
     cols = b[row]
     del row
     cols += taps * ax.d
-    return AxisPattern(r1 - r0, ax.n, ax.k, ptr, cols, taps.reshape(-1, 1), r0, copies, skip)
+    return lengths, cols, taps
+
+
+def _unmerged_rows(ax: AxisGeometry, r0: int, r1: int, compact: bool = False) -> AxisPattern:
+    """Forward rows ``[r0, r1)`` read with zero padding: each row a contiguous run of taps.
+
+    The rows reading every tap (:func:`convmat.sizes.interior_rows`) are
+    consecutive, and shifted copies of one another (``copies``); a
+    ``compact`` table stores the entries of the first of them only, and
+    costs time and memory in proportion to the other rows' entries.
+    """
+    i0, i1 = interior_rows(ax)
+    i0 = min(max(i0, r0), r1)
+    i1 = max(i0, min(i1, r1))
+    copies = ((i0 - r0, i1 - i0, ax.s),) if i1 - i0 >= 2 else ()
+    ptr = np.zeros(r1 - r0 + 1, dtype=np.int64)
+    if not (compact and copies):
+        lengths, cols, taps = _explicit_rows(ax, r0, r1)
+        np.cumsum(lengths, out=ptr[1:])
+        return AxisPattern(r1 - r0, ax.n, ax.k, ptr, cols, taps.reshape(-1, 1), r0, copies)
+    lh, ch, th = _explicit_rows(ax, r0, i0 + 1)
+    lt, ct, tt = _explicit_rows(ax, i1, r1)
+    h, t = i0 + 1 - r0, i1 - r0  # local rows: [0, h) and [t, r1 - r0) stored
+    np.cumsum(lh, out=ptr[1 : h + 1])
+    ptr[h + 1 : t + 1] = ptr[h] + ax.k * np.arange(1, t - h + 1, dtype=np.int64)
+    np.cumsum(lt, out=ptr[t + 1 :])
+    ptr[t + 1 :] += ptr[t]
+    skip = (int(ptr[h]), int(ptr[t] - ptr[h]))
+    cols, taps = np.concatenate((ch, ct)), np.concatenate((th, tt)).reshape(-1, 1)
+    return AxisPattern(r1 - r0, ax.n, ax.k, ptr, cols, taps, r0, copies, skip)
 
 
 def _merged_rows(ax: AxisGeometry, r0: int, r1: int) -> AxisPattern:
@@ -371,11 +385,83 @@ def runs_bytes(ax: AxisGeometry, rows: int, transposed: bool = False) -> int:
     return 8 * rows * axis_row_bound(ax, transposed) * (3 * axis_slot_bound(ax) + 8) + 64 * rows + 4096
 
 
-def _merge_gather(segments, pos, size):
-    if segments and segments[-1][0] == "gather" and sum(segments[-1][1:]) == pos:
-        segments[-1] = ("gather", segments[-1][1], segments[-1][2] + size)
+#: Blocks are doubled in place up to this many entries, then copied whole (a size that stays in cache).
+_COPY_BLOCK = 1 << 14
+
+
+def repeat_block(be, arr, pos: int, size: int, count: int, shift: int = 0) -> None:
+    """``arr[pos + i*size : pos + (i+1)*size] = arr[pos : pos + size] + i*shift`` for ``0 < i < count``.
+
+    The block is doubled in place until it holds about ``_COPY_BLOCK``
+    entries, then written by one broadcast add (or assignment, for ``shift ==
+    0``) of that cached block, so each entry is written once with long inner
+    loops whatever ``size`` is.
+    """
+    if count <= 1 or size == 0:
+        return
+    done = 1
+    while done < count and done * size < _COPY_BLOCK:
+        m = min(done, count - done)
+        src, dst = arr[pos : pos + m * size], arr[pos + done * size : pos + (done + m) * size]
+        if shift:
+            be.add(src, done * shift, out=dst)
+        else:
+            dst[...] = src
+        done += m
+    if done == count:
+        return
+    B = done * size
+    reps = (count - done) // done
+    src = arr[pos : pos + B]
+    if reps:
+        dst = arr[pos + B : pos + B + reps * B].reshape(reps, B)
+        if shift:
+            shifts = (be.arange(reps, dtype=be.dtype_of(arr)) + 1) * (done * shift)
+            be.add(src[None, :], shifts.reshape(reps, 1), out=dst)
+        else:
+            dst[...] = src[None, :]
+    rest = count - done * (reps + 1)
+    if rest:
+        src = arr[pos : pos + rest * size]
+        dst = arr[pos + (count - rest) * size : pos + count * size]
+        if shift:
+            be.add(src, (count - rest) * shift, out=dst)
+        else:
+            dst[...] = src
+
+
+class TapBuffer:
+    """Tap numbers of the entries whose values are gathered, one array per slot combination.
+
+    Written in order (:meth:`reserve`), grown by doubling up to ``limit``
+    entries (the chunk's length), so only the entries that are not copies
+    take memory.
+    """
+
+    def __init__(self, be, combos: int, limit: int, start: int = 1 << 16):
+        self.be, self.limit, self.used = be, limit, 0
+        self.arrays = [be.empty(min(limit, start), dtype=np.int64) for _ in range(combos)]
+
+    def reserve(self, n: int) -> int:
+        """The position of ``n`` new entries (the arrays grown to hold them)."""
+        pos, cap = self.used, self.arrays[0].shape[0] if self.arrays else self.limit
+        if pos + n > cap:
+            cap = min(self.limit, max(2 * cap, pos + n))
+            for i, old in enumerate(self.arrays):
+                new = self.be.empty(cap, dtype=np.int64)
+                new[:pos] = old[:pos]
+                self.arrays[i] = new
+                del old, new
+        self.used = pos + n
+        return pos
+
+
+def _merge_gather(segments, pos, size, tpos):
+    if segments and segments[-1][0] == "gather" and segments[-1][1] + segments[-1][2] == pos \
+            and segments[-1][3] + segments[-1][2] == tpos:
+        segments[-1] = ("gather", segments[-1][1], segments[-1][2] + size, segments[-1][3])
     elif size:
-        segments.append(("gather", pos, size))
+        segments.append(("gather", pos, size, tpos))
 
 
 def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group, out_idx, out_taps, combos):
@@ -392,9 +478,11 @@ def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group
     (the arrays on the backend) covering every axis row of ``[a, b)``;
     ``grid`` is the rows of each axis (spatial row numbers ravel it).
 
-    Tap numbers are written only where the values cannot be copied: the
-    result is the list of value segments, in order, ``("gather", pos,
-    size)`` (values of entries ``[pos, pos + size)`` come from their taps)
+    Tap numbers are written only where the values cannot be copied, in
+    order, into ``out_taps`` (a :class:`TapBuffer`): the result is the list
+    of value segments, in order, ``("gather", pos, size, tpos)`` (values of
+    entries ``[pos, pos + size)`` come from the taps at ``[tpos, tpos +
+    size)``)
     and ``("repeat", pos, size, count)`` (entries ``[pos + size, pos +
     count * size)`` hold ``count - 1`` copies of the values at ``[pos, pos +
     size)``).  Interior rows are copies of one another: consecutive rows of
@@ -457,45 +545,47 @@ def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group
         if layout is None:
             layout = layouts[(c0, c1)] = _last_axis_layout(last, c0, c1, be)
         block = pos
+        if layout and layout[0][0] == "class":
+            tpos = out_taps.reserve(q * int(last.ptr[c1] - last.ptr[c0]))
         for kind, nr, L, first, sel in layout:
             size = nr * q * L
             if kind == "run" and sel:  # rows [first, first + nr): copies of the stored row ``anchor``
                 delta, anchor = sel
                 e0 = last.entry(int(last.ptr[anchor]))
                 base = q_cols[:, None] + (last_cols[e0 : e0 + L] + (first - anchor) * delta)[None, :]
-                shifts = (be.arange(nr, dtype=np.int64) * delta).reshape(nr, 1, 1)
-                be.add(base[None, :, :], shifts, out=out_idx[pos : pos + size].reshape(nr, q, L))
-                del base, shifts
+                be.add(base, 0, out=out_idx[pos : pos + q * L].reshape(q, L))
+                repeat_block(be, out_idx, pos, q * L, nr, delta)
+                del base
             elif kind == "run":  # rows [first, first + nr) are consecutive: contiguous writes
                 e0 = last.entry(int(last.ptr[first]))
                 r_cols = last_cols[e0 : e0 + nr * L].reshape(nr, 1, L)
                 be.add(q_cols[None, :, None], r_cols, out=out_idx[pos : pos + size].reshape(nr, q, L))
             if kind == "run":
                 rows = 1 if sel else nr  # taps of the first row only, for copies
-                for t_out, cmb in zip(out_taps, combos):
+                tpos = out_taps.reserve(rows * q * L)
+                for t_out, cmb in zip(out_taps.arrays, combos):
                     r_taps = last_taps[cmb[-1]][e0 : e0 + rows * L].reshape(rows, 1, L)
                     be.add(q_taps[cmb[:-1]][None, :, None], r_taps,
-                           out=t_out[pos : pos + rows * q * L].reshape(rows, q, L))
-                _merge_gather(segments, pos, rows * q * L)
+                           out=t_out[tpos : tpos + rows * q * L].reshape(rows, q, L))
+                _merge_gather(segments, pos, rows * q * L, tpos)
                 if rows < nr:
                     segments.append(("repeat", pos, q * L, nr))
                 pos += size
             else:  # rows of one length scattered through the slab: one gather + one scatter
                 entries, starts = sel  # (nr, L) entry numbers; (nr,) row starts in units of q
-                where = (pos + starts * q)[:, None, None] + be.arange(q * L, dtype=np.int64).reshape(1, q, L)
-                be.put(out_idx, where, q_cols[None, :, None] + last_cols[entries][:, None, :])
-                for t_out, cmb in zip(out_taps, combos):
-                    be.put(t_out, where, q_taps[cmb[:-1]][None, :, None] + last_taps[cmb[-1]][entries][:, None, :])
+                where = (starts * q)[:, None, None] + be.arange(q * L, dtype=np.int64).reshape(1, q, L)
+                be.put(out_idx, where + pos, q_cols[None, :, None] + last_cols[entries][:, None, :])
+                for t_out, cmb in zip(out_taps.arrays, combos):
+                    be.put(t_out, where + tpos,
+                           q_taps[cmb[:-1]][None, :, None] + last_taps[cmb[-1]][entries][:, None, :])
                 del where
         if layout and layout[0][0] == "class":
-            _merge_gather(segments, pos, q * int(last.ptr[c1] - last.ptr[c0]))
+            _merge_gather(segments, pos, q * int(last.ptr[c1] - last.ptr[c0]), tpos)
             pos += q * int(last.ptr[c1] - last.ptr[c0])
         if count > 1:
             S = pos - block
             shift = run_delta[int(j[-1]) - pats[-2].row0] * col_stride[-2]
-            shifts = (be.arange(count - 1, dtype=np.int64) + 1) * shift
-            be.add(out_idx[block:pos][None, :], shifts.reshape(count - 1, 1),
-                   out=out_idx[pos : block + count * S].reshape(count - 1, S))
+            repeat_block(be, out_idx, block, S, count, shift)
             segments.append(("repeat", block, S, count))
             pos = block + count * S
         prefix += count
@@ -513,8 +603,8 @@ def _last_axis_layout(last: AxisPattern, c0: int, c1: int, be):
     """
     runs = [(r0, r1) for r0, r1 in last.runs(c0, c1) if last.ptr[r0 + 1] > last.ptr[r0]]
     lengths = last.row_lengths[c0:c1]
-    classes = np.unique(lengths[lengths > 0])
-    if len(runs) <= 2 * len(classes) + 2:  # each run cut into runs of copies
+    classes = np.unique(lengths[lengths > 0]) if len(runs) > 4 else None
+    if classes is None or len(runs) <= 2 * len(classes) + 2:  # each run cut into runs of copies
         return [("run", count, int(last.ptr[r0 + 1] - last.ptr[r0]), first,
                  (delta, anchor) if delta is not None else None)
                 for r0, r1 in runs for first, count, delta, anchor in shift_runs(last, r0, r1)]
