@@ -28,7 +28,8 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
-from .build import MatrixTooLargeError, _human, _value_dtype
+from .memory import MatrixTooLargeError, human
+from .weights import value_dtype
 from .pattern import axis_pattern
 from .spmm import csr_matmul
 
@@ -112,7 +113,7 @@ def row_blocks(plan, dtype, block_bytes) -> list[tuple[int, int]]:
     ((0, 101), True, 11)
     """
     block_bytes = _check_block_bytes(block_bytes)
-    dtype = _value_dtype(np.dtype(np.float64), dtype)
+    dtype = value_dtype(np.dtype(np.float64), dtype)
     m, n = plan.shape
 
     def size(a, b):
@@ -208,7 +209,7 @@ def slab_nbytes(plan, dtype, j0: int, j1: int, support) -> int:
     R = plan.output_shape[0]
     nnz = R * plan.row_nnz(j0, j1)
     width = plan.input_shape[0] * (support[1] - support[0])
-    return block_nbytes(nnz, (R * (j1 - j0), width), _value_dtype(np.dtype(np.float64), dtype))
+    return block_nbytes(nnz, (R * (j1 - j0), width), value_dtype(np.dtype(np.float64), dtype))
 
 
 def slabs(plan, dtype, block_bytes) -> list[tuple[int, int, int, int]]:
@@ -260,7 +261,7 @@ def build_slab(plan, weight, slab, dtype, *, threads=None):
     R, O = plan.output_shape[0], _spatial(plan.output_shape)
     Cin, F = plan.input_shape[0], _spatial(plan.input_shape)
     L = f1 - f0
-    vdtype = _value_dtype(np.dtype(np.asarray(weight).dtype), dtype)
+    vdtype = value_dtype(np.dtype(np.asarray(weight).dtype), dtype)
     per = plan.row_nnz(j0, j1)
     nnz, shape = R * per, (R * (j1 - j0), Cin * L)
     idt = block_index_dtype(nnz, shape)
@@ -283,7 +284,7 @@ def check_fits(need: int, limit: int, what: str, fits_bytes: int) -> None:
     """Refuse a block of ``need`` bytes where ``limit`` bytes are available, naming a ``block_bytes`` that fits."""
     if need > limit:
         raise MatrixTooLargeError(
-            f"a block of {_human(need)} ({need:,} bytes) is larger than {what} ({_human(limit)}, {limit:,} bytes); "
+            f"a block of {human(need)} ({need:,} bytes) is larger than {what} ({human(limit)}, {limit:,} bytes); "
             f"use block_bytes={fits_bytes:,} or less"
         )
 

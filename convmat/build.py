@@ -12,9 +12,9 @@ pattern -> weights -> memory -> assemble.
 from __future__ import annotations
 
 from . import geometry as G
-from .memory import MatrixTooLargeError, human
+from .memory import MatrixTooLargeError
 from .plan import ConvPlan
-from .weights import VALUE_DTYPES, as_host_weight, backend_and_weight, value_dtype, weight_shape_of
+from .weights import backend_and_weight, weight_shape_of
 
 __all__ = [
     "ConvPlan",
@@ -25,13 +25,6 @@ __all__ = [
     "conv_transpose_matrix",
 ]
 
-# Names other modules imported from here before the split (kept so their imports keep working).
-_as_host_weight = as_host_weight
-_backend_and_weight = backend_and_weight
-_human = human
-_value_dtype = value_dtype
-_weight_shape = weight_shape_of
-assert VALUE_DTYPES
 
 
 def _plan_arguments(weight_shape, in_shape, groups, layout):

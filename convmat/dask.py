@@ -35,7 +35,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from . import blocks as _b
-from .build import MatrixTooLargeError, _human
+from .memory import MatrixTooLargeError, human
 from ._operator_parts import plan_from_keywords
 from .streamed import host_weight
 
@@ -161,8 +161,8 @@ def _layout(client, plan, dtype, block_bytes, keep):
     fits = limit is None or share <= KEEP_FRACTION * limit
     if keep and not fits:
         raise MatrixTooLargeError(
-            f"keep=True needs {_human(share)} of slabs on one worker, more than {KEEP_FRACTION} of its memory "
-            f"limit ({_human(limit)}); use keep=False (slabs rebuilt at every product) or more workers"
+            f"keep=True needs {human(share)} of slabs on one worker, more than {KEEP_FRACTION} of its memory "
+            f"limit ({human(limit)}); use keep=False (slabs rebuilt at every product) or more workers"
         )
     return slabs, home, (fits if keep is None else bool(keep)), int(block_bytes)
 
@@ -382,6 +382,6 @@ class DaskConvOperator(LinearOperator):
         how = "kept on the workers" if self.keep else "rebuilt on the workers at every product"
         return (
             f"DaskConvOperator({head}\n  matrix {self.shape[0]} x {self.shape[1]}, nnz {self.nnz:,}, {self.dtype}, "
-            f"{_human(self.plan.nbytes(self.dtype))} if stored whole; {len(self.slabs)} slabs of at most "
-            f"{_human(self.block_bytes)}, {how})"
+            f"{human(self.plan.nbytes(self.dtype))} if stored whole; {len(self.slabs)} slabs of at most "
+            f"{human(self.block_bytes)}, {how})"
         )

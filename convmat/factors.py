@@ -29,7 +29,7 @@ import numpy as np
 from . import geometry as G
 from .backends import get_backend
 from .build import conv_matrix, conv_transpose_plan
-from .weights import as_host_weight as _as_host_weight, value_dtype as _value_dtype
+from .weights import as_host_weight, value_dtype
 from .pattern import axis_pattern
 from .selection import assemble_selection
 
@@ -129,7 +129,7 @@ def stride_matrix(shape, stride, *, channels=1, dtype=np.float64, backend="scipy
     ndim = len(shape)
     stride = G.normalize_per_axis(stride, "stride", ndim, minimum=1)
     channels = _channels(channels)
-    _value_dtype(np.dtype(np.float64), dtype)
+    value_dtype(np.dtype(np.float64), dtype)
     geom = G.ConvGeometry.forward(shape, (1,) * ndim, stride=stride)
     return assemble_selection([axis_pattern(ax) for ax in geom.axes], channels, dtype, "stride matrix", backend, device)
 
@@ -176,7 +176,7 @@ def zero_insertion_matrix(in_shape, stride, *, out_shape=None, channels=1, dtype
     ndim = len(in_shape)
     stride = G.normalize_per_axis(stride, "stride", ndim, minimum=1)
     channels = _channels(channels)
-    _value_dtype(np.dtype(np.float64), dtype)
+    value_dtype(np.dtype(np.float64), dtype)
     shortest = G.conv_transpose_output_shape(in_shape, (1,) * ndim, stride=stride)
     if out_shape is None:
         out_shape = shortest
@@ -257,7 +257,7 @@ def padding_matrix(in_shape, padding, *, mode="zeros", channels=1, dtype=np.floa
                 f"{n + lo + hi} on axis {axis}; it must be >= 1"
             )
     channels = _channels(channels)
-    _value_dtype(np.dtype(np.float64), dtype)
+    value_dtype(np.dtype(np.float64), dtype)
     tables = [
         axis_pattern(G.AxisGeometry(n, 1, 1, 1, lo, hi, G._forward_length(n, 1, 1, 1, lo, hi), mode))
         for n, (lo, hi) in zip(in_shape, pads)
@@ -266,7 +266,7 @@ def padding_matrix(in_shape, padding, *, mode="zeros", channels=1, dtype=np.floa
 
 
 def _weight_array(weight, layout: str, be=None) -> np.ndarray:
-    w = _as_host_weight(weight, be)
+    w = as_host_weight(weight, be)
     if w.ndim < 3:
         raise G.ParameterError(
             "weight", f"weight must have shape {layout} with at least one spatial axis, got shape {w.shape}"
@@ -421,7 +421,7 @@ def recipe_factors(
     ).geometry
     c_in = w.shape[0]  # channels of the transposed convolution's input
     K_flip_weight = flip_kernel(w, groups)
-    vdtype = _value_dtype(K_flip_weight.dtype, dtype)
+    vdtype = value_dtype(K_flip_weight.dtype, dtype)
     Z = zero_insertion_matrix(geom.out_shape, geom.stride, channels=c_in, dtype=vdtype, backend=be)
     inserted = G.conv_transpose_output_shape(geom.out_shape, (1,) * geom.ndim, stride=geom.stride)
     P = padding_matrix(inserted, geom.recipe_padding, channels=c_in, dtype=vdtype, backend=be)

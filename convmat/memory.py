@@ -166,12 +166,17 @@ def memory_limit(max_bytes, be) -> tuple[int | None, str]:
     return host_memory_limit()
 
 
-def check_fits(need: int, max_bytes, be, describe) -> None:
-    """Raise MatrixTooLargeError when ``need`` bytes exceed the limit (``describe()`` says what)."""
+def check_fits(need: int, max_bytes, be, describe, *, hint="build it in row blocks (rows=...) or raise max_bytes"):
+    """Raise MatrixTooLargeError when ``need`` bytes exceed the limit (``describe()`` says what).
+
+    The one memory guard of everything convmat builds on a backend: the
+    limit is ``max_bytes`` or :func:`memory_limit`'s default, and the message
+    names it, the size and what to do (``hint``).
+    """
     limit, what = memory_limit(max_bytes, be)
     if limit is not None and need > limit:
         raise MatrixTooLargeError(
             f"{describe()}; building it would take {human(need)} ({need:,} bytes) at the peak, more than "
-            f"{what} ({human(limit)}); build it in row blocks (rows=...) or raise max_bytes",
+            f"{what} ({human(limit)}); {hint}",
             parameter="max_bytes",
         )

@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from .backends import get_backend
-from .build import MatrixTooLargeError, _value_dtype
+from .memory import MatrixTooLargeError, check_fits
+from .weights import value_dtype
 from .pattern import AxisPattern
 
 __all__ = ["assemble_selection"]
@@ -28,12 +29,8 @@ def _check_size(shape, nnz: int, rows_per_channel: int, vdtype: np.dtype, what: 
             f"{be.name!r} takes {', '.join(str(t) for t in be.index_dtypes)} only"
         )
     need = nnz * (vdtype.itemsize + idt.itemsize) + (n_rows + 1) * idt.itemsize + rows_per_channel * 17
-    limit = be.memory_limit()
-    if limit is not None and need > limit:
-        raise MatrixTooLargeError(
-            f"the {what} with {n_rows:,} rows and {nnz:,} non-zeros would take about {need:,} bytes, "
-            f"more than the available memory ({limit:,} bytes)"
-        )
+    check_fits(need, None, be, lambda: f"the {what} with {n_rows:,} rows and {nnz:,} non-zeros",
+               hint="use a smaller geometry")
     return idt
 
 
@@ -60,7 +57,7 @@ def assemble_selection(tables, channels: int, dtype, what: str, backend="scipy",
     the backend's device.
     """
     be = get_backend(backend, device)
-    vdtype = _value_dtype(np.dtype(np.float64), dtype)
+    vdtype = value_dtype(np.dtype(np.float64), dtype)
     rows_c = math.prod(p.n_rows for p in tables)
     cols_c = math.prod(p.n_cols for p in tables)
     nnz_c = math.prod(int(p.nnz) for p in tables)

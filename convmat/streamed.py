@@ -33,7 +33,8 @@ from scipy.sparse.linalg import LinearOperator
 from . import _operator_parts as parts
 from .backends import get_backend
 from .blocks import block_nbytes, build_block, row_blocks
-from .build import _human, _value_dtype
+from .memory import human
+from .weights import value_dtype
 from .spmm import csr_matmul
 
 __all__ = ["StreamedConvOperator"]
@@ -47,7 +48,7 @@ def host_weight(weight, dtype, name="weight"):
         raise TypeError(f"{name} must be a NumPy array or array-like on the host, got {type(weight).__name__}") from exc
     if w.dtype.kind not in "biufc":
         raise TypeError(f"{name} must hold numbers, got dtype {w.dtype}")
-    w = np.array(w, dtype=_value_dtype(w.dtype, dtype))
+    w = np.array(w, dtype=value_dtype(w.dtype, dtype))
     w.setflags(write=False)
     return w
 
@@ -224,6 +225,6 @@ class StreamedConvOperator(LinearOperator):
         kind = "adjoint of " if self.is_adjoint else ""
         return (
             f"StreamedConvOperator({kind}{head}\n  matrix {self.shape[0]} x {self.shape[1]}, nnz {self.nnz:,}, "
-            f"{self.dtype}, {_human(self.plan.nbytes(self.dtype))} if stored; built in {len(self.blocks)} blocks "
-            f"of at most {_human(self.block_bytes)} per product)"
+            f"{self.dtype}, {human(self.plan.nbytes(self.dtype))} if stored; built in {len(self.blocks)} blocks "
+            f"of at most {human(self.block_bytes)} per product)"
         )

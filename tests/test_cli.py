@@ -223,7 +223,7 @@ def test_no_command_prints_a_short_usage_and_exits_2(capsys):
 
 
 def test_copied_constants_are_the_librarys():
-    from convmat.build import VALUE_DTYPES
+    from convmat.weights import VALUE_DTYPES
     from convmat.cli.parser import DTYPES, PADDING_KEYWORDS, build_parser
     from convmat.geometry import PADDING_MODES, PADDING_STRINGS
 

@@ -12,7 +12,7 @@ from ..geometry import PADDING_MODES, PADDING_STRINGS
 __all__ = ["build_parser", "CommandError", "COMMANDS", "DTYPES", "DEFAULT_MAX_DENSE"]
 
 PADDING_KEYWORDS = tuple(PADDING_STRINGS)
-#: The matrix dtypes --dtype offers (convmat.build.VALUE_DTYPES; a test keeps them equal).
+#: The matrix dtypes --dtype offers (convmat.weights.VALUE_DTYPES; a test keeps them equal).
 DTYPES = ("float32", "float64", "complex64", "complex128")
 #: Default of ``draw --max-dense``: the largest matrix dimension drawn entry by entry, and the
 #: largest grid (cells of one channel) drawn as frames.
