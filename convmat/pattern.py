@@ -348,21 +348,9 @@ def _compared_runs(p: AxisPattern, c0: int, c1: int):
     n = c1 - c0
     if n <= 1:
         return [(c0, n, None, None)] if n == 1 else []
-    L = p.row_lengths[c0:c1]
-    width = int(L.max())
-    if width == 0:
-        return [(c0, n, 0, c0)]
-    valid = np.arange(width) < L[:, None]
-    idx = np.minimum(p.entry(p.ptr[c0:c1, None] + np.arange(width)), p.cols.shape[0] - 1)
-    cols = np.where(valid, p.cols[idx], 0)
-    taps = np.where(valid[..., None], p.taps[idx], -1)
-    del idx
-    step = cols[1:] - cols[:-1]
-    delta = step[:, 0]
-    same = (L[1:] == L[:-1]) & np.all((step == delta[:, None]) | ~valid[1:], axis=1)
-    same &= np.all(taps[1:] == taps[:-1], axis=(1, 2))
-    del cols, taps, step, valid
-    key = np.where(same, delta, np.iinfo(np.int64).min)
+    key = _row_steps(p, c0, c1)
+    same = key != _NO_SHIFT
+    delta = key
     cuts = np.flatnonzero(key[1:] != key[:-1]) + 1
     edges = np.concatenate(([0], cuts, [n - 1])).tolist()
     runs, r = [], 0
@@ -378,6 +366,58 @@ def _compared_runs(p: AxisPattern, c0: int, c1: int):
     if r < n:
         runs.append((c0 + r, n - r, None, None))
     return runs
+
+
+_NO_SHIFT = np.iinfo(np.int64).min
+
+
+def _row_steps(p: AxisPattern, c0: int, c1: int, period: int = 1):
+    """For stored rows ``i`` in ``[c0, c1 - period)``: is row ``i + period`` row ``i`` shifted, and by what.
+
+    Returns ``key``, the shift of each row, or ``_NO_SHIFT`` where the rows
+    differ in length, taps, or by more than one shift.
+    """
+    n = c1 - c0
+    if n <= period:
+        return np.zeros(0, dtype=np.int64)
+    L = p.row_lengths[c0:c1]
+    width = int(L.max())
+    if width == 0:
+        return np.zeros(n - period, dtype=np.int64)
+    valid = np.arange(width) < L[:, None]
+    idx = np.minimum(p.entry(p.ptr[c0:c1, None] + np.arange(width)), p.cols.shape[0] - 1)
+    cols = np.where(valid, p.cols[idx], 0)
+    taps = np.where(valid[..., None], p.taps[idx], -1)
+    del idx
+    step = cols[period:] - cols[:-period]
+    delta = step[:, 0]
+    same = (L[period:] == L[:-period]) & np.all((step == delta[:, None]) | ~valid[period:], axis=1)
+    same &= np.all(taps[period:] == taps[:-period], axis=(1, 2))
+    return np.where(same, delta, _NO_SHIFT)
+
+
+def _prefix_groups(p: AxisPattern, max_period: int = 8):
+    """``(P, key, seg_end)``: rows ``r + P*u .. r + P*u + P - 1`` are the rows ``r .. r + P - 1`` shifted by ``u*key[r]``.
+
+    ``seg_end[r]`` ends the run of equal keys holding ``r``, so the rows from
+    ``r`` repeat with period ``P`` for ``(seg_end[r] - r) // P + 1`` periods.
+    The period covering the most rows is chosen (1 for a forward axis; the
+    stride for a transposed one).  None if no two rows are shifted copies.
+    """
+    best = None
+    for P in range(1, min(max_period, p.n_rows - 1) + 1):
+        key = _row_steps(p, 0, p.n_rows, P)
+        hits = int(np.count_nonzero(key != _NO_SHIFT))
+        if best is None or hits > best[0]:
+            best = (hits, P, key)
+        if 2 * hits >= p.n_rows:
+            break
+    if best is None or best[0] == 0:
+        return None
+    _, P, key = best
+    ends = np.append(np.flatnonzero(key[1:] != key[:-1]) + 1, key.size)
+    seg_end = ends[np.searchsorted(ends, np.arange(key.size), side="right")]
+    return P, key, seg_end
 
 
 def runs_bytes(ax: AxisGeometry, rows: int, transposed: bool = False) -> int:
@@ -501,30 +541,19 @@ def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group
     last, (last_cols, last_taps) = pats[-1], tables[-1][1:]
     oL = n_rows[-1]
     prefix_combos = sorted({cmb[:-1] for cmb in combos})
-    # Runs of copies along the second-to-last axis: run_end[r], run_delta[r] for each of its local rows.
-    run_end, run_delta = {}, {}
-    if D > 1:
-        for r0, count, delta, _ in shift_runs(pats[-2], 0, pats[-2].n_rows):
-            for r in range(r0, r0 + count) if delta is not None else ():
-                run_end[r], run_delta[r] = r0 + count, delta
-
+    groups = _prefix_groups(pats[-2]) if D > 1 else None
     segments = []
     layouts = {}
     pos = 0
     p_first, p_last = a // oL, (b - 1) // oL
-    prefix = p_first
-    while prefix <= p_last:
+    full_first = p_first if a == p_first * oL else p_first + 1  # prefixes with every row of the last axis
+    full_last = p_last if b == (p_last + 1) * oL else p_last - 1
+
+    def write_prefix(prefix):
+        nonlocal pos
         c0 = max(a - prefix * oL, 0) - last.row0
         c1 = min(b - prefix * oL, oL) - last.row0
         j = np.unravel_index(prefix, tuple(n_rows[:-1])) if D > 1 else ()
-        count = 1
-        if D > 1:
-            r = int(j[-1]) - pats[-2].row0
-            if r in run_end:  # this prefix and the next count - 1 are shifted copies
-                full_last = p_last if (b - p_last * oL) >= oL else p_last - 1
-                count = max(1, min(run_end[r] - r, full_last - prefix + 1))
-                if prefix == p_first and a - prefix * oL > 0:
-                    count = 1
         q_cols = ch_cols
         q_taps = {pc: ch_taps for pc in prefix_combos}
         for axis in range(D - 1):
@@ -539,8 +568,7 @@ def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group
             }
         q = q_cols.shape[0]
         if q == 0:
-            prefix += count
-            continue
+            return
         layout = layouts.get((c0, c1))
         if layout is None:
             layout = layouts[(c0, c1)] = _last_axis_layout(last, c0, c1, be)
@@ -582,13 +610,27 @@ def fill_structure(be, tables, grid, a, b, col_offset, n_cols_ch, cols_per_group
         if layout and layout[0][0] == "class":
             _merge_gather(segments, pos, q * int(last.ptr[c1] - last.ptr[c0]), tpos)
             pos += q * int(last.ptr[c1] - last.ptr[c0])
-        if count > 1:
-            S = pos - block
-            shift = run_delta[int(j[-1]) - pats[-2].row0] * col_stride[-2]
-            repeat_block(be, out_idx, block, S, count, shift)
-            segments.append(("repeat", block, S, count))
-            pos = block + count * S
-        prefix += count
+
+    prefix = p_first
+    while prefix <= p_last:
+        units = 0
+        if groups is not None and full_first <= prefix:
+            P, key, seg_end = groups
+            r = int(prefix % n_rows[-2]) - pats[-2].row0
+            if r < key.size and key[r] != _NO_SHIFT:
+                units = min((int(seg_end[r]) - r) // P + 1, (full_last - prefix + 1) // P)
+        if units < 2:
+            write_prefix(prefix)
+            prefix += 1
+            continue
+        block = pos  # P prefixes, then units - 1 shifted copies of them
+        for i in range(P):
+            write_prefix(prefix + i)
+        S = pos - block
+        repeat_block(be, out_idx, block, S, units, int(key[r]) * col_stride[-2])
+        segments.append(("repeat", block, S, units))
+        pos = block + units * S
+        prefix += P * units
     assert pos == out_idx.shape[0], (pos, out_idx.shape)
     return segments
 
