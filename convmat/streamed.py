@@ -28,9 +28,8 @@ the streamed adjoint agrees with it to rounding, not bit for bit.
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator
-
 from . import _operator_parts as parts
+from ._linear_image import LinearImageOperator
 from .backends import get_backend
 from .blocks import block_nbytes, build_block, row_blocks
 from .memory import human
@@ -53,7 +52,7 @@ def host_weight(weight, dtype, name="weight"):
     return w
 
 
-class StreamedConvOperator(LinearOperator):
+class StreamedConvOperator(LinearImageOperator):
     """A convolution layer applied block by block: never more than ``block_bytes`` of its matrix in memory.
 
     Parameters
@@ -135,6 +134,7 @@ class StreamedConvOperator(LinearOperator):
                                     or threads < 1):
             raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
         self.plan, self._w, self.threads, self.is_adjoint = plan, w, threads, is_adjoint
+        self._be = get_backend("scipy")
         self.in_shape, self.out_shape = tuple(plan.input_shape), tuple(plan.output_shape)
         self.blocks = row_blocks(plan, w.dtype, block_bytes)
         self.block_bytes = int(block_bytes)
@@ -161,8 +161,8 @@ class StreamedConvOperator(LinearOperator):
         """Block ``i`` (rows ``blocks[i]``) of the matrix, a ``csr_array`` with int32 indices when they fit."""
         return build_block(self.plan, self._w, self.blocks[i], self.dtype, threads=self.threads)
 
-    def _product(self, X):
-        """``C @ X`` for columns ``X`` (``(n,)`` or ``(n, k)``), one block at a time."""
+    def _own_product(self, X):
+        """This operator's matrix times columns ``X`` (``(n,)`` or ``(n, k)``), one block at a time."""
         X = np.asarray(X)
         dtype = np.result_type(self.dtype, X.dtype)
         X = np.ascontiguousarray(X, dtype=dtype)  # once, not at every block
@@ -173,52 +173,12 @@ class StreamedConvOperator(LinearOperator):
             csr_matmul(C, X, threads=self.threads, out=Y[a:b])
         return Y
 
-    def _matvec(self, x):
-        return self._product(x)
+    def _product(self, X, adjoint: bool):
+        """``C @ X`` (``adjoint=False``) or ``C^H @ X`` of the pair's forward matrix ``C`` (LinearImageOperator's hook).
 
-    def _matmat(self, X):
-        return self._product(X)
-
-    def _rmatvec(self, y):
-        return self._H._product(y)
-
-    def _rmatmat(self, Y):
-        return self._H._product(Y)
-
-    def _adjoint(self):
-        return self._H
-
-    def _transpose(self):
-        return self._H if self.dtype.kind != "c" else super()._transpose()
-
-    # ------------------------------------------------------------------ #
-    def apply(self, x):
-        """Apply the layer to images: ``C @ x`` plus the bias.
-
-        Parameters
-        ----------
-        x : ndarray, shape (N, *in_shape), in_shape, or spatial when in_shape[0] == 1
-
-        Returns
-        -------
-        ndarray, shape (N, *out_shape), out_shape, or out_shape[1:]
-            As :meth:`convmat.ConvOperator.apply`.
+        Each view builds its own matrix: ``C`` from the plan, ``C^H`` from the transposed plan.
         """
-        y = self._apply_linear(x)
-        if self.bias is not None:
-            y = y + self.bias.reshape((-1,) + (1,) * (len(self.out_shape) - 1))
-        return y
-
-    __call__ = apply
-
-    def apply_adjoint(self, y):
-        """Apply ``C^H`` to images ``(N, *out_shape)`` or ``out_shape`` (no bias)."""
-        return self._H._apply_linear(y)
-
-    def _apply_linear(self, x):
-        """``C @ x`` on images, without the bias."""
-        X, form = parts.image_columns(get_backend("scipy"), x, self.in_shape, "x")
-        return parts.columns_to_images(self._product(X), self.out_shape, form)
+        return (self if adjoint == self.is_adjoint else self._H)._own_product(X)
 
     def __repr__(self) -> str:
         head = repr(self.plan).splitlines()[0].replace("ConvPlan(", "", 1)
