@@ -5,7 +5,7 @@ chunks of spatial rows (at most about ``_CHUNK_NNZ`` entries of one output
 channel each).  For each chunk the per-axis tables of its rows only are made
 (:func:`convmat.pattern.axis_table`); the first output channel of each group
 gets its column indices straight into the final index array and its tap
-numbers into temporaries (:func:`convmat.pattern.fill_structure`); every
+numbers into temporaries (:func:`convmat.structure.fill_structure`); every
 other output channel of the group copies those indices with an offset and
 gathers its values from the packed weight (one gather per tap slot), on a
 thread pool.  Row pointers come from the chunk's row lengths and the closed
@@ -26,7 +26,8 @@ import numpy as np
 from .errors import ParameterTypeError
 from .geometry import positive_int
 from .memory import MatrixTooLargeError, check_fits, human
-from .pattern import TapBuffer, axis_table, fill_structure, repeat_block, runs_bytes, table_bytes
+from .pattern import axis_table, table_bytes
+from .structure import TapBuffer, fill_structure, repeat_block, runs_bytes
 from .plan import normalize_rows
 from .sizes import axis_row_bound, axis_slot_bound
 from .weights import backend_and_weight, check_weight_shape, matrix_weight, value_dtype
