@@ -153,6 +153,51 @@ def _block_index_dtype(plan, start, stop, be):
     return idt
 
 
+def _row_pointers(be, tables, ca, a, b, Cg, group, indptr, idt) -> int:
+    """Row pointers of spatial rows ``[a, b)`` (of the chunk at ``ca``) for each channel piece of ``group``.
+
+    The chunk's rows are ``prefix x last-axis row``; row ``(p, l)`` ends at
+    ``Cg * (starts[p] + pl[p] * ptr[l + 1])`` entries into the chunk, with
+    ``pl`` the product of the other axes' row lengths and ``ptr`` the last
+    axis table's.  Prefixes of equal ``pl`` are written by one broadcast add
+    per channel.  Returns the entries of the rows of one channel.
+    """
+    last = tables[-1][0]
+    nL = last.n_rows
+    pl = np.ones(1, dtype=np.int64)
+    for p, _, _ in tables[:-1]:
+        pl = np.multiply.outer(pl, p.row_lengths).ravel()
+    starts = np.zeros(pl.size + 1, dtype=np.int64)
+    np.cumsum(pl * int(last.ptr[-1]), out=starts[1:])
+
+    def at(i):  # entries of one channel before local row i
+        p, l = divmod(i, nL)
+        return Cg * int(starts[p] + (pl[p] * last.ptr[l] if p < pl.size else 0))
+
+    i0, i1 = a - ca, b - ca
+    first = at(i0)
+    pieces, i = [], i0  # (local row, prefixes [pa, pb), last-axis rows [la, lb))
+    while i < i1:
+        p, l = divmod(i, nL)
+        if l or i1 - i < nL:  # a partial prefix
+            lb = min(nL, l + i1 - i)
+            pieces.append((i, p, p + 1, l, lb))
+            i += lb - l
+            continue
+        pb = min(pl.size, p + (i1 - i) // nL)
+        change = np.flatnonzero(pl[p + 1 : pb] != pl[p])
+        pb = p + 1 + int(change[0]) if change.size else pb
+        pieces.append((i, p, pb, 0, nL))
+        i += (pb - p) * nL
+    for i, pa, pb, la, lb in pieces:
+        head = be.asarray((Cg * starts[pa:pb] - first).astype(idt))
+        tail = be.asarray((Cg * int(pl[pa]) * last.ptr[la + 1 : lb + 1]).astype(idt))
+        for _, dst, row in group:
+            out = indptr[row + 1 + i - i0 : row + 1 + i - i0 + (pb - pa) * (lb - la)]
+            be.add((head + dst).reshape(pb - pa, 1), tail.reshape(1, lb - la), out=out.reshape(pb - pa, lb - la))
+    return at(i1) - first
+
+
 def build_csr(plan, weight, *, dtype=None, flip=False, rows=None, backend="scipy", device=None,
               max_bytes=None, threads=None):
     """Rows ``[start, stop)`` of ``plan``'s matrix filled with ``weight`` (see :meth:`ConvPlan.build`)."""
@@ -240,18 +285,7 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
     def one_range(key, group, pool=None):
         ca, a, b = key
         tables = chunks.tables(ca, be)
-        lengths = np.ones(1, dtype=np.int64)
-        for p, _, _ in tables:
-            lengths = np.multiply.outer(lengths, p.row_lengths).ravel()
-        cum = np.zeros(b - a + 1, dtype=np.int64)
-        np.cumsum(lengths[a - ca : b - ca], out=cum[1:])
-        cum *= Cg
-        del lengths
-        length = int(cum[-1])
-        cum_x = be.asarray(cum[1:])
-        for _, dst, row in group:
-            be.add(cum_x, dst, out=indptr[row + 1 : row + 1 + b - a])
-        del cum_x, cum
+        length = _row_pointers(be, tables, ca, a, b, Cg, group, indptr, idt)
         if length == 0:
             return
         # The template: indices straight into the final array (for the first channel of this
