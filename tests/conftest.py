@@ -28,3 +28,15 @@ SEED = 20240229
 def rng():
     """A numpy Generator with a fixed seed (a fresh one per test)."""
     return np.random.default_rng(SEED)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """The ``torch`` module; the test that takes it is skipped, with the reason, where PyTorch is missing.
+
+    Session-scoped so that hypothesis tests can take it (a function-scoped
+    fixture would be shared across their examples).  Tests that need PyTorch
+    take this fixture instead of a module-level ``importorskip``, so that the
+    torch-free tests of the same module still run without it.
+    """
+    return pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'convmat[torch]')")

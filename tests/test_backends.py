@@ -1,8 +1,10 @@
 """Every backend against 'scipy' on the same geometries, and the rules between backends.
 
-Backends under test: 'scipy'; 'torch' on the CPU (always run: torch is a test
-dependency); 'torch' on CUDA and 'cupy', which run where a CUDA device is
-present and are skipped, with the reason, everywhere else.
+Backends under test: 'scipy'; 'torch' on the CPU (torch is a test dependency;
+without it these cases are skipped, with the reason, and the torch-free tests
+still run); 'torch' on CUDA and 'cupy', which run where a CUDA device is
+present and are skipped, with the reason, everywhere else.  Tests that call
+torch directly take the ``torch`` fixture (conftest.py).
 
 ``test_builder_runs_without_numpy_on_device_arrays`` runs the builder's array
 code on torch tensors that refuse conversion to NumPy, as CuPy arrays do, so
@@ -35,7 +37,15 @@ from convmat import (
 )
 from convmat.backends import ScipyBackend, array_library, backend_of, get_backend
 
-torch = pytest.importorskip("torch")
+def _torch_reason(device):
+    """Why the torch backend on ``device`` cannot run here (None when it can); imports torch if present."""
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed (pip install 'convmat[torch]')"
+    if device == "cuda" and not torch.cuda.is_available():
+        return "this PyTorch finds no CUDA device"
+    return None
 
 
 def _cuda_reason():
@@ -52,10 +62,11 @@ def _cuda_reason():
 
 
 _CUPY_SKIP = _cuda_reason()
-_TORCH_CUDA_SKIP = None if torch.cuda.is_available() else "this PyTorch finds no CUDA device"
+_TORCH_SKIP = _torch_reason("cpu")
+_TORCH_CUDA_SKIP = _torch_reason("cuda")
 
 BACKENDS = [
-    pytest.param(("torch", "cpu"), id="torch-cpu"),
+    pytest.param(("torch", "cpu"), id="torch-cpu", marks=pytest.mark.skipif(bool(_TORCH_SKIP), reason=str(_TORCH_SKIP))),
     pytest.param(("torch", "cuda"), id="torch-cuda", marks=pytest.mark.skipif(bool(_TORCH_CUDA_SKIP), reason=str(_TORCH_CUDA_SKIP))),
     pytest.param(("cupy", None), id="cupy", marks=pytest.mark.skipif(bool(_CUPY_SKIP), reason=str(_CUPY_SKIP))),
 ]
@@ -303,7 +314,7 @@ def test_operands_of_another_library_are_refused(be):
         A(on(be, x))
 
 
-def test_torch_only_api_limits_are_errors():
+def test_torch_only_api_limits_are_errors(torch):
     B = _operator(0, "torch")
     with pytest.raises(TypeError, match=r"backend 'torch' has no LinearOperator; move the operator with .to\('scipy'\)"):
         B.as_linear_operator()
@@ -334,7 +345,7 @@ def test_device_arrays_for_the_host_backend_are_refused_without_importing_their_
     assert "cupy" not in sys.modules or _CUPY_SKIP is None
 
 
-def test_torch_weights_choose_the_device_and_requires_grad_keeps_the_graph():
+def test_torch_weights_choose_the_device_and_requires_grad_keeps_the_graph(torch):
     w = torch.ones(2, 1, 3, requires_grad=True)
     M = conv_matrix(w.detach(), (5,), backend="torch")
     assert M.layout == torch.sparse_csr and M.device == w.device and M.dtype == torch.float32
@@ -352,8 +363,6 @@ def test_backend_errors():
         conv_matrix(np.ones((1, 1, 3)), (5,), backend=3)
     with pytest.raises(ValueError, match=r"device must be None or 'cpu' for backend 'scipy', got 'cuda'"):
         conv_matrix(np.ones((1, 1, 3)), (5,), device="cuda")
-    with pytest.raises(ValueError, match=r"device must be a torch device \(such as 'cpu' or 'cuda:0'\), got 'gpu7'"):
-        conv_matrix(np.ones((1, 1, 3)), (5,), backend="torch", device="gpu7")
     if _CUPY_SKIP is not None:
         with pytest.raises((ImportError, RuntimeError), match=r"backend 'cupy' needs"):
             conv_matrix(np.ones((1, 1, 3)), (5,), backend="cupy")
@@ -362,10 +371,15 @@ def test_backend_errors():
 def test_backend_of_and_equality():
     assert backend_of(np.ones(3)) == get_backend("scipy") == get_backend("scipy", "cpu")
     assert backend_of(sp.eye_array(3, format="csr")).name == "scipy"
-    assert backend_of(torch.ones(3)) == get_backend("torch", "cpu")
     assert backend_of("text") is None
+
+
+def test_backend_of_and_equality_for_torch(torch):
+    assert backend_of(torch.ones(3)) == get_backend("torch", "cpu")
     assert get_backend(get_backend("torch")) is get_backend("torch")
     assert repr(get_backend("torch")) == "<convmat backend 'torch', device=cpu>"
+    with pytest.raises(ValueError, match=r"device must be a torch device \(such as 'cpu' or 'cuda:0'\), got 'gpu7'"):
+        conv_matrix(np.ones((1, 1, 3)), (5,), backend="torch", device="gpu7")
 
 
 # --------------------------------------------------------------------------- #
@@ -412,7 +426,7 @@ def test_row_blocks_errors():
 # --------------------------------------------------------------------------- #
 # the shared array code holds no NumPy-only call
 # --------------------------------------------------------------------------- #
-def test_builder_runs_without_numpy_on_device_arrays(monkeypatch):
+def test_builder_runs_without_numpy_on_device_arrays(torch, monkeypatch):
     """Torch tensors that refuse ``__array__`` (as CuPy arrays do) through the whole device path."""
 
     def refuse(self, *args, **kwargs):

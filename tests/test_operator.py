@@ -1,4 +1,9 @@
-"""ConvOperator: images in, images out, against PyTorch (forward, conv_transpose, autograd VJP)."""
+"""ConvOperator: images in, images out, against PyTorch (forward, conv_transpose, autograd VJP).
+
+The tests that call PyTorch take the ``torch`` fixture (conftest.py) and are
+skipped, each with the reason, where it is missing; the rest (views, SciPy's
+LinearOperator, dtypes, state, repr, bad input, the example) run without it.
+"""
 
 import importlib.util
 import pathlib
@@ -6,7 +11,7 @@ import pathlib
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.sparse.linalg import LinearOperator, lsqr, svds
 
@@ -14,21 +19,36 @@ from convmat import conv_matrix, conv_transpose_matrix
 from convmat.checks import adjoint_test
 from convmat.operator import ConvOperator
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
-
-CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _functional():
+    """torch.nn.functional, imported when a test that took the ``torch`` fixture first needs it."""
+    import torch.nn.functional
+
+    return torch.nn.functional
+
+
+def conv(ndim):
+    """F.conv{1,2,3}d."""
+    return getattr(_functional(), f"conv{ndim}d")
+
+
+def conv_transpose(ndim):
+    """F.conv_transpose{1,2,3}d."""
+    return getattr(_functional(), f"conv_transpose{ndim}d")
 
 
 def torch_pad(x, pads, mode):
     """F.pad with one (lo, hi) pair per spatial axis (F.pad lists the last axis first)."""
     flat = [p for lo, hi in reversed(pads) for p in (lo, hi)]
-    return F.pad(x, flat, mode="constant" if mode == "zeros" else mode)
+    return _functional().pad(x, flat, mode="constant" if mode == "zeros" else mode)
 
 
 def t(a):
+    """A torch tensor sharing ``a``'s memory (contiguous)."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
@@ -47,7 +67,7 @@ FORWARD_CASES = [
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", FORWARD_CASES, ids=lambda c: f"w{c[0]}-n{c[1]}")
-def test_forward_matches_torch_with_bias(case, mode):
+def test_forward_matches_torch_with_bias(torch, case, mode):
     wshape, spatial, stride, pads, dilation, groups = case
     rng = np.random.default_rng(1)
     w = rng.standard_normal(wshape)
@@ -56,7 +76,7 @@ def test_forward_matches_torch_with_bias(case, mode):
     x = rng.standard_normal((3, c_in) + spatial)
     A = ConvOperator(w, spatial, stride=stride, padding=pads, dilation=dilation, groups=groups, padding_mode=mode, bias=b)
     D = len(spatial)
-    ref = CONV[D](torch_pad(t(x), pads, mode), t(w), t(b), stride=stride, dilation=dilation, groups=groups).numpy()
+    ref = conv(D)(torch_pad(t(x), pads, mode), t(w), t(b), stride=stride, dilation=dilation, groups=groups).numpy()
     np.testing.assert_allclose(A(x), ref, rtol=1e-12, atol=1e-12)
     # one unbatched image gives one unbatched output
     np.testing.assert_allclose(A.apply(x[1]), ref[1], rtol=1e-12, atol=1e-12)
@@ -65,7 +85,7 @@ def test_forward_matches_torch_with_bias(case, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", FORWARD_CASES, ids=lambda c: f"w{c[0]}-n{c[1]}")
-def test_adjoint_is_torch_autograd_vjp(case, mode):
+def test_adjoint_is_torch_autograd_vjp(torch, case, mode):
     """The oracle: y = conv(pad(x, mode)); autograd's vector-Jacobian product is C^T v, for every mode."""
     wshape, spatial, stride, pads, dilation, groups = case
     rng = np.random.default_rng(2)
@@ -74,7 +94,7 @@ def test_adjoint_is_torch_autograd_vjp(case, mode):
     A = ConvOperator(w, spatial, stride=stride, padding=pads, dilation=dilation, groups=groups, padding_mode=mode,
                      bias=rng.standard_normal(wshape[0]))
     x = t(rng.standard_normal((2, c_in) + spatial)).requires_grad_(True)
-    y = CONV[len(spatial)](torch_pad(x, pads, mode), t(w), stride=stride, dilation=dilation, groups=groups)
+    y = conv(len(spatial))(torch_pad(x, pads, mode), t(w), stride=stride, dilation=dilation, groups=groups)
     v = rng.standard_normal(tuple(y.shape))
     (vjp,) = torch.autograd.grad(y, x, grad_outputs=t(v))
     np.testing.assert_allclose(A.apply_adjoint(v), vjp.numpy(), rtol=1e-12, atol=1e-12)
@@ -82,14 +102,14 @@ def test_adjoint_is_torch_autograd_vjp(case, mode):
     np.testing.assert_allclose(A.apply_adjoint(v[0]), vjp.numpy()[0], rtol=1e-12, atol=1e-12)
 
 
-def test_reflect_adjoint_folds_the_border_unlike_conv_transpose():
+def test_reflect_adjoint_folds_the_border_unlike_conv_transpose(torch):
     """Reflect maps u = -1 onto 1 and u = n onto n - 2: C^T differs from PyTorch's conv_transpose
     (zeros only) exactly on rows and columns 1 and n - 2, where the border is folded back."""
     rng = np.random.default_rng(3)
     w = rng.standard_normal((1, 1, 3, 3))
     A = ConvOperator(w, (6, 6), padding=1, padding_mode="reflect")
     v = rng.standard_normal((1, 1, 6, 6))
-    zero_pad_transpose = F.conv_transpose2d(t(v), t(w), padding=1).numpy()
+    zero_pad_transpose = conv_transpose(2)(t(v), t(w), padding=1).numpy()
     diff = np.abs(A.apply_adjoint(v) - zero_pad_transpose)[0, 0]
     folded = np.zeros((6, 6), bool)
     folded[[1, 4], :] = folded[:, [1, 4]] = True
@@ -110,7 +130,7 @@ TRANSPOSED_CASES = [
 
 
 @pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=lambda c: f"w{c[0]}-n{c[1]}")
-def test_transposed_matches_torch_conv_transpose(case):
+def test_transposed_matches_torch_conv_transpose(torch, case):
     wshape, spatial, stride, padding, a, dilation, groups = case
     rng = np.random.default_rng(4)
     w = rng.standard_normal(wshape)
@@ -118,13 +138,13 @@ def test_transposed_matches_torch_conv_transpose(case):
     x = rng.standard_normal((2, wshape[0]) + spatial)
     A = ConvOperator(w, spatial, stride=stride, padding=padding, output_padding=a, dilation=dilation, groups=groups,
                      bias=b, transposed=True)
-    ref = CONV_T[len(spatial)](t(x), t(w), t(b), stride=stride, padding=padding, output_padding=a,
+    ref = conv_transpose(len(spatial))(t(x), t(w), t(b), stride=stride, padding=padding, output_padding=a,
                                dilation=dilation, groups=groups).numpy()
     np.testing.assert_allclose(A(x), ref, rtol=1e-12, atol=1e-12)
     assert sp.isspmatrix_csr(A.matrix) or isinstance(A.matrix, sp.csr_array)
     # its adjoint is the autograd VJP of conv_transpose
     xt = t(x).requires_grad_(True)
-    y = CONV_T[len(spatial)](xt, t(w), stride=stride, padding=padding, output_padding=a, dilation=dilation, groups=groups)
+    y = conv_transpose(len(spatial))(xt, t(w), stride=stride, padding=padding, output_padding=a, dilation=dilation, groups=groups)
     v = rng.standard_normal(tuple(y.shape))
     (vjp,) = torch.autograd.grad(y, xt, grad_outputs=t(v))
     np.testing.assert_allclose(A.apply_adjoint(v), vjp.numpy(), rtol=1e-12, atol=1e-12)
@@ -221,11 +241,11 @@ def test_dtype_float32_is_kept_and_integer_weights_give_float64():
     assert ConvOperator(w, (5, 5), dtype=np.float64).dtype == np.float64
 
 
-def test_torch_parameters_are_accepted_but_operands_must_match_the_backend():
+def test_torch_parameters_are_accepted_but_operands_must_match_the_backend(torch):
     w = torch.randn(2, 1, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     A = ConvOperator(w, (6,), bias=torch.zeros(2))  # parameters on the host: any library
     x = torch.ones(1, 6, dtype=torch.float64)
-    np.testing.assert_allclose(A(x.numpy()), F.conv1d(x[None], w)[0].detach().numpy())
+    np.testing.assert_allclose(A(x.numpy()), conv(1)(x[None], w)[0].detach().numpy())
     with pytest.raises(TypeError, match=r"x is a torch.Tensor on device cpu, but this operator lives on backend "
                                         r"'scipy' \(NumPy\); pass x.numpy\(force=True\), or move the operator "
                                         r"with .to\('torch'\)"):
@@ -332,15 +352,14 @@ def test_bad_inputs():
     groups=st.sampled_from([1, 2]),
     seed=st.integers(0, 2**16),
 )
-def test_property_adjoint_matches_torch_vjp(n, k, s, d, lo, hi, mode, groups, seed):
-    if d * (k - 1) + 1 > n + lo + hi:
-        return
+def test_property_adjoint_matches_torch_vjp(torch, n, k, s, d, lo, hi, mode, groups, seed):
+    assume(d * (k - 1) + 1 <= n + lo + hi)
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((2 * groups, 1, k, k))
     A = ConvOperator(w, (n, n + 1), stride=s, padding=((lo, hi), (hi, lo)), dilation=d, groups=groups,
                      padding_mode=mode)
     x = t(rng.standard_normal((1,) + A.in_shape)).requires_grad_(True)
-    y = F.conv2d(torch_pad(x, ((lo, hi), (hi, lo)), mode), t(w), stride=s, dilation=d, groups=groups)
+    y = conv(2)(torch_pad(x, ((lo, hi), (hi, lo)), mode), t(w), stride=s, dilation=d, groups=groups)
     np.testing.assert_allclose(A(x.detach().numpy()), y.detach().numpy(), rtol=1e-12, atol=1e-12)
     v = rng.standard_normal(tuple(y.shape))
     (vjp,) = torch.autograd.grad(y, x, grad_outputs=t(v))

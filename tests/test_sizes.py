@@ -28,7 +28,7 @@ from convmat import (
     conv_transpose_output_shape,
     conv_transpose_plan,
 )
-from helpers_torch import (
+from oracles import (
     INT32_MAX,
     assert_canonical,
     assert_same_csr,

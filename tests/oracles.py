@@ -1,16 +1,17 @@
-"""Independent oracles shared by the tests of the core builders.
+"""Independent oracles shared by the tests of the core builders: NumPy references and PyTorch.
 
-Two kinds of helpers live here:
+Two kinds of oracles live here:
 
 * NumPy-only references written straight from DESIGN.md, deliberately as slow
   and obvious Python (padding strings resolved by hand, nnz counted by loops,
   canonical-CSR checks done with NumPy rather than trusted flags).  They never
-  call convmat, so they can be imported without torch.
+  call convmat and need no torch.
 * PyTorch oracles (``torch_conv``, ``torch_conv_transpose``) that import torch
-  lazily; the test modules using them call ``pytest.importorskip("torch")``
-  first.  Everything is computed in double precision; a complex weight is
-  split into real and imaginary parts, so the oracle never relies on complex
-  convolution support in torch.
+  lazily, so importing this module never needs it; the tests calling them take
+  the ``torch`` fixture of conftest.py, which skips that test alone where
+  PyTorch is missing.  Everything is computed in double precision; a complex
+  weight is split into real and imaginary parts, so the oracle never relies on
+  complex convolution support in torch.
 """
 
 from __future__ import annotations
