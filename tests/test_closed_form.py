@@ -5,7 +5,9 @@ For every padding mode, forward and transposed, the prefix counts
 from DESIGN.md (virtual input ``u = j*s - lo + t*d``, mapped by the mode,
 distinct columns per row); the row-length bound, the slot bound and the
 range-limited tables (``axis_table(ax, start, stop)``) agree with the same
-loop.  ``floor_sum`` is checked against its definition.  Plans on sizes near
+loop, and so do the rows of compact tables and the runs of rows the builder
+copies (``convmat.structure``).  ``floor_sum`` and ``repeat_block`` are
+checked against their definitions.  Plans on sizes near
 10**9 give the values of the formulas worked by hand.
 """
 
@@ -17,7 +19,9 @@ from hypothesis import strategies as st
 
 from convmat import conv_plan, conv_transpose_plan
 from convmat.geometry import ConvGeometry
+from convmat.backends import get_backend
 from convmat.pattern import axis_table
+from convmat.structure import _NO_SHIFT, _prefix_groups, repeat_block, shift_runs
 from convmat.sizes import axis_max_row, axis_nnz_before, axis_row_bound, axis_slot_bound, floor_sum
 
 
@@ -84,6 +88,61 @@ def test_prefix_counts_bounds_and_tables_match_the_loop(ax, transposed, data):
         assert cols == sorted(rows.get(r, {}))
         for e, c in zip(range(p.ptr[i], p.ptr[i + 1]), cols):
             assert sorted(x for x in p.taps[e].tolist() if x < ax.k) == sorted(rows[r][c])
+
+
+def rows_of(p, r, runs):
+    """Columns and taps of local row ``r`` of ``p``, read through its runs of copies (as the builder does)."""
+    for first, count, delta, anchor in runs:
+        if delta is not None and first <= r < first + count:
+            e = p.entry(int(p.ptr[anchor]))
+            L = int(p.ptr[anchor + 1] - p.ptr[anchor])
+            return (p.cols[e : e + L] + (r - anchor) * delta).tolist(), p.taps[e : e + L].tolist()
+    e = p.entry(int(p.ptr[r]))
+    L = int(p.ptr[r + 1] - p.ptr[r])
+    return p.cols[e : e + L].tolist(), p.taps[e : e + L].tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(ax=axes(), transposed=st.booleans(), data=st.data())
+def test_compact_tables_and_runs_of_copies_match_the_loop(ax, transposed, data):
+    """Rows claimed to be shifted copies (stored once in a compact table) are the loop's rows."""
+    assume(ax is not None)
+    rows = slow_rows(ax, transposed)
+    n_rows = ax.n if transposed else ax.o
+    r0 = data.draw(st.integers(0, n_rows))
+    r1 = data.draw(st.integers(r0, n_rows))
+    p = axis_table(ax, r0, r1, transposed=transposed, compact=True)
+    full = axis_table(ax, r0, r1, transposed=transposed)
+    assert p.ptr.tolist() == full.ptr.tolist() and p.cols.size <= full.cols.size
+    c0 = data.draw(st.integers(0, r1 - r0))
+    c1 = data.draw(st.integers(c0, r1 - r0))
+    runs = shift_runs(p, c0, c1)
+    assert [r for first, count, _, _ in runs for r in range(first, first + count)] == list(range(c0, c1))
+    for r in range(c0, c1):
+        cols, taps = rows_of(p, r, runs)
+        assert cols == sorted(rows.get(r0 + r, {}))
+        for c, t in zip(cols, taps):
+            assert sorted(x for x in t if x < ax.k) == sorted(rows[r0 + r][c])
+    groups = _prefix_groups(full)
+    if groups is not None:  # rows r + P*u + t are rows r + t shifted by u * key[r], within a run of keys
+        P, key, seg_end = groups
+        r = data.draw(st.integers(0, key.size - 1))
+        if key[r] != _NO_SHIFT:
+            for u in range((int(seg_end[r]) - r) // P + 1):
+                for t in range(P):
+                    cols, taps = rows_of(full, r + t, [])
+                    assert rows_of(full, r + P * u + t, []) == ([c + u * int(key[r]) for c in cols], taps)
+
+
+@given(size=st.integers(1, 40), count=st.integers(1, 3000), shift=st.integers(-3, 3))
+@settings(max_examples=60, deadline=None)
+def test_repeat_block_is_its_definition(size, count, shift):
+    rng = np.random.default_rng(size * 7919 + count)
+    a = np.full(size * count + 3, -1, dtype=np.int64)
+    a[:size] = rng.integers(0, 100, size)
+    expected = np.concatenate([a[:size] + i * shift for i in range(count)] + [a[size * count :]])
+    repeat_block(get_backend("scipy"), a, 0, size, count, shift)
+    assert a.tolist() == expected.tolist()
 
 
 @settings(max_examples=300)
