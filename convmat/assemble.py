@@ -3,15 +3,21 @@
 :func:`build_csr` is the one entry point.  The rows asked for are cut into
 chunks of spatial rows (at most about ``_CHUNK_NNZ`` entries of one output
 channel each).  For each chunk the per-axis tables of its rows only are made
-(:func:`convmat.pattern.axis_table`); the first output channel of each group
-gets its column indices straight into the final index array and its tap
-numbers into temporaries (:func:`convmat.structure.fill_structure`); every
-other output channel of the group copies those indices with an offset and
-gathers its values from the packed weight (one gather per tap slot), on a
-thread pool.  Row pointers come from the chunk's row lengths and the closed
-form offsets of :mod:`convmat.sizes`.  Nothing row-sized is allocated but the
-result, so :func:`peak_bytes` bounds everything a build allocates, and the
-guard (:func:`convmat.memory.check_fits`) refuses before allocating.
+(:func:`convmat.pattern.axis_table`; the last axis's compact, storing one of
+its interior rows); the first output channel of each group gets its column
+indices straight into the final index array and the tap numbers of the
+entries that are not copies into a :class:`~convmat.structure.TapBuffer`
+(:func:`convmat.structure.fill_structure`); every output channel gathers
+the values of those entries from the packed weight (one gather per tap
+slot) and copies them into the shifted copies (interior rows, blocks of
+rows); the other output channels of the group copy the indices with an
+offset.  With several output channels, the channels of a chunk share a
+thread pool; with fewer channels than threads, the chunks do (each thread
+making its own tables).  Row pointers come from the tables' row pointers
+and the closed form offsets of :mod:`convmat.sizes`.  Nothing is allocated
+in proportion to the matrix but the result, so :func:`peak_bytes` bounds
+everything a build allocates, and the guard
+(:func:`convmat.memory.check_fits`) refuses before allocating.
 """
 
 from __future__ import annotations
