@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import array_library, dtype_backend, get_backend, line_nnz, matrix_backend, matrix_vector
+from .geometry import positive_int
 from .operator import ConvOperator
 
 __all__ = ["AdjointTestResult", "AdjointTestWarning", "adjoint_test"]
@@ -301,7 +302,7 @@ def adjoint_test(
         The claimed adjoint, applied forwards (``AT @ y``, ``AT.matvec(y)``,
         ``AT.forward(y)`` or ``AT(y)``).  Defaults to ``A``'s own adjoint.
         Required when ``A`` is a plain function: ``adjoint_test(f, g, ...)``.
-    trials : int
+    trials : int >= 1
         Independent pairs ``(x, y)``; the test passes when every trial passes.
     rng : None, int or numpy.random.Generator
         Seed of the random vectors (None: seed 0, so that the test is deterministic).
@@ -384,8 +385,7 @@ def adjoint_test(
     >>> adjoint_test(f, g, in_shape=(100,), out_shape=(100,), dtype=np.float32).passed
     True
     """
-    if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
-        raise ValueError(f"trials must be a positive int, got {trials!r}")
+    trials = positive_int(trials, "trials")
     if rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, (int, float, np.integer, np.floating))
                              or not 0 < rtol < math.inf):
         raise ValueError(f"rtol must be a positive finite number or None, got {rtol!r}")
@@ -419,7 +419,7 @@ def adjoint_test(
     m, n = fwd.shape
     if adj.shape != (n, m):
         raise ValueError(f"AT must have shape {(n, m)} (the transpose of A's {(m, n)}), got {adj.shape}")
-    return _run(fwd, adj, be, np.random.default_rng(rng), int(trials), rtol)
+    return _run(fwd, adj, be, np.random.default_rng(rng), trials, rtol)
 
 
 def _run(fwd, adj, be, rng, trials, rtol) -> AdjointTestResult:

@@ -32,6 +32,7 @@ from . import _operator_parts as parts
 from ._linear_image import LinearImageOperator
 from .backends import get_backend
 from .blocks import block_nbytes, build_block, row_blocks
+from .geometry import positive_int
 from .memory import human
 from .weights import value_dtype
 from .spmm import csr_matmul
@@ -130,9 +131,7 @@ class StreamedConvOperator(LinearImageOperator):
     def _setup(self, plan, w, block_bytes, bias, threads, is_adjoint):
         if tuple(w.shape) != tuple(plan.weight_shape):
             raise ValueError(f"weight must have shape {plan.weight_shape} for this plan, got {tuple(w.shape)}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
-                                    or threads < 1):
-            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+        threads = None if threads is None else positive_int(threads, "threads")
         self.plan, self._w, self.threads, self.is_adjoint = plan, w, threads, is_adjoint
         self._be = get_backend("scipy")
         self.in_shape, self.out_shape = tuple(plan.input_shape), tuple(plan.output_shape)

@@ -213,7 +213,7 @@ def test_bad_inputs():
     C = conv_matrix(np.ones((1, 1, 3)), (8,))
     with pytest.raises(ValueError, match=r"AT must have shape \(8, 6\) \(the transpose of A's \(6, 8\)\), got \(6, 8\)"):
         adjoint_test(C, C)
-    with pytest.raises(ValueError, match="trials must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="trials must be >= 1, got 0"):
         adjoint_test(C, trials=0)
     with pytest.raises(ValueError, match="rtol must be a positive finite number or None, got -1"):
         adjoint_test(C, rtol=-1)

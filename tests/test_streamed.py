@@ -195,6 +195,11 @@ def test_bad_input():
         StreamedConvOperator(w, (8, 8), block_bytes=1e6)
     with pytest.raises(ValueError, match=r"block_bytes must be >= 1.*-5"):
         StreamedConvOperator(w, (8, 8), block_bytes=-5)
+    with pytest.raises(ValueError, match=r"threads must be >= 1, got 0") as bad:
+        StreamedConvOperator(w, (8, 8), block_bytes=10_000, threads=0)
+    assert bad.value.parameter == "threads"
+    with pytest.raises(TypeError, match=r"threads must be an integer, got 1.5 of type float"):
+        StreamedConvOperator(w, (8, 8), block_bytes=10_000, threads=1.5)
     with pytest.raises(ValueError, match=r"block_bytes=100 is too small: row 0 alone takes"):
         StreamedConvOperator(w, (8, 8), block_bytes=100)
     with pytest.raises(ValueError, match=r"block_bytes=100 is too small: the 2 rows of output position 0"):
