@@ -16,8 +16,6 @@ Two kinds of oracles live here:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 INT32_MAX = np.iinfo(np.int32).max

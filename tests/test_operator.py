@@ -15,7 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.sparse.linalg import LinearOperator, lsqr, svds
 
-from convmat import conv_matrix, conv_transpose_matrix
+from convmat import conv_matrix
 from convmat.checks import adjoint_test
 from convmat.operator import ConvOperator
 
