@@ -188,6 +188,29 @@ def test_svds_on_threaded_products_reaches_its_tol(monkeypatch):
     )
 
 
+def test_svds_runs_blas_on_one_thread():
+    """Inside operator_norm's ARPACK loop BLAS has one thread (its idle threads would spin on the
+    cores the products use); outside, the limit is what it was."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from scipy.sparse.linalg import LinearOperator
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+    C = conv_matrix(np.random.default_rng(8).standard_normal((2, 2, 3, 3)), (40, 40), padding=1)
+
+    def matvec(v):
+        seen.append(blas_threads())
+        return C @ v
+
+    L = LinearOperator(C.shape, matvec=matvec, rmatvec=lambda v: C.T @ v, dtype=C.dtype)
+    assert operator_norm(L, method="svds") == pytest.approx(operator_norm(C, method="svds"), rel=1e-9)
+    assert seen and all(t == [1] * len(before) for t in seen), (before, seen[:3])
+    assert blas_threads() == before
+
+
 @pytest.mark.parametrize("n", [16, 20])
 def test_power_iteration_reaches_the_accuracy_it_promises(n, recwarn):
     """tol is an accuracy: the residual stop gives about tol/2 relative error, from below, without a warning
