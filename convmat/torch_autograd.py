@@ -78,16 +78,19 @@ class ConvMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(X, weight, op, adjoint):
+        """``C @ X`` (``C^H @ X`` when ``adjoint``) by the operator's own product; ``weight`` only links the graph."""
         return op._raw_product(X, adjoint)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        """Keep the operator, the direction and (when the weight needs a gradient) ``X``."""
         X, weight, op, adjoint = inputs
         ctx.op, ctx.adjoint, ctx.x_dtype = op, adjoint, X.dtype
         ctx.save_for_backward(X if weight is not None and weight.requires_grad else None)
 
     @staticmethod
     def backward(ctx, dY):
+        """``dX = C^H dY`` (``C dY`` for the adjoint) and ``dW`` gathered through the pattern."""
         op, adjoint = ctx.op, ctx.adjoint
         (X,) = ctx.saved_tensors
         dX = dW = None
