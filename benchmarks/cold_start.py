@@ -42,7 +42,9 @@ from convmat.spmm import csr_matmul
 t_import = time.perf_counter() - t0
 c, size = int(sys.argv[1]), int(sys.argv[2])
 w = np.random.default_rng(0).standard_normal((c, c, 3, 3)).astype(np.float32)
-t0 = time.perf_counter(); C = conv_matrix(w, (size, size), padding=1, dtype=np.float32); t_build1 = time.perf_counter() - t0
+t0 = time.perf_counter()
+C = conv_matrix(w, (size, size), padding=1, dtype=np.float32)
+t_build1 = time.perf_counter() - t0
 t0 = time.perf_counter(); conv_matrix(w, (size, size), padding=1, dtype=np.float32); t_build2 = time.perf_counter() - t0
 x = np.ones(C.shape[1], np.float32); y = np.ones(C.shape[0], np.float32)
 t0 = time.perf_counter(); import numba; t_numba = time.perf_counter() - t0
