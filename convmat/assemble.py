@@ -197,7 +197,7 @@ def _row_pointers(be, tables, ca, a, b, Cg, group, indptr, idt) -> int:
         i += (pb - p) * nL
     for i, pa, pb, la, lb in pieces:
         head = be.asarray((Cg * starts[pa:pb] - first).astype(idt))
-        tail = be.asarray((Cg * int(pl[pa]) * last.ptr[la + 1 : lb + 1]).astype(idt))
+        tail = be.asarray(np.multiply(last.ptr[la + 1 : lb + 1], Cg * int(pl[pa]), dtype=idt, casting="same_kind"))
         for _, dst, row in group:
             out = indptr[row + 1 + i - i0 : row + 1 + i - i0 + (pb - pa) * (lb - la)]
             be.add((head + dst).reshape(pb - pa, 1), tail.reshape(1, lb - la), out=out.reshape(pb - pa, lb - la))

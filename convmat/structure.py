@@ -358,8 +358,14 @@ def _last_axis_layout(last: AxisPattern, c0: int, c1: int, be):
     has rows whose lengths cycle with period s), rows are grouped by length
     instead, and each group is written by one scatter.
     """
-    runs = [(r0, r1) for r0, r1 in last.runs(c0, c1) if last.ptr[r0 + 1] > last.ptr[r0]]
-    lengths = last.row_lengths[c0:c1]
+    runs, r = [], c0  # a table's copies are one run; only the other rows are compared
+    for first, count, _ in last.copies:
+        lo, hi = max(first, c0), min(first + count, c1)
+        if hi > lo:
+            runs += last.runs(r, lo) + [(lo, hi)]
+            r = hi
+    runs = [(r0, r1) for r0, r1 in runs + last.runs(r, c1) if last.ptr[r0 + 1] > last.ptr[r0]]
+    lengths = last.row_lengths[c0:c1] if len(runs) > 4 else None
     classes = np.unique(lengths[lengths > 0]) if len(runs) > 4 else None
     if classes is None or len(runs) <= 2 * len(classes) + 2:  # each run cut into runs of copies
         return [("run", count, int(last.ptr[r0 + 1] - last.ptr[r0]), first,
