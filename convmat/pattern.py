@@ -54,7 +54,7 @@ class AxisPattern:
         ``(E0, n)``: a compact table (``axis_table(..., compact=True)``) holds
         no entries for the copies after the first row of its run: ``ptr``
         numbers every entry, and entry ``e >= E0`` sits at ``e - n`` in
-        ``cols`` and ``taps`` (:meth:`entry`).
+        ``cols`` and ``taps`` (``entry(e)``).
     """
 
     n_rows: int
