@@ -194,7 +194,7 @@ def main(argv=None):
     ap.add_argument("--backends", nargs="*", default=[], choices=["torch", "cupy"],
                     help="also build with these backends (torch on the CPU; cupy needs a CUDA device)")
     args = ap.parse_args(argv)
-    if not args.layer:
+    if not (args.layer or args.backends or args.peer):  # --backends and --peer time the one layer
         names = [n for n in SUITE if args.only is None or any(w in n for w in args.only)]
         run_suite(names, args.repeat)
         return
