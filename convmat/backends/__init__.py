@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ParameterError, ParameterTypeError
 from .base import Backend, array_library, available_memory, default_threads
 from .cupy_backend import CupyBackend
 from .scipy_backend import ScipyBackend
@@ -99,12 +100,12 @@ def get_backend(backend="scipy", device=None) -> Backend:
     """
     if isinstance(backend, Backend):
         if device is not None and str(device) != str(backend.device):
-            raise ValueError(f"device {device!r} contradicts the backend given, {backend!r}")
+            raise ParameterError("device", f"device {device!r} contradicts the backend given, {backend!r}")
         return backend
     if not isinstance(backend, str):
-        raise TypeError(f"backend must be a string, one of {tuple(BACKENDS)}, got {backend!r}")
+        raise ParameterTypeError("backend", f"backend must be a string, one of {tuple(BACKENDS)}, got {backend!r}")
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
+        raise ParameterError("backend", f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
     key = (backend, str(device))
     if key not in _CACHE:
         _CACHE[key] = BACKENDS[backend](device)
@@ -184,8 +185,6 @@ def to_host_weight(weight, be: Backend | None = None, name: str = "weight") -> n
     says what to pass; so is a dtype NumPy cannot hold (torch's bfloat16).
     Checking the dtype is the caller's (:mod:`convmat.weights`).
     """
-    from ..errors import ParameterTypeError
-
     lib = array_library(weight)
     target = "the host" if be is None else f"backend {be.name!r}"
     if lib == "cupy":

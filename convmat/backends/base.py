@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from ..errors import ParameterTypeError
+
 __all__ = ["Backend", "array_library", "available_memory", "default_threads"]
 
 
@@ -198,13 +200,14 @@ class Backend:
     def operand(self, x, name: str):
         """``x`` as a dense numeric array of this backend, or a TypeError that says what to do."""
         if not self.owns(x):
-            raise TypeError(
+            raise ParameterTypeError(
+                name,
                 f"{name} is a {_describe(x)}, but this operator lives on backend {self.name!r}"
                 f"{'' if self.device is None else f' (device {self.device})'}; {self._move_hint(name)}"
             )
         dt = self.dtype_of(x)
         if dt.kind not in "biufc":
-            raise TypeError(f"{name} must be an array of numbers, got dtype {dt}")
+            raise ParameterTypeError(name, f"{name} must be an array of numbers, got dtype {dt}")
         return x
 
     def _move_hint(self, name):

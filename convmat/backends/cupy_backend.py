@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ParameterError
 from .base import Backend, array_library
 
 __all__ = ["CupyBackend"]
@@ -45,7 +46,7 @@ class CupyBackend(Backend):
         if isinstance(device, str) and device.startswith("cuda"):
             device = int(device.partition(":")[2] or 0)
         if isinstance(device, bool) or not isinstance(device, (int, np.integer)) or not 0 <= device < n:
-            raise ValueError(f"device must be a CUDA device number in [0, {n}) for backend 'cupy', got {device!r}")
+            raise ParameterError("device", f"device must be a CUDA device number in [0, {n}) for backend 'cupy', got {device!r}")
         self.device = int(device)
         self._dev = cupy.cuda.Device(self.device)
 

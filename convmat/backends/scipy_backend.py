@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ParameterError, ParameterTypeError
 from .base import Backend, _describe, array_library, default_threads
 
 __all__ = ["ScipyBackend"]
@@ -21,7 +22,7 @@ class ScipyBackend(Backend):
 
     def __init__(self, device=None):
         if device not in (None, "cpu"):
-            raise ValueError(f"device must be None or 'cpu' for backend 'scipy', got {device!r}")
+            raise ParameterError("device", f"device must be None or 'cpu' for backend 'scipy', got {device!r}")
         self.xp = np
         self.device = None
 
@@ -92,16 +93,17 @@ class ScipyBackend(Backend):
         lib = array_library(x)
         if lib in ("cupy", "torch"):
             hint = f"{name}.get()" if lib == "cupy" else f"{name}.numpy(force=True)"
-            raise TypeError(
+            raise ParameterTypeError(
+                name,
                 f"{name} is a {_describe(x)}, but this operator lives on backend 'scipy' (NumPy); pass "
                 f"{hint}, or move the operator with .to({lib!r})"
             )
         try:
             arr = np.asarray(x)
         except (TypeError, ValueError):
-            raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}") from None
+            raise ParameterTypeError(name, f"{name} must be an array of numbers, got {type(x).__name__}") from None
         if arr.dtype == object or arr.dtype.kind not in "biufc":
-            raise TypeError(f"{name} must be an array of numbers, got dtype {arr.dtype}")
+            raise ParameterTypeError(name, f"{name} must be an array of numbers, got dtype {arr.dtype}")
         return arr
 
 

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from ..errors import ParameterError
 from .base import Backend, array_library, available_memory
 
 __all__ = ["TorchBackend", "requires_grad", "detached"]
@@ -67,7 +68,7 @@ class TorchBackend(Backend):
         try:
             self.device = torch.device("cpu" if device is None else device)
         except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device must be a torch device (such as 'cpu' or 'cuda:0'), got {device!r}") from exc
+            raise ParameterError("device", f"device must be a torch device (such as 'cpu' or 'cuda:0'), got {device!r}") from exc
         if self.device.type == "cuda":
             if not torch.cuda.is_available():
                 raise RuntimeError(f"device {device!r} needs CUDA, and this PyTorch finds no CUDA device")
