@@ -147,15 +147,18 @@ def main(argv=None):
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64", "complex64", "complex128"])
     ap.add_argument("--forms", nargs="+", default=FORMS, choices=FORMS)
     ap.add_argument("--cases", nargs="+", default=["correct"] + WRONG, choices=["correct"] + WRONG)
+    ap.add_argument("--no-pylops", action="store_true",
+                    help="convmat only (PyLops' dottest takes about 5 s a seed at 1024^2 here)")
     args = ap.parse_args(argv)
     have_torch = importlib.util.find_spec("torch") is not None
     if have_torch:
         import torch
 
         torch.set_num_threads(1)  # one thread per process: the numbers are rates, not times
-    have_pylops = importlib.util.find_spec("pylops") is not None
+    have_pylops = importlib.util.find_spec("pylops") is not None and not args.no_pylops
     print(f"checkers: convmat.adjoint_test (defaults), pylops.utils.dottest (rtol=1e-6): "
-          f"{'yes' if have_pylops else 'not installed'}; scico valid_adjoint: "
+          f"{'yes' if have_pylops else 'skipped (--no-pylops)' if args.no_pylops else 'not installed'}; "
+          f"scico valid_adjoint: "
           f"{'yes' if importlib.util.find_spec('scico') else 'not installed'}")
     print(f"{'size':>6} {'dtype':>10} {'case':>19} {'form':>10} {'seeds':>6} {'convmat':>8} {'pylops':>8}  "
           f"(correct: false-failure rate; wrong: detection rate)")
