@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .backends import get_backend, transfer
+from .backends import backend_of, detached, get_backend, transfer
 from .build import conv_plan, conv_transpose_plan
 from .errors import ParameterError, ParameterTypeError
 from .memory import MatrixTooLargeError, human
@@ -237,9 +237,6 @@ def describe(op) -> str:
         head = f"adjoint of [{head}]: input {op.in_shape} -> output {op.out_shape}"
     bias = "none" if op.bias is None else f"shape {tuple(op.bias.shape)}"
     body = [f"  {line.strip()}" for line in lines[1:-1]]
-    called_as = op._shared["called_as"]
-    if called_as:
-        body.append(f"  ({called_as}; the padding above is the forward geometry's)")
     be, shared = op.backend, op._shared
     where = be.name if be.device is None else f"{be.name}, device {be.device}"
     held = _nbytes(be, shared["C"]) + (0 if shared["CH"] is None else _nbytes(be, shared["CH"]))
@@ -252,3 +249,18 @@ def describe(op) -> str:
             f"{human(held)} in memory ({where}), bias {bias}{grad})"
         ]
     )
+
+
+def from_matrix_parts(matrix, plan, weight, bias):
+    """``(backend, checked matrix, host weight or None, host bias or None)`` of ``ConvOperator.from_matrix``."""
+    from .plan import ConvPlan
+
+    if not isinstance(plan, ConvPlan):
+        raise ParameterTypeError(
+            "plan", f"plan must be a ConvPlan (from conv_plan or conv_transpose_plan), got {type(plan).__name__}"
+        )
+    be = backend_of(matrix)
+    matrix = check_matrix(matrix, plan, be)
+    vdtype = be.dtype_of(matrix)
+    host_w = None if weight is None else host_weight_for(plan, detached(weight), be, vdtype)
+    return be, matrix, host_w, host_bias(bias, plan, be, vdtype)

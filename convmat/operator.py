@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _operator_parts as parts
 from ._linear_image import LinearImageOperator
-from .backends import backend_of, detached, requires_grad
+from .backends import detached, requires_grad
 from .plan import ConvPlan
 from .weights import backend_and_weight
 
@@ -152,13 +152,7 @@ class ConvOperator(LinearImageOperator):
             groups=groups, padding_mode=padding_mode, transposed=transposed, output_padding=output_padding,
             output_size=output_size,
         )
-        # ConvPlan's repr shows the forward geometry, in which output_padding is part of the high padding.
-        called_as = (
-            f"as called: padding={padding!r}, output_padding={output_padding!r}, output_size={output_size!r}"
-            if transposed
-            else None
-        )
-        self._from_plan(plan, weight, bias, dtype, backend, device, called_as)
+        self._from_plan(plan, weight, bias, dtype, backend, device)
 
     @classmethod
     def from_plan(cls, plan, weight, *, bias=None, dtype=None, backend="scipy", device=None) -> "ConvOperator":
@@ -183,7 +177,7 @@ class ConvOperator(LinearImageOperator):
         if not isinstance(plan, ConvPlan):
             raise TypeError(f"plan must be a ConvPlan (from conv_plan or conv_transpose_plan), got {type(plan).__name__}")
         op = object.__new__(cls)
-        op._from_plan(plan, weight, bias, dtype, backend, device, None)
+        op._from_plan(plan, weight, bias, dtype, backend, device)
         return op
 
     @classmethod
@@ -217,19 +211,12 @@ class ConvOperator(LinearImageOperator):
         >>> np.array_equal(A(np.ones((6, 6))), ConvOperator(w, (6, 6), padding=1)(np.ones((6, 6))))
         True
         """
-        if not isinstance(plan, ConvPlan):
-            raise TypeError(f"plan must be a ConvPlan (from conv_plan or conv_transpose_plan), got {type(plan).__name__}")
-        be = backend_of(matrix)
-        matrix = parts.check_matrix(matrix, plan, be)
-        vdtype = be.dtype_of(matrix)
-        host_w = None
-        if weight is not None:
-            host_w = parts.host_weight_for(plan, detached(weight), be, vdtype)
         op = object.__new__(cls)
-        op._init_pair(plan, be, matrix, host_w, parts.host_bias(bias, plan, be, vdtype), None, None)
+        be, matrix, host_w, host_bias = parts.from_matrix_parts(matrix, plan, weight, bias)
+        op._init_pair(plan, be, matrix, host_w, host_bias)
         return op
 
-    def _from_plan(self, plan, weight, bias, dtype, backend, device, called_as):
+    def _from_plan(self, plan, weight, bias, dtype, backend, device):
         grad = requires_grad(weight)
         be, host = backend_and_weight(backend, device, detached(weight))
         if grad and not be.autograd:
@@ -245,11 +232,11 @@ class ConvOperator(LinearImageOperator):
         host_bias = parts.host_bias(detached(bias), plan, be, vdtype)
         host_w = np.array(host, dtype=vdtype)  # kept (small) to build C^H where the backend needs it
         host_w.setflags(write=False)
-        self._init_pair(plan, be, matrix, host_w, host_bias, called_as, grad_weight, grad_bias)
+        self._init_pair(plan, be, matrix, host_w, host_bias, grad_weight, grad_bias)
 
-    def _init_pair(self, plan, be, matrix, weight, bias, called_as, grad_weight=None, grad_bias=None, CH=None):
+    def _init_pair(self, plan, be, matrix, weight, bias, grad_weight=None, grad_bias=None, CH=None):
         """Set up this operator and its adjoint view, sharing one matrix."""
-        shared = {"C": matrix, "CH": CH, "weight": weight, "grad_weight": grad_weight, "called_as": called_as}
+        shared = {"C": matrix, "CH": CH, "weight": weight, "grad_weight": grad_weight}
         if grad_weight is not None:
             from .torch_autograd import version_of
 
@@ -332,7 +319,7 @@ class ConvOperator(LinearImageOperator):
             return self
         gw = parts.moved_grad_weight(self._shared["grad_weight"], self._be, dst)
         out = object.__new__(type(self))
-        out._init_pair(self.plan, dst, matrix, self._shared["weight"], self._bias_host, self._shared["called_as"], gw)
+        out._init_pair(self.plan, dst, matrix, self._shared["weight"], self._bias_host, gw)
         return out
 
     def as_linear_operator(self):

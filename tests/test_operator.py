@@ -288,7 +288,7 @@ def test_repr_names_geometry_shape_nnz_and_bytes():
                   f"nnz {A.nnz:,}", "kB in memory", "bias shape (2,)"):
         assert piece in text, piece
     B = ConvOperator(np.ones((1, 1, 3)), (4,), stride=2, padding=1, output_padding=1, transposed=True)
-    assert "conv_transpose1d" in repr(B) and "output_padding=1" in repr(B)
+    assert "conv_transpose1d" in repr(B) and "padding=((1, 1),), output_padding=(1,)" in repr(B)
 
 
 def test_to_pylops():
