@@ -280,7 +280,7 @@ def build_slab(plan, weight, slab, dtype, *, threads=None):
     return sp.csr_array((data, indices, indptr), shape=shape, copy=False)
 
 
-def check_fits(need: int, limit: int, what: str, fits_bytes: int) -> None:
+def check_block_fits(need: int, limit: int, what: str, fits_bytes: int) -> None:
     """Refuse a block of ``need`` bytes where ``limit`` bytes are available, naming a ``block_bytes`` that fits."""
     if need > limit:
         raise MatrixTooLargeError(

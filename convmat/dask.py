@@ -153,7 +153,7 @@ def _layout(client, plan, dtype, block_bytes, keep):
     slabs = _b.slabs(plan, dtype, block_bytes)
     sizes = [_b.slab_nbytes(plan, dtype, j0, j1, (f0, f1)) for j0, j1, f0, f1 in slabs]
     if limit is not None:
-        _b.check_fits(max(sizes), limit, "the smallest worker memory limit", int(limit * BLOCK_FRACTION))
+        _b.check_block_fits(max(sizes), limit, "the smallest worker memory limit", int(limit * BLOCK_FRACTION))
     addrs = sorted(workers)
     S, W = len(slabs), len(addrs)
     home = [addrs[i * W // S] for i in range(S)]  # neighbouring slabs on one worker

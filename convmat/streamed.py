@@ -34,7 +34,7 @@ from .backends import get_backend
 from .blocks import block_nbytes, build_block, row_blocks
 from .geometry import positive_int
 from .memory import human
-from .weights import value_dtype
+from .weights import as_host_weight, value_dtype
 from .spmm import csr_matmul
 
 __all__ = ["StreamedConvOperator"]
@@ -42,12 +42,7 @@ __all__ = ["StreamedConvOperator"]
 
 def host_weight(weight, dtype, name="weight"):
     """``weight`` as a read-only NumPy array of the matrix's value dtype (float64 for integers)."""
-    try:
-        w = np.asarray(weight)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the parameter's name
-        raise TypeError(f"{name} must be a NumPy array or array-like on the host, got {type(weight).__name__}") from exc
-    if w.dtype.kind not in "biufc":
-        raise TypeError(f"{name} must hold numbers, got dtype {w.dtype}")
+    w = as_host_weight(weight, name=name)
     w = np.array(w, dtype=value_dtype(w.dtype, dtype))
     w.setflags(write=False)
     return w
@@ -137,12 +132,7 @@ class StreamedConvOperator(LinearImageOperator):
         self.in_shape, self.out_shape = tuple(plan.input_shape), tuple(plan.output_shape)
         self.blocks = row_blocks(plan, w.dtype, block_bytes)
         self.block_bytes = int(block_bytes)
-        if bias is not None:
-            bias = np.array(bias, dtype=w.dtype)
-            if bias.shape != (self.out_shape[0],):
-                raise ValueError(f"bias must have shape ({self.out_shape[0]},) (one per output channel), "
-                                 f"got {bias.shape}")
-            bias.setflags(write=False)
+        bias = parts.host_bias(bias, plan, self._be, w.dtype)
         self.bias = bias
         super().__init__(w.dtype, plan.shape)
 
