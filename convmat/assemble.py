@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import fill
 from .errors import ParameterTypeError
 from .geometry import positive_int
 from .memory import MatrixTooLargeError, check_fits, human
@@ -40,6 +41,8 @@ from .weights import backend_and_weight, check_weight_shape, matrix_weight, valu
 
 __all__ = ["build_csr", "peak_bytes"]
 
+#: Builds of at least this many non-zeros on host arrays run the compiled fill (:mod:`convmat.fill`).
+FILL_KERNEL_NNZ = 1 << 20
 #: Below this many non-zeros a thread pool costs more than it saves.
 _THREADED_NNZ = 1 << 20
 #: The largest chunk, in entries of one output channel (bounds temporaries).
@@ -229,6 +232,53 @@ def build_csr(plan, weight, *, dtype=None, flip=False, rows=None, backend="scipy
     return _assemble(plan, weight, vdtype, bool(flip), start, stop, nnz, be, threads, idt, chunks)
 
 
+def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out):
+    """The pieces of :func:`_assemble` written by the compiled fill (:mod:`convmat.fill`): same bits."""
+    axes, grid, T = plan.geometry.axes, plan.grid, plan.transposed
+    pad = 3 - len(axes)
+    g = (1,) * pad + tuple(grid)
+    N = plan.shape[1] // plan.col_channels
+    Cg, Rg = plan.cols_per_group, plan.row_channels // plan.groups
+    n_cols = (1,) * pad + tuple(ax.o if T else ax.n for ax in axes)
+    kp = (1,) * pad + tuple(ax.k + 1 for ax in axes)
+    cs = [math.prod(n_cols[i + 1 :]) for i in range(3)]
+    ts = [math.prod(kp[i + 1 :]) for i in range(3)]
+    KP = math.prod(kp)
+
+    def tables(ca):
+        out = [fill.TRIVIAL] * pad
+        for ax, rng in zip(axes, chunks.ranges(ca)):
+            out.append(fill.table_arrays(axis_table(ax, *rng, transposed=T, compact=True)))
+        return [t + (cs[i], ts[i]) for i, t in enumerate(out)]
+
+    def run(key, piece, tabs):
+        _, a, b = key
+        c, dst, row = piece
+        flat = [x for t in tabs for x in t]
+        kernel(W, c, (c // Rg) * Cg * N, a, b, dst, row, g[1], g[2], N, Cg, KP, *flat, *out)
+
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and nnz >= _THREADED_NNZ else None
+    try:
+        if pool is not None and chunks.parallel(threads):  # chunks on the threads, each its own tables
+            def one_range(item):
+                key, group = item
+                tabs = tables(key[0])
+                for piece in group:
+                    run(key, piece, tabs)
+            list(pool.map(one_range, by_range.items()))
+        else:  # the output channels of a chunk on the threads
+            for key, group in by_range.items():
+                tabs = tables(key[0])
+                if pool is not None and len(group) > 1:
+                    list(pool.map(lambda piece: run(key, piece, tabs), group))
+                else:
+                    for piece in group:
+                        run(key, piece, tabs)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
 def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, chunks):
     # Only ``be``'s methods create arrays or write into a given buffer; the rest is
     # slicing, reshape and broadcasting arithmetic, spelled alike by NumPy, CuPy and torch.
@@ -262,6 +312,10 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
     for piece in pieces:
         by_range.setdefault(piece[:3], []).append(piece[3:])
     del pieces
+    kernel = fill.load() if be.host_arrays and nnz >= FILL_KERNEL_NNZ else None
+    if kernel is not None:
+        _compiled(plan, chunks, by_range, kernel, W, threads, nnz, (indptr, indices, data))
+        return be.csr(data, indices, indptr, (stop - start, plan.shape[1]))
 
     def channel(piece, template):
         c, dst, _ = piece

@@ -180,7 +180,7 @@ def _unmerged_rows(ax: AxisGeometry, r0: int, r1: int, compact: bool = False) ->
     lt, ct, tt = _explicit_rows(ax, i1, r1)
     h, t = i0 + 1 - r0, i1 - r0  # local rows: [0, h) and [t, r1 - r0) stored
     np.cumsum(lh, out=ptr[1 : h + 1])
-    ptr[h + 1 : t + 1] = ptr[h] + ax.k * np.arange(1, t - h + 1, dtype=np.int64)
+    ptr[h + 1 : t + 1] = np.arange(int(ptr[h]) + ax.k, int(ptr[h]) + ax.k * (t - h) + 1, ax.k, dtype=np.int64)
     np.cumsum(lt, out=ptr[t + 1 :])
     ptr[t + 1 :] += ptr[t]
     skip = (int(ptr[h]), int(ptr[t] - ptr[h]))

@@ -148,6 +148,9 @@ class Backend:
     #: True where ``A^H @ Y`` is best done with an explicitly built ``A^H`` (see :meth:`rmatmul`).
     builds_adjoint = True
 
+    #: True where arrays are NumPy arrays on the host, which compiled CPU kernels may write into.
+    host_arrays = False
+
     def matmul(self, A, X):
         """``A @ X`` for one of this backend's CSR matrices and a dense 1-D or 2-D array."""
         return A @ X

@@ -19,6 +19,7 @@ class ScipyBackend(Backend):
 
     name = "scipy"
     library = "numpy"
+    host_arrays = True
 
     def __init__(self, device=None):
         if device not in (None, "cpu"):

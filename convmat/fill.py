@@ -1,0 +1,184 @@
+"""The compiled fill: a chunk's rows written in one pass by a Numba kernel (host arrays only).
+
+:mod:`convmat.assemble` builds a chunk of spatial rows either with array
+operations, which every backend runs (NumPy, CuPy, torch), or -- for host
+arrays when Numba imports -- with :func:`fill_rows`, which writes each entry's
+column index and value once, in row order, straight from the per-axis tables
+of the chunk.  Both give the same bits: the entries of a row are ``(ci, p_1,
+..., p_D)`` in that order (the in-group input channel, then one entry of each
+axis table), the column is ``col_offset + ci * N + sum_a col_a * N_a``, and
+the value sums the gathered weights of the slot combinations in
+``itertools.product`` order, first one assigned, the others added (the array
+path's ``take`` then ``+=``), without fast-math.
+
+A table row is described by three numbers (:func:`table_arrays`): where its
+entries are stored, how many it has, and the shift of its columns -- the
+interior rows of a compact table (``AxisPattern.copies``) are the stored row
+of their run, shifted.  Tables of fewer than three axes are padded in front
+with a trivial axis (one row, one entry, column 0, tap 0).
+
+Like :mod:`convmat.spmm`, nothing here imports Numba until :func:`load` is
+called; the kernel source runs (slowly) as plain Python too, which the tests
+use.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+__all__ = ["fill_rows", "load", "table_arrays", "TRIVIAL"]
+
+
+
+U = np.uint64  # unsigned indices: Numba skips negative-index wraparound for them
+
+
+def _row(ptr, first, count, delta, e0, skip, l):
+    """``(stored start, length, column shift)`` of local row ``l`` of a table (see :func:`table_arrays`)."""
+    if first <= l and l < first + count:
+        p = ptr[U(first)]
+        n = ptr[U(first + 1)] - p
+        return (p - skip if p >= e0 else p), n, (l - first) * delta
+    p = ptr[U(l)]
+    return (p - skip if p >= e0 else p), ptr[U(l + 1)] - p, 0
+
+
+def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
+              r00, ptr0, cols0, taps0, first0, count0, delta0, e00, skip0, cs0, ts0,
+              r01, ptr1, cols1, taps1, first1, count1, delta1, e01, skip1, cs1, ts1,
+              r02, ptr2, cols2, taps2, first2, count2, delta2, e02, skip2, cs2, ts2,
+              indptr, indices, data):
+    """Rows ``[a, b)`` of output channel ``c``: entries from ``dst``, row pointers from ``indptr[row + 1]``.
+
+    Spatial row ``r`` is ``(j0, j1, j2)`` in a grid ``(*, g1, g2)``; axis
+    ``x`` of it is local row ``jx - r0x`` of that axis's table
+    (:func:`table_arrays`).  ``W[c]`` is the packed weight of the output
+    channel (``ci * KP + sum tap_x * ts_x``).  Rows whose last-axis table
+    rows are consecutive copies are written as the row before them with its
+    columns shifted.
+    """
+    m0 = taps0.shape[1]
+    m1 = taps1.shape[1]
+    m2 = taps2.shape[1]
+    single = m0 == 1 and m1 == 1 and m2 == 1
+    w = W[c]
+    pos = U(dst)
+    prev = pos
+    g12 = g1 * g2
+    j0 = a // g12
+    j1 = (a - j0 * g12) // g2
+    j2 = a - j0 * g12 - j1 * g2
+    r = a
+    while r < b:
+        l0 = j0 - r00
+        l1 = j1 - r01
+        l2 = j2 - r02
+        if r > a and j2 > 0 and first2 < l2 and l2 < first2 + count2:
+            # rows r, ..., r + R - 1: each the row before it, columns shifted by delta2
+            R = min(first2 + count2 - l2, g2 - j2, b - r)
+            n = pos - prev
+            shift = delta2 * cs2
+            ks = shift
+            dst = pos
+            for k in range(R):
+                for i in range(n):
+                    indices[dst + i] = indices[prev + i] + ks
+                    data[dst + i] = data[prev + i]
+                ks += shift
+                dst += n
+            for i in range(R):
+                indptr[U(row + 1 + r - a + i)] = pos + U(i + 1) * n
+            prev = pos + U(R - 1) * n
+            pos += U(R) * n
+            r += R
+            j2 += R
+        else:
+            prev = pos
+            s0, n0, d0 = _row(ptr0, first0, count0, delta0, e00, skip0, l0)
+            s1, n1, d1 = _row(ptr1, first1, count1, delta1, e01, skip1, l1)
+            s2, n2, d2 = _row(ptr2, first2, count2, delta2, e02, skip2, l2)
+            for ci in range(Cg):
+                cbase = coff + ci * N
+                tbase = ci * KP
+                for e0 in range(U(s0), U(s0 + n0)):
+                    col0 = cbase + (cols0[e0] + d0) * cs0
+                    for e1 in range(U(s1), U(s1 + n1)):
+                        col1 = col0 + (cols1[e1] + d1) * cs1 + d2 * cs2
+                        if single:
+                            t01 = tbase + taps0[e0, U(0)] * ts0 + taps1[e1, U(0)] * ts1
+                            for e2 in range(U(s2), U(s2 + n2)):
+                                indices[pos] = col1 + cols2[e2] * cs2
+                                data[pos] = w[U(t01 + taps2[e2, U(0)] * ts2)]
+                                pos += U(1)
+                        else:
+                            for e2 in range(U(s2), U(s2 + n2)):
+                                indices[pos] = col1 + cols2[e2] * cs2
+                                v = w[U(tbase + taps0[e0, U(0)] * ts0 + taps1[e1, U(0)] * ts1 + taps2[e2, U(0)] * ts2)]
+                                first = True
+                                for q0 in range(U(m0)):
+                                    for q1 in range(U(m1)):
+                                        for q2 in range(U(m2)):
+                                            if first:
+                                                first = False
+                                            else:
+                                                v += w[U(tbase + taps0[e0, q0] * ts0 + taps1[e1, q1] * ts1
+                                                         + taps2[e2, q2] * ts2)]
+                                data[pos] = v
+                                pos += U(1)
+            indptr[U(row + 1 + r - a)] = pos
+            r += 1
+            j2 += 1
+        if j2 == g2:
+            j2 = 0
+            j1 += 1
+            if j1 == g1:
+                j1 = 0
+                j0 += 1
+
+
+def table_arrays(p):
+    """``(row0, ptr, cols, taps, first, count, delta, e0, skip)`` of an :class:`~convmat.pattern.AxisPattern`.
+
+    Local row ``l`` has ``ptr[l + 1] - ptr[l]`` entries, stored from
+    ``ptr[l]`` (less ``skip`` if ``ptr[l] >= e0``: the compact layout); the
+    rows ``first <= l < first + count`` are copies of row ``first``, their
+    columns shifted by ``(l - first) * delta``.
+    """
+    if len(p.copies) > 1:
+        raise ValueError(f"a table with one run of copies at most, got {p.copies!r}")
+    first, count, delta = p.copies[0] if p.copies else (0, 0, 0)
+    e0, skip = p.skip
+    return (int(p.row0), p.ptr, np.ascontiguousarray(p.cols, dtype=np.int64),
+            np.ascontiguousarray(p.taps, dtype=np.int64), int(first), int(count), int(delta),
+            int(e0) if skip else int(p.ptr[-1]) + 1, int(skip))
+
+
+#: The padding axis: one row, one entry at column 0 with tap 0.
+TRIVIAL = (0, np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64),
+           0, 0, 0, 2, 0)
+
+_LOCK = threading.Lock()
+_STATE = {"kernel": None, "error": None}
+
+
+def load():
+    """The compiled :func:`fill_rows` (cached on disk), or None when Numba cannot be imported."""
+    if _STATE["kernel"] is None and _STATE["error"] is None:
+        with _LOCK:
+            if _STATE["kernel"] is None and _STATE["error"] is None:
+                try:
+                    import numba
+                except ImportError as exc:
+                    _STATE["error"] = exc
+                    return None
+                from numba.extending import register_jitable
+
+                register_jitable(_row)
+                opts = dict(nogil=True, error_model="numpy", boundscheck=False)
+                try:
+                    _STATE["kernel"] = numba.njit(cache=True, **opts)(fill_rows)
+                except RuntimeError:  # no writable cache location
+                    _STATE["kernel"] = numba.njit(**opts)(fill_rows)
+    return _STATE["kernel"]

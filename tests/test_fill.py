@@ -1,0 +1,146 @@
+"""The compiled fill (convmat.fill) writes the same bits as the array path of convmat.assemble.
+
+The array path is the one every backend runs and the one the oracles
+(PyTorch, scipy.signal, hand-worked arrays) check on small layers; the
+compiled fill takes over for host builds of at least
+``assemble.FILL_KERNEL_NNZ`` entries.  Here both run on the same plans, rows
+and threads, and must agree bit for bit (values compared as bytes, so -0.0
+and NaN payloads count).
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import convmat
+from convmat import assemble, fill
+
+MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _same(A, B):
+    assert A.shape == B.shape
+    assert A.indptr.dtype == B.indptr.dtype and A.indices.dtype == B.indices.dtype
+    np.testing.assert_array_equal(A.indptr, B.indptr)
+    np.testing.assert_array_equal(A.indices, B.indices)
+    assert A.data.dtype == B.data.dtype
+    assert A.data.tobytes() == B.data.tobytes()
+
+
+def _build(plan, w, engine, monkeypatch, **kw):
+    monkeypatch.setattr(assemble, "FILL_KERNEL_NNZ", 0 if engine == "compiled" else 1 << 62)
+    return plan.build(w, **kw)
+
+
+@st.composite
+def plans(draw):
+    ndim = draw(st.integers(1, 3))
+    groups = draw(st.integers(1, 2))
+    cin, cout = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+    kernel = tuple(draw(st.integers(1, 4)) for _ in range(ndim))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(ndim))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(ndim))
+    size = tuple(draw(st.integers(1, {1: 40, 2: 12, 3: 6}[ndim])) for _ in range(ndim))
+    if draw(st.booleans()):
+        padding = tuple(draw(st.integers(0, 2)) for _ in range(ndim))
+        out_pad = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+        try:
+            plan = convmat.conv_transpose_plan((cin, cout // groups) + kernel, size, stride=stride,
+                                               padding=padding, dilation=dilation, groups=groups,
+                                               output_padding=out_pad)
+        except ValueError:
+            return None
+    else:
+        mode = draw(st.sampled_from(MODES))
+        padding = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(ndim))
+        try:
+            plan = convmat.conv_plan((cout, cin // groups) + kernel, size, stride=stride, padding=padding,
+                                     dilation=dilation, groups=groups, padding_mode=mode)
+        except ValueError:
+            return None
+    return plan
+
+
+@settings(max_examples=150, deadline=None)
+@given(plan=plans(), dtype=st.sampled_from([np.float32, np.float64, np.complex64, np.complex128]),
+       flip=st.booleans(), threads=st.integers(1, 2), seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_compiled_fill_equals_the_array_path(plan, dtype, flip, threads, seed, data):
+    assume(plan is not None and plan.nnz > 0)
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(plan.weight_shape)
+    if np.dtype(dtype).kind == "c":
+        w = w + 1j * rng.standard_normal(plan.weight_shape)
+    w = w.astype(dtype)
+    m = plan.shape[0]
+    start = data.draw(st.integers(0, m - 1))
+    rows = data.draw(st.sampled_from([None, (start, data.draw(st.integers(start, m)))]))
+    kw = dict(flip=flip, threads=threads, rows=rows)
+    with pytest.MonkeyPatch.context() as mp:
+        _same(_build(plan, w, "compiled", mp, **kw), _build(plan, w, "arrays", mp, **kw))
+
+
+@pytest.mark.parametrize("case", [
+    dict(weight=(1, 1, 3, 3), size=(300, 301), padding=1),
+    dict(weight=(1, 1, 9), size=(200_000,), padding=4),
+    dict(weight=(2, 2, 3, 3, 3), size=(20, 21, 22), padding=1),
+    dict(weight=(4, 4, 3, 3), size=(64, 64), padding=2, dilation=2, padding_mode="reflect"),
+    dict(weight=(8, 1, 3, 3), size=(128, 128), padding=1, groups=8),
+])
+def test_compiled_fill_on_threaded_builds_with_many_chunks(case, monkeypatch, rng):
+    """Builds above the threading threshold, cut into many chunks: same bits on 1 and 2 threads."""
+    case = dict(case)
+    plan = convmat.conv_plan(case.pop("weight"), case.pop("size"), **case)
+    w = rng.standard_normal(plan.weight_shape).astype(np.float32)
+    ref = _build(plan, w, "arrays", monkeypatch)
+    assert plan.nnz >= assemble._THREADED_NNZ // 2
+    for threads in (1, 2):
+        _same(_build(plan, w, "compiled", monkeypatch, threads=threads), ref)
+
+
+def test_the_kernel_source_runs_as_plain_python(monkeypatch, rng):
+    """The kernel's Python source (what Numba compiles) gives the same bits, run uncompiled."""
+    plan = convmat.conv_plan((2, 3, 3, 2), (7, 6), padding=((2, 1), (1, 0)), stride=(2, 1), padding_mode="reflect")
+    w = rng.standard_normal(plan.weight_shape)
+    ref = _build(plan, w, "arrays", monkeypatch)
+    monkeypatch.setattr(fill, "load", lambda: fill.fill_rows)
+    _same(_build(plan, w, "compiled", monkeypatch), ref)
+
+
+def test_without_numba_the_array_path_builds(monkeypatch, rng):
+    """When Numba does not import, large builds run the array path (same matrix)."""
+    plan = convmat.conv_plan((2, 2, 3, 3), (40, 40), padding=1)
+    w = rng.standard_normal(plan.weight_shape)
+    ref = _build(plan, w, "compiled", monkeypatch)
+    real_import = builtins.__import__
+
+    def blocked(name, *args, **kwargs):
+        if name == "numba" or name.startswith("numba."):
+            raise ImportError("numba blocked by the test")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", blocked)
+    monkeypatch.setattr(fill, "_STATE", {"kernel": None, "error": None})
+    assert fill.load() is None
+    _same(_build(plan, w, "compiled", monkeypatch), ref)
+
+
+def test_table_arrays_describe_every_row(rng):
+    """``table_arrays`` gives each local row's stored start, length and shift as the table holds them."""
+    from convmat.geometry import AxisGeometry
+    from convmat.pattern import axis_table
+
+    ax = AxisGeometry(n=20, k=3, s=2, d=1, lo=1, hi=1, o=10)
+    full = axis_table(ax, 2, 9)
+    row0, ptr, cols, taps, first, count, delta, e0, skip = fill.table_arrays(axis_table(ax, 2, 9, compact=True))
+    assert row0 == 2 and count >= 2
+    for l in range(full.n_rows):
+        src, n, shift = fill._row(ptr, first, count, delta, e0, skip, l)
+        want = full.cols[full.ptr[l] : full.ptr[l + 1]]
+        assert n == want.size
+        np.testing.assert_array_equal(cols[src : src + n] + shift, want)
+        np.testing.assert_array_equal(taps[src : src + n], full.taps[full.ptr[l] : full.ptr[l + 1]])
