@@ -248,14 +248,18 @@ def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out):
     def tables(ca):
         out = [fill.TRIVIAL] * pad
         for ax, rng in zip(axes, chunks.ranges(ca)):
-            out.append(fill.table_arrays(axis_table(ax, *rng, transposed=T, compact=True)))
-        return [t + (cs[i], ts[i]) for i, t in enumerate(out)]
+            p = axis_table(ax, *rng, transposed=T, compact=True)
+            out.append(fill.table_arrays(p))
+        # a transposed last axis: row u + s is row u shifted (in its interior)
+        P = axes[-1].s if T and axes[-1].s < p.n_rows else 0
+        shifts = fill.period_key(p, P) if P else np.zeros(0, dtype=np.int64)
+        return [x for i, t in enumerate(out) for x in t + (cs[i], ts[i])] + [P, shifts]
 
     def run(key, piece, tabs):
         _, a, b = key
         c, dst, row = piece
-        flat = [x for t in tabs for x in t]
-        kernel(W, c, (c // Rg) * Cg * N, a, b, dst, row, g[1], g[2], N, Cg, KP, *flat, *out)
+        kernel(W, c, (c // Rg) * Cg * N, a, b, dst, row, g[1], g[2], N, Cg, KP, *tabs, *out)
+
 
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and nnz >= _THREADED_NNZ else None
     try:

@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["fill_rows", "load", "table_arrays", "TRIVIAL"]
+__all__ = ["fill_rows", "load", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
 
 
 
@@ -49,7 +49,7 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
               r00, ptr0, cols0, taps0, first0, count0, delta0, e00, skip0, cs0, ts0,
               r01, ptr1, cols1, taps1, first1, count1, delta1, e01, skip1, cs1, ts1,
               r02, ptr2, cols2, taps2, first2, count2, delta2, e02, skip2, cs2, ts2,
-              indptr, indices, data):
+              P, key, indptr, indices, data):
     """Rows ``[a, b)`` of output channel ``c``: entries from ``dst``, row pointers from ``indptr[row + 1]``.
 
     Spatial row ``r`` is ``(j0, j1, j2)`` in a grid ``(*, g1, g2)``; axis
@@ -57,7 +57,9 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
     (:func:`table_arrays`).  ``W[c]`` is the packed weight of the output
     channel (``ci * KP + sum tap_x * ts_x``).  Rows whose last-axis table
     rows are consecutive copies are written as the row before them with its
-    columns shifted.
+    columns shifted; so are rows whose last-axis row ``l`` is row ``l - P``
+    shifted by ``key[l - P]`` (``NO_SHIFT`` where it is not), as the rows of
+    a transposed axis with stride ``P`` are.
     """
     m0 = taps0.shape[1]
     m1 = taps1.shape[1]
@@ -92,6 +94,25 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
                 indptr[U(row + 1 + r - a + i)] = pos + U(i + 1) * n
             prev = pos + U(R - 1) * n
             pos += U(R) * n
+            r += R
+            j2 += R
+        elif P > 0 and j2 >= P and r - P >= a and l2 >= P and key[U(l2 - P)] != NO_SHIFT:
+            # rows r, ..., r + R - 1: each the row P before it, columns shifted by the same step
+            step = key[U(l2 - P)]
+            R = 1
+            while r + R < b and j2 + R < g2 and key[U(l2 + R - P)] == step:
+                R += 1
+            shift = step * cs2
+            for k in range(R):
+                q = row + r + k - P - a  # row r + k - P starts where the row before it ends
+                s0 = U(dst) if r + k - P == a else U(indptr[U(q)])
+                n = U(indptr[U(q + 1)]) - s0
+                for i in range(n):
+                    indices[pos + i] = indices[s0 + i] + shift
+                    data[pos + i] = data[s0 + i]
+                prev = pos
+                pos += n
+                indptr[U(q + P + 1)] = pos
             r += R
             j2 += R
         else:
@@ -136,6 +157,18 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
             if j1 == g1:
                 j1 = 0
                 j0 += 1
+
+
+#: ``key`` where a row is not a shifted copy of the row ``P`` before it.
+NO_SHIFT = np.iinfo(np.int64).min
+
+
+def period_key(p, P):
+    """``key[i]``: the column shift from local row ``i`` to row ``i + P`` of table ``p`` where the latter is a
+    shifted copy of the former (same length and taps), else :data:`NO_SHIFT`."""
+    from .structure import _row_steps
+
+    return np.ascontiguousarray(_row_steps(p, 0, p.n_rows, P), dtype=np.int64)
 
 
 def table_arrays(p):

@@ -164,10 +164,11 @@ def status(key):
 plans = [conv_plan((1, 1, 1, 1), (1500, 1500)), conv_plan((1, 1, 9), (2_000_000,), padding=4),
          conv_transpose_plan((4, 4, 3, 3), (300, 300), stride=2, padding=1, output_padding=1),
          conv_plan((1, 1, 5, 5), (700, 700), padding=2, padding_mode="reflect")]
+A.FILL_KERNEL_NNZ = int(sys.argv[1])  # 0: the compiled fill; huge: the array path
 out = []
 for plan in plans:
     w = np.ones(plan.weight_shape)
-    plan.build(np.ones(plan.weight_shape), rows=(0, 10))  # warm up the code paths
+    plan.build(np.ones(plan.weight_shape), rows=(0, 10))  # warm up the code paths (and load Numba once)
     saved, A._assemble = A._assemble, lambda *a: None
     lo, hi = 0, 1 << 40
     while lo < hi:
@@ -188,11 +189,17 @@ print(json.dumps(out))
 """
 
 
-def test_resident_peak_is_within_max_bytes():
-    """VmHWM (resident high-water mark) grows by no more than the accepted limit (fresh process)."""
+@pytest.mark.parametrize("fill_kernel_nnz", [0, 1 << 62], ids=["compiled-fill", "array-path"])
+def test_resident_peak_is_within_max_bytes(fill_kernel_nnz):
+    """VmHWM (resident high-water mark) grows by no more than the accepted limit (fresh process).
+
+    Both engines of a host build are measured; the warm-up loads Numba's compiler, a one-time cost of
+    the process (about 100 MB resident) that ``max_bytes`` does not cover (the README says so).
+    """
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the resident high-water mark")
-    done = subprocess.run([sys.executable, "-c", RSS_SCRIPT], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(fill_kernel_nnz)], capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     for grown, limit in json.loads(done.stdout):
         assert grown <= limit, f"resident peak grew by {grown:,} bytes, max_bytes {limit:,}"
