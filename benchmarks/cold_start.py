@@ -1,25 +1,35 @@
-"""First use: the cost of the first build and the first product in a fresh process.
+"""First use: the cost of the first build and the first products in a fresh process.
 
 Starts ``--rounds`` fresh Python processes per case and, in each, times
 
 * ``import convmat`` (Numba is not imported by it),
 * the first ``conv_matrix`` of a layer (cold) and a second one of the same
   layer (warm),
-* the first ``csr_matmul(C, x)`` (one vector, float32): it imports Numba
-  (timed alone, ``numba``) and loads the kernels from Numba's on-disk cache,
-  or compiles them when the cache is empty; then a second product (warm),
-* the first transposed product ``csr_matmul(C, y, transpose=True)`` (another
-  kernel: another cache load or compilation) and a warm one.
+* the first ``csr_matmul(C, x)`` (one vector, float32) and a second one,
+  then the first and a second transposed product ``csr_matmul(C, y,
+  transpose=True)``: while Numba loads in the background these run on the
+  NumPy twins of the kernels (the same bits),
+* ``ready``: the time from the start of the process until the background
+  loader has imported Numba and loaded (or compiled) the kernels,
+* then one forward and one transposed product on the kernels (``fwdK``,
+  ``trK``), and the check that every product gave the same bits before and
+  after the kernels were loaded (``same``).
 
 Cases: ``cache`` uses Numba's cache where convmat's kernels normally keep it
 (next to ``convmat/spmm/_kernels.py`` in ``__pycache__``, or Numba's user
 cache directory when that is read-only; the location is printed); ``empty``
 points ``NUMBA_CACHE_DIR`` at a new empty directory for every process (the
-first run after installing).  The cases alternate; medians are printed, with
-``first / warm`` ratios measured in the same processes.
+first run after installing); ``npz`` and ``npz-empty`` read the matrix from a
+file (``scipy.sparse.load_npz``) instead of building it, so that nothing has
+imported Numba before the first product (the build may use Numba itself);
+``prefetch`` is ``cache`` with
+``convmat.spmm.prefetch(np.float32)`` called right before the first build
+(Numba loads during the build and the first products).  A separate fresh
+process per round times ``import numba`` alone.  The cases alternate;
+medians and ranges are printed, with ratios measured in the same processes.
 
     python benchmarks/cold_start.py                 # about a minute
-    python benchmarks/cold_start.py --rounds 5 --layer 64
+    python benchmarks/cold_start.py --rounds 7 --layer 64
 """
 
 from __future__ import annotations
@@ -34,65 +44,109 @@ import tempfile
 
 CHILD = r"""
 import json, sys, time
-t0 = time.perf_counter()
+start = time.perf_counter()
 import numpy as np
 import convmat
 from convmat import conv_matrix
-from convmat.spmm import csr_matmul
-t_import = time.perf_counter() - t0
-c, size = int(sys.argv[1]), int(sys.argv[2])
+from convmat.spmm import _threads, csr_matmul, prefetch
+t = dict(import_convmat=time.perf_counter() - start)
+c, size, case = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 w = np.random.default_rng(0).standard_normal((c, c, 3, 3)).astype(np.float32)
-t0 = time.perf_counter()
-C = conv_matrix(w, (size, size), padding=1, dtype=np.float32)
-t_build1 = time.perf_counter() - t0
-t0 = time.perf_counter(); conv_matrix(w, (size, size), padding=1, dtype=np.float32); t_build2 = time.perf_counter() - t0
-x = np.ones(C.shape[1], np.float32); y = np.ones(C.shape[0], np.float32)
-t0 = time.perf_counter(); import numba; t_numba = time.perf_counter() - t0
-t0 = time.perf_counter(); csr_matmul(C, x); t_fwd1 = time.perf_counter() - t0
-t0 = time.perf_counter(); csr_matmul(C, x); t_fwd2 = time.perf_counter() - t0
-t0 = time.perf_counter(); csr_matmul(C, y, transpose=True); t_tr1 = time.perf_counter() - t0
-t0 = time.perf_counter(); csr_matmul(C, y, transpose=True); t_tr2 = time.perf_counter() - t0
-from convmat.spmm import _threads
+def timed(name, fn):
+    t0 = time.perf_counter(); r = fn(); t[name] = time.perf_counter() - t0
+    return r
+if case == "prefetch":
+    timed("prefetch", lambda: prefetch(np.float32))
+if case == "npz":  # a matrix read from a file: nothing has imported Numba before the first product
+    import scipy.sparse as sp
+    C = timed("build1", lambda: sp.load_npz(sys.argv[4]))
+    t["build2"] = float("nan")
+else:
+    C = timed("build1", lambda: conv_matrix(w, (size, size), padding=1, dtype=np.float32))
+    timed("build2", lambda: conv_matrix(w, (size, size), padding=1, dtype=np.float32))
+t["numba_before_fwd1"] = float("numba" in sys.modules)
+rng = np.random.default_rng(1)
+x = rng.standard_normal(C.shape[1]).astype(np.float32); y = rng.standard_normal(C.shape[0]).astype(np.float32)
+first = [timed("fwd1", lambda: csr_matmul(C, x)), timed("fwd2", lambda: csr_matmul(C, x)),
+         timed("tr1", lambda: csr_matmul(C, y, transpose=True)), timed("tr2", lambda: csr_matmul(C, y, transpose=True))]
+loader = _threads._STATE["loader"]
+if loader is not None:
+    loader.join()
+t["ready"] = time.perf_counter() - start
+kern = [timed("fwdK", lambda: csr_matmul(C, x)), timed("trK", lambda: csr_matmul(C, y, transpose=True))]
+t["same"] = float(all(a.tobytes() == kern[i // 2].tobytes() for i, a in enumerate(first)))
 disp = _threads.load()["fwd_vec"]
-cache = getattr(getattr(disp, "_cache", None), "_cache_path", None)
-print(json.dumps(dict(import_convmat=t_import, build1=t_build1, build2=t_build2, numba=t_numba,
-                      fwd1=t_fwd1, fwd2=t_fwd2, tr1=t_tr1, tr2=t_tr2, cache=cache)))
+t["cache"] = getattr(getattr(disp, "_cache", None), "_cache_path", None)
+print(json.dumps(t))
 """
 
-KEYS = ("import_convmat", "build1", "build2", "numba", "fwd1", "fwd2", "tr1", "tr2")
+NUMBA = "import time; t0 = time.perf_counter(); import numba; print(time.perf_counter() - t0)"
+
+KEYS = ("import_convmat", "build1", "build2", "fwd1", "fwd2", "tr1", "tr2", "ready", "fwdK", "trK")
+CASES = ("cache", "empty", "prefetch", "npz", "npz-empty")
 
 
-def run(case, channels, size):
+def run(case, channels, size, npz):
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as d:
-        if case == "empty":
+        if case.endswith("empty"):
             env["NUMBA_CACHE_DIR"] = d
-        out = subprocess.run([sys.executable, "-c", CHILD, str(channels), str(size)], env=env,
+        mode = "npz" if case.startswith("npz") else case
+        out = subprocess.run([sys.executable, "-c", CHILD, str(channels), str(size), mode, npz], env=env,
                              capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def save_matrix(channels, size, path):
+    """The benchmark's matrix, written to ``path`` (the ``npz`` cases read it instead of building it)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from convmat import conv_matrix
+
+    w = np.random.default_rng(0).standard_normal((channels, channels, 3, 3)).astype(np.float32)
+    sp.save_npz(path, conv_matrix(w, (size, size), padding=1, dtype=np.float32), compressed=False)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3, help="fresh processes per case (default 3)")
+    ap.add_argument("--rounds", type=int, default=5, help="fresh processes per case (default 5)")
     ap.add_argument("--channels", type=int, default=16, help="channels in and out (default 16)")
     ap.add_argument("--layer", type=int, default=64, help="image size (default 64)")
     args = ap.parse_args(argv)
     print(f"layer {args.channels} -> {args.channels}, 3 x 3, {args.layer} x {args.layer}, float32; "
-          f"{args.rounds} fresh processes per case, medians in ms", flush=True)
-    run("cache", args.channels, args.layer)  # fill the cache if it is empty
-    results = {"cache": [], "empty": []}
+          f"{args.rounds} fresh processes per case, medians in ms [min-max]", flush=True)
+    tmp = tempfile.TemporaryDirectory()
+    npz = os.path.join(tmp.name, "C.npz")
+    save_matrix(args.channels, args.layer, npz)
+    run("cache", args.channels, args.layer, npz)  # fill the cache if it is empty
+    results = {case: [] for case in CASES}
+    numba_times = []
     for _ in range(args.rounds):
-        for case in results:
-            results[case].append(run(case, args.channels, args.layer))
-    print(f"kernel cache: {results['cache'][0]['cache']}\n")
-    print(f"{'case':6s} " + " ".join(f"{k:>14s}" for k in KEYS) + f" {'build1/2':>9s} {'fwd1/2':>8s}")
+        for case in CASES:
+            results[case].append(run(case, args.channels, args.layer, npz))
+        out = subprocess.run([sys.executable, "-c", NUMBA], capture_output=True, text=True, check=True)
+        numba_times.append(float(out.stdout.strip()))
+    print(f"kernel cache: {results['cache'][0]['cache']}")
+    print(f"import numba alone (fresh process): {statistics.median(numba_times) * 1e3:.0f} ms "
+          f"[{min(numba_times) * 1e3:.0f}-{max(numba_times) * 1e3:.0f}]\n")
+    print(f"{'case':9s} " + " ".join(f"{k:>15s}" for k in KEYS) + f" {'fwd1/fwdK':>9s} {'same':>5s} numba")
     for case, rs in results.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in KEYS}
-        print(f"{case:6s} " + " ".join(f"{med[k] * 1e3:14.1f}" for k in KEYS)
-              + f" {med['build1'] / med['build2']:9.2f} {med['fwd1'] / med['fwd2']:8.1f}")
-    print("\nfwd1 / tr1: first product / first transposed product in a process (numba: its import alone, "
-          "before fwd1; fwd1 includes loading or compiling the kernel); fwd2 / tr2: the next ones.")
+        cells = []
+        for k in KEYS:
+            v = [r[k] * 1e3 for r in rs]
+            cell = "-" if v[0] != v[0] else f"{statistics.median(v):6.0f} [{min(v):.0f}-{max(v):.0f}]"
+            cells.append(cell.rjust(15))
+        ratio = statistics.median(r["fwd1"] / r["fwdK"] for r in rs)
+        same = all(r["same"] == 1.0 for r in rs)
+        numba = sum(r["numba_before_fwd1"] == 1.0 for r in rs)
+        print(f"{case:9s} " + " ".join(cells) + f" {ratio:9.1f} {str(same):>5s} {numba:>3d}/{len(rs)}")
+    tmp.cleanup()
+    print("\nfwd1 / tr1: first product / first transposed product in a process (NumPy twins while Numba loads); "
+          "fwd2 / tr2: the next ones; ready: process start until the kernels are loaded; fwdK / trK: the first "
+          "products on the kernels; same: every product gave the same bits before and after; numba: processes in which "
+          "Numba was imported before the first product (by the build).  npz: the matrix read from a file "
+          "(scipy.sparse.load_npz, in build1), no build.")
 
 
 if __name__ == "__main__":

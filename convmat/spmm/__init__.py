@@ -4,9 +4,14 @@ SciPy's CSR product runs on one thread.  :func:`csr_matmul` computes the
 same products with Numba kernels on all usable cores, reading the CSR arrays
 in place: no copy of the matrix, and no transposed copy for ``A.T @ X``.
 
-Numba is imported by the first product, not by ``import convmat.spmm``.
-Without Numba, :func:`csr_matmul` returns SciPy's own product (same result,
-one thread); :func:`available` says which one runs.
+Numba is loaded on a background thread, started by :func:`prefetch` or
+after the first one-vector product, never by ``import convmat.spmm``.  Until
+the kernels are loaded, one-vector products are computed by NumPy twins of
+the kernels (``_twins.py``: the same operations in the same order, so the
+same bits), so the first product in a process does not wait for Numba's
+import (about 0.25 s); products of several columns wait for it.  Without
+Numba, one-vector products stay on the twins and the others are SciPy's own
+product (one thread); :func:`available` says whether Numba loads.
 
 How the kernels work
 --------------------
@@ -14,9 +19,11 @@ How the kernels work
   row), :data:`CHUNKS_PER_THREAD` per usable core (:func:`default_threads`,
   whatever ``threads`` asks for); each thread takes the next block when it
   is free.
-* ``A @ x`` (one vector): one dot product per row, vectorised over the
-  non-zeros (gathers).  It streams ``data`` and ``indices`` once: its cost is
-  the memory bandwidth.
+* ``A @ x`` (one vector): one dot product per row in eight partial sums
+  (lane ``l`` adds the row's products ``l, l + 8, l + 16, ...`` in order,
+  then ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``), written out
+  without reassociation or fused multiply-adds, so that NumPy can reproduce
+  it.  It streams ``data`` and ``indices`` once.
 * ``A @ X`` (``k`` columns): ``X`` and the result are row-major, so a row of
   ``X`` is ``k`` contiguous values and the loop over them vectorises.  Runs
   of four rows with identical column indices (in a convolution matrix, the
@@ -40,10 +47,11 @@ How the kernels work
   (one read-modify-write of a result row per four non-zeros).
 * ``conjugate=True`` uses ``conj(A) @ X = conj(A @ conj(X))``: one pass over
   ``X`` and one over the result, no copy of ``A``.
-* The kernels may reassociate sums and fuse multiply-adds (LLVM's
-  ``reassoc`` and ``contract`` flags; NaN and infinities propagate as in
-  IEEE arithmetic), so results agree with SciPy's to rounding, not bit for
-  bit.
+* The one-vector kernels (``A @ x``, ``A.T @ y`` and the sum of its
+  partial results) compute in the order written; the kernels of several
+  columns may reassociate sums and fuse multiply-adds (LLVM's ``reassoc`` and
+  ``contract`` flags).  NaN and infinities propagate as in IEEE arithmetic;
+  results agree with SciPy's to rounding, not bit for bit.
 
 Determinism
 -----------
@@ -70,15 +78,16 @@ from several Python threads are safe, and so is ``fork`` (a child process
 makes its own pool).
 
 The package: :mod:`convmat.spmm._kernels` (the kernel source and its
-table), :mod:`convmat.spmm._threads` (the pool, loading Numba),
+table), :mod:`convmat.spmm._twins` (NumPy twins of the one-vector kernels),
+:mod:`convmat.spmm._threads` (the pool, loading Numba),
 :mod:`convmat.spmm._products` (blocks and drivers) and this module (the
 public :func:`csr_matmul`, input checks).
 
 Compiled kernels are cached on disk (Numba's ``cache=True``) next to the kernels'
 file or, when that directory is read-only, in Numba's user cache directory;
 when no cache location is writable they are compiled in memory on each run.
-The first product of a dtype compiles its kernels (a few seconds); later
-runs load them from the cache.
+The first product of a dtype compiles its kernels (a few seconds, in the
+background for one-vector products); later runs load them from the cache.
 """
 
 from __future__ import annotations
@@ -96,9 +105,10 @@ from ._products import (  # noqa: F401 - the tunables, documented here
     PARALLEL_MIN_WORK,
     TRANSPOSE_MEMORY,
 )
+from . import _threads
 from ._threads import default_threads, load
 
-__all__ = ["csr_matmul", "available", "default_threads", "KERNEL_DTYPES", "TRANSPOSE_MEMORY"]
+__all__ = ["csr_matmul", "available", "prefetch", "default_threads", "KERNEL_DTYPES", "TRANSPOSE_MEMORY"]
 
 #: Result dtypes the Numba kernels compute; other numeric results are SciPy's product.
 KERNEL_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
@@ -126,6 +136,63 @@ def available() -> bool:
     True
     """
     return _load() is not None
+
+
+def prefetch(dtype=np.float64, index_dtype=np.int32):
+    """Start loading Numba and the one-vector kernels in the background; returns at once.
+
+    Call it when a product will follow soon (the builders do, see
+    Notes): the import of Numba and the loading of the kernels then overlap
+    with other work instead of delaying a product.
+
+    Parameters
+    ----------
+    dtype : numpy dtype
+        The dtype of the products to prepare (of the matrix, the vector and
+        the result): one of :data:`KERNEL_DTYPES`.
+    index_dtype : numpy dtype
+        ``int32`` or ``int64``, the matrix's index dtype.
+
+    Raises
+    ------
+    ValueError
+        ``dtype`` is not one of :data:`KERNEL_DTYPES`, ``index_dtype`` is not
+        ``int32`` or ``int64``.
+    TypeError
+        Either is not a dtype.
+
+    Notes
+    -----
+    Numba's import alone takes about 0.25 s.  Until the kernels of a
+    product's signature (direction, dtypes, layouts) are loaded,
+    :func:`csr_matmul` computes one-vector products with NumPy twins of the
+    kernels (the same operations in the same order: the same bits, see
+    ``convmat/spmm/_twins.py``) and starts the background loader itself;
+    products of several columns wait for it.  Without Numba the loader
+    stops and products run without it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmat.spmm import prefetch
+    >>> prefetch(np.float32)
+    """
+    dt = _as_dtype(dtype, "dtype")
+    it = _as_dtype(index_dtype, "index_dtype")
+    if dt not in KERNEL_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(map(str, KERNEL_DTYPES))}, got {dtype!r}")
+    if it not in _INDEX_DTYPES:
+        raise ValueError(f"index_dtype must be int32 or int64, got {index_dtype!r}")
+    a, i = np.empty(1, dt), np.empty(1, it)
+    _threads.prefetch(_threads.signature(False, i, i, a, a, a))
+    _threads.prefetch(_threads.signature(True, i, i, a, a, a))
+
+
+def _as_dtype(value, name):
+    try:
+        return np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a numpy dtype, got {value!r}") from None
 
 
 # --------------------------------------------------------------------------- #
@@ -262,9 +329,12 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
     -----
     Results of dtype float32, float64, complex64 or complex128 come from the
     Numba kernels, mixed precisions (a float32 ``A`` with a float64 ``X``)
-    included, computed in the result dtype without copying ``A``.  Other
-    numeric results (integers), and every product when Numba does not import
-    (:func:`available`), are SciPy's ``A @ X``, on one thread.
+    included, computed in the result dtype without copying ``A``.  While Numba
+    is loading (the first products in a process, see :func:`prefetch`) and
+    when it does not import (:func:`available`), one-vector products come
+    from NumPy twins of the kernels, the same bits; products of several
+    columns wait for Numba, or without it are SciPy's ``A @ X`` on one
+    thread, as are other numeric results (integers).
 
     Extra memory: ``A.T @ X`` on several threads allocates
     ``TRANSPOSE_BLOCKS_PER_THREAD * default_threads() - 1`` partial results of the
@@ -302,8 +372,13 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
     if out is not None:
         _check_out(out, shape, dtype)
 
-    K = _load() if dtype in KERNEL_DTYPES else None
-    if K is None:
+    k = 1 if X.ndim == 1 else X.shape[1]
+    # One-vector products need Numba only once it is loaded (the NumPy twins give the same bits before);
+    # products of several columns wait for it.  Without Numba, and for other dtypes: SciPy's product.
+    K = None
+    if dtype in KERNEL_DTYPES and k != 1:
+        K = _load()
+    if dtype not in KERNEL_DTYPES or (k != 1 and K is None):
         op = A.conj() if conjugate else A
         Y = np.asarray((op.T if transpose else op) @ X).astype(dtype, copy=False).reshape(shape)
         if out is None:
@@ -321,7 +396,6 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
     if data.dtype not in KERNEL_DTYPES:
         data = data.astype(dtype)
     ncols = n if A.format == "csr" else m
-    k = 1 if X.ndim == 1 else X.shape[1]
     nnz = int(indptr[-1])
     if nnz * max(k, 1) < _products.PARALLEL_MIN_WORK:
         threads = 1
@@ -345,7 +419,12 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
                     x = np.conjugate(x).astype(dtype, copy=False)
                 elif not (x.flags.c_contiguous and x.dtype == dtype):
                     x = np.ascontiguousarray(x, dtype=dtype)
-                _products._product_vec(K, indptr, indices, data, x, Y.reshape(-1), ncols, kernel_transpose, threads, zero)
+                y = Y.reshape(-1)
+                key = _threads.signature(kernel_transpose, indptr, indices, data, x, y)
+                K = _threads.ready(key)
+                _products._product_vec(K, indptr, indices, data, x, y, ncols, kernel_transpose, threads, zero)
+                if K is None:  # computed by the NumPy twins: load the kernels for the next products
+                    _threads.prefetch(key)
             else:
                 Xc = _products._rowmajor(K, X, dtype, conj_in, threads)
                 _products._product_mat(K, indptr, indices, data, Xc, Y, ncols, kernel_transpose, threads, zero)

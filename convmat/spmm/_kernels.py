@@ -12,21 +12,61 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["KERNELS", "FASTMATH", "jit", "compile_kernels"]
+__all__ = ["KERNELS", "FASTMATH", "EXACT", "LANES", "jit", "compile_kernels"]
+
+#: Partial sums per row of the one-vector product ``fwd_vec`` (written out in the kernel).
+LANES = 8
 
 U = np.uint64  # unsigned indices: Numba skips negative-index wraparound for them (and vectorises)
 
 
 def _b_fwd_vec(indptr, indices, data, x, y, r0, r1, zero):
+    # y[i] = sum of data[p] * x[indices[p]] over the row, in LANES = 8 lanes: lane l adds the
+    # products at positions l, l + 8, l + 16, ... of the row, in that order, starting from zero;
+    # then y[i] = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).  An exact kernel (no
+    # reassociation, no fused multiply-add): convmat.spmm._twins.fwd_vec gives the same bits.
     for i in range(U(r0), U(r1)):
-        s = zero
-        for p in range(U(indptr[i]), U(indptr[i + U(1)])):
-            s += data[p] * x[U(indices[p])]
-        y[i] = s
+        a0 = zero
+        a1 = zero
+        a2 = zero
+        a3 = zero
+        a4 = zero
+        a5 = zero
+        a6 = zero
+        a7 = zero
+        p = U(indptr[i])
+        e = U(indptr[i + U(1)])
+        while p + U(8) <= e:
+            a0 += data[p] * x[U(indices[p])]
+            a1 += data[p + U(1)] * x[U(indices[p + U(1)])]
+            a2 += data[p + U(2)] * x[U(indices[p + U(2)])]
+            a3 += data[p + U(3)] * x[U(indices[p + U(3)])]
+            a4 += data[p + U(4)] * x[U(indices[p + U(4)])]
+            a5 += data[p + U(5)] * x[U(indices[p + U(5)])]
+            a6 += data[p + U(6)] * x[U(indices[p + U(6)])]
+            a7 += data[p + U(7)] * x[U(indices[p + U(7)])]
+            p += U(8)
+        n = e - p if e > p else U(0)  # 0 to 7 products left, into lanes 0 to n - 1
+        if n > U(0):
+            a0 += data[p] * x[U(indices[p])]
+        if n > U(1):
+            a1 += data[p + U(1)] * x[U(indices[p + U(1)])]
+        if n > U(2):
+            a2 += data[p + U(2)] * x[U(indices[p + U(2)])]
+        if n > U(3):
+            a3 += data[p + U(3)] * x[U(indices[p + U(3)])]
+        if n > U(4):
+            a4 += data[p + U(4)] * x[U(indices[p + U(4)])]
+        if n > U(5):
+            a5 += data[p + U(5)] * x[U(indices[p + U(5)])]
+        if n > U(6):
+            a6 += data[p + U(6)] * x[U(indices[p + U(6)])]
+        y[i] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
 def _b_tr_vec(indptr, indices, data, y, acc, r0, r1, zero, clear):
-    # acc[indices[p]] += data[p] * y[i] for the rows r0 <= i < r1 (acc zeroed first if clear).
+    # acc[indices[p]] += data[p] * y[i] for the rows r0 <= i < r1, one entry after the other
+    # (acc zeroed first if clear).  An exact kernel: convmat.spmm._twins.tr_vec gives the same bits.
     if clear:
         for j in range(U(acc.shape[0])):
             acc[j] = zero
@@ -54,6 +94,7 @@ def _b_tr_vec(indptr, indices, data, y, acc, r0, r1, zero, clear):
 
 
 def _b_reduce(out, part, j0, j1):
+    # out[j] = (((out[j] + part[0, j]) + part[1, j]) + ...): an exact kernel.
     for j in range(U(j0), U(j1)):
         s = out[j]
         for b in range(part.shape[0]):
@@ -270,13 +311,15 @@ def _b_tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
             r += U(1)
 
 
-# Reassociation and contraction (FMA) let LLVM vectorise the sums.  No nnan/ninf: NaN and
-
-
-# Reassociation and contraction (FMA) let LLVM vectorise the sums.  No nnan/ninf: NaN and
-# infinities propagate as in IEEE arithmetic.  Compiled code is deterministic: the same inputs
-# give the same bits on every call (the order of a reassociated sum is fixed at compile time).
+# Reassociation and contraction (FMA) let LLVM vectorise the sums of the block kernels.  No
+# nnan/ninf: NaN and infinities propagate as in IEEE arithmetic.  Compiled code is deterministic:
+# the same inputs give the same bits on every call (the order of a reassociated sum is fixed at
+# compile time).
 FASTMATH = frozenset({"reassoc", "contract"})
+
+#: Kernels compiled without FASTMATH: their order of operations is the one written, and
+#: :mod:`convmat.spmm._twins` computes the same in NumPy, bit for bit (before Numba is loaded).
+EXACT = frozenset({"fwd_vec", "tr_vec", "reduce"})
 
 #: The kernels by name: what :func:`compile_kernels` compiles and the products call.
 KERNELS = {
@@ -293,9 +336,9 @@ KERNELS = {
 INLINED = (_b_group4,)
 
 
-def jit(numba, fn, cache):
+def jit(numba, fn, cache, fastmath=FASTMATH):
     """``numba.njit`` of one kernel (cached on disk where a cache location is writable)."""
-    opts = dict(nogil=True, fastmath=set(FASTMATH), error_model="numpy", boundscheck=False, no_cfunc_wrapper=True)
+    opts = dict(nogil=True, fastmath=set(fastmath), error_model="numpy", boundscheck=False, no_cfunc_wrapper=True)
     if cache:
         try:
             return numba.njit(cache=True, **opts)(fn)
@@ -310,4 +353,4 @@ def compile_kernels(numba, cache=True):
 
     for fn in INLINED:
         register_jitable(inline="always")(fn)
-    return {name: jit(numba, fn, cache) for name, fn in KERNELS.items()}
+    return {name: jit(numba, fn, cache, () if name in EXACT else FASTMATH) for name, fn in KERNELS.items()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _twins
 from ._threads import default_threads, parallel
 
 #: Extra bytes the transposed product may allocate for per-thread partial
@@ -121,7 +122,17 @@ def _reduce(K, out, parts, threads):
 
 
 def _product_vec(K, indptr, indices, data, x, y, ncols, transpose, threads, zero):
-    """``y = A @ x`` or ``A.T @ x`` on the CSR arrays (``y`` contiguous, written entirely)."""
+    """``y = A @ x`` or ``A.T @ x`` on the CSR arrays (``y`` contiguous, written entirely).
+
+    ``K`` None: the NumPy twins of the kernels (the same blocks, the same bits).
+    """
+    if K is None:
+        if transpose:
+            b = _cost_bounds(indptr, _split(TRANSPOSE_BLOCKS_PER_THREAD, int(indptr[-1])))
+            _twins.tr_vec(indptr, indices, data, x, y, b, threads)
+        else:
+            _twins.fwd_vec(indptr, indices, data, x, y, threads)
+        return
     if not transpose:
         b = _cost_bounds(indptr, _split(CHUNKS_PER_THREAD, int(indptr[-1])))
         fn = K["fwd_vec"]

@@ -1,37 +1,136 @@
-"""The thread pool of :mod:`convmat.spmm` and the compiled kernels (Numba imported on first use).
+"""The thread pool of :mod:`convmat.spmm` and the compiled kernels (Numba loaded on first use).
 
 A product runs its blocks on the calling thread and on one process-wide
 :class:`~concurrent.futures.ThreadPoolExecutor` (grown on demand, remade in a
 forked child).  Workers take the next block when free (:func:`parallel`), so
 the *tasks* must not depend on which worker runs them: every block writes its
 own rows of the result, or its own partial result.
+
+Loading Numba (its import alone takes about a quarter of a second) happens on
+a background daemon thread, started by :func:`prefetch` or by the first
+one-vector product.  Until the kernels of a product's signature are loaded
+(:func:`ready`), one-vector products are computed by the NumPy twins of the
+kernels (:mod:`convmat.spmm._twins`, the same bits) and start the loader when
+they are done (the loader holds the GIL most of the time: a product running
+next to it waits for the interpreter at each NumPy call); products of several
+columns wait for Numba (:func:`load`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["load", "default_threads", "parallel"]
+import numpy as np
+
+__all__ = ["load", "ready", "prefetch", "default_threads", "parallel"]
 
 _LOCK = threading.Lock()
-_STATE = {"kernels": None, "error": None, "pool": None, "pool_pid": None, "pool_size": 0}
+_STATE = {"kernels": None, "error": None, "pool": None, "pool_pid": None, "pool_size": 0,
+          "loader": None, "loaded": threading.Event(), "queue": [], "warm": set()}
+
+#: The kernels of a one-vector product, by direction: what :func:`ready` loads for a signature.
+VECTOR_KERNELS = {False: ("fwd_vec",), True: ("tr_vec", "reduce")}
+
+
+def _import_kernels():
+    """Import Numba and make the dispatchers (once); the error when Numba does not import."""
+    try:
+        import numba
+
+        from ._kernels import compile_kernels
+
+        _STATE["kernels"] = compile_kernels(numba)
+    except ImportError as exc:  # no Numba: products are NumPy's and SciPy's
+        _STATE["error"] = exc
+    except Exception as exc:  # noqa: BLE001 - a broken Numba: said once, then products run without it
+        _STATE["error"] = exc
+        warnings.warn(f"convmat.spmm: Numba failed to load ({exc!r}); products run without it", RuntimeWarning,
+                      stacklevel=2)
+    finally:
+        _STATE["loaded"].set()
+
+
+def _like(desc):
+    """A small array of the dtype, contiguity and writeability described (Numba types it as the original)."""
+    dtype, contiguous, writeable, ndim = desc
+    a = np.zeros((4,) * ndim, dtype=dtype)
+    if not contiguous:
+        a = a[::2]
+    a.flags.writeable = writeable
+    return a
+
+
+def _warm(kernels, key):
+    """Load (or compile) the one-vector kernels of signature ``key`` by calling them on empty ranges."""
+    transpose, indptr, indices, data, x, y = (key[0], *map(_like, key[1:]))
+    zero = y.dtype.type(0)
+    if transpose:
+        kernels["tr_vec"](indptr, indices, data, x, y, 0, 0, zero, False)
+        kernels["reduce"](y, np.zeros((1, y.size), y.dtype), 0, 0)
+    else:
+        kernels["fwd_vec"](indptr, indices, data, x, y, 0, 0, zero)
+
+
+def _loader():
+    """The background thread: import Numba, then load the kernels of every queued signature."""
+    _import_kernels()
+    while True:
+        with _LOCK:
+            if _STATE["kernels"] is None or not _STATE["queue"]:
+                _STATE["loader"] = None
+                _STATE["queue"].clear()
+                return
+            key = _STATE["queue"][0]
+        try:
+            _warm(_STATE["kernels"], key)
+        except Exception:  # noqa: BLE001 - the product calls the kernel itself and raises the error there
+            pass
+        with _LOCK:
+            _STATE["warm"].add(key)
+            _STATE["queue"].pop(0)
+
+
+def _start(key=None):
+    """Queue ``key`` for the background loader and start it if it is not running (under _LOCK)."""
+    if key is not None and key not in _STATE["warm"] and key not in _STATE["queue"]:
+        _STATE["queue"].append(key)
+    if _STATE["loader"] is None and (not _STATE["loaded"].is_set() or (_STATE["queue"] and _STATE["kernels"])):
+        _STATE["loader"] = threading.Thread(target=_loader, name="convmat-spmm-loader", daemon=True)
+        _STATE["loader"].start()
+
+
+def signature(transpose, indptr, indices, data, x, y):
+    """The key of a one-vector product's kernels: direction and (dtype, contiguous, writeable, ndim) of each array."""
+    arrays = (indptr, indices, data, x, y)
+    return (bool(transpose),) + tuple((a.dtype.str, bool(a.flags.c_contiguous), bool(a.flags.writeable), a.ndim)
+                                      for a in arrays)
+
+
+def ready(key):
+    """The kernels if those of signature ``key`` are loaded, else None (the caller computes with the NumPy twins).
+
+    Never waits, and starts nothing: the caller calls :func:`prefetch` with ``key`` once its product is
+    done, so that the first product does not share the interpreter with the loader.
+    """
+    return _STATE["kernels"] if key in _STATE["warm"] else None
+
+
+def prefetch(key=None):
+    """Start loading Numba (and the kernels of signature ``key``) in the background; returns at once."""
+    with _LOCK:
+        if _STATE["error"] is None:
+            _start(key)
 
 
 def load():
-    """The compiled kernels (a dict by name), or None when Numba cannot be imported."""
-    if _STATE["kernels"] is None and _STATE["error"] is None:
+    """The compiled kernels (a dict by name), or None when Numba cannot be imported; waits for the loader."""
+    if not _STATE["loaded"].is_set():
         with _LOCK:
-            if _STATE["kernels"] is None and _STATE["error"] is None:
-                try:
-                    import numba
-                except ImportError as exc:
-                    _STATE["error"] = exc
-                    return None
-                from ._kernels import compile_kernels
-
-                _STATE["kernels"] = compile_kernels(numba)
+            _start()
+        _STATE["loaded"].wait()
     return _STATE["kernels"]
 
 
@@ -67,7 +166,10 @@ def _after_fork_in_child():
     # The parent's pool threads do not exist here, and another thread may have held the lock.
     global _LOCK
     _LOCK = threading.Lock()
-    _STATE.update(pool=None, pool_pid=None, pool_size=0)
+    _STATE.update(pool=None, pool_pid=None, pool_size=0, loader=None)
+    _STATE["queue"].clear()
+    if not _STATE["loaded"].is_set():  # the parent's loader thread does not exist here: start again
+        _STATE["loaded"] = threading.Event()
 
 
 if hasattr(os, "register_at_fork"):

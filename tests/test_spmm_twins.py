@@ -1,0 +1,211 @@
+"""The first products in a process: NumPy twins of the kernels (the same bits) and the background loader.
+
+* :mod:`convmat.spmm._twins` against the compiled exact kernels, bit for bit
+  (hypothesis: shapes, empty rows, duplicates, four dtypes, mixed
+  precisions, int32 and int64 indices, one to many blocks), and against
+  SciPy to rounding.
+* The products of :func:`convmat.spmm.csr_matmul` before and after Numba is
+  loaded give the same bits, for every thread count; in a fresh process
+  the first products run before Numba is imported.
+* Numba blocked from import (a subprocess): one-vector products still run
+  and give the bits the kernels give; batches are SciPy's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convmat.spmm import _products, _threads, _twins, csr_matmul
+
+DTYPES = ("float32", "float64", "complex64", "complex128")
+# (data dtype, result dtype) pairs: the data of a matrix is read in its own dtype.
+MIXED = [(d, d) for d in DTYPES] + [("float32", "float64"), ("float32", "complex64"), ("float64", "complex128"),
+                                    ("complex64", "complex128")]
+
+
+def kernels():
+    K = _threads.load()
+    if K is None:
+        pytest.skip("numba does not import")
+    return K
+
+
+def same_bits(a, b):
+    """Equal bit patterns (signed zeros distinct), NaNs equal whatever their payloads."""
+    assert a.shape == b.shape and a.dtype == b.dtype
+    ra, rb = a.view(a.real.dtype), b.view(b.real.dtype)
+    nan = np.isnan(ra) & np.isnan(rb)
+    return np.array_equal(np.where(nan, 0, ra).view(np.uint8), np.where(nan, 0, rb).view(np.uint8))
+
+
+def random_matrix(seed, m, n, density, data_dtype, index_dtype, empty_every):
+    """A CSR matrix with duplicates, unsorted indices and empty rows, its arrays as given."""
+    rng = np.random.default_rng(seed)
+    lens = rng.binomial(max(1, int(n * density * 2)), 0.5, m) if n else np.zeros(m, np.int64)
+    if empty_every:
+        lens[::empty_every] = 0
+    indptr = np.zeros(m + 1, np.int64)
+    np.cumsum(lens, out=indptr[1:])
+    indices = rng.integers(0, max(n, 1), indptr[-1])
+    vals = rng.standard_normal(indices.size) * 10.0 ** rng.integers(-3, 4, indices.size)
+    if np.dtype(data_dtype).kind == "c":
+        vals = vals + 1j * rng.standard_normal(indices.size)
+    A = sp.csr_array((vals.astype(data_dtype), indices.astype(index_dtype), indptr.astype(index_dtype)), shape=(m, n))
+    return A
+
+
+def operand(seed, size, dtype):
+    rng = np.random.default_rng(seed + 1)
+    v = rng.standard_normal(size) * 10.0 ** rng.integers(-3, 4, size)
+    if np.dtype(dtype).kind == "c":
+        v = v + 1j * rng.standard_normal(size)
+    return v.astype(dtype)
+
+
+def both_ways(A, v, result_dtype, transpose, nblocks, threads=1):
+    """``A @ v`` (``A.T @ v``) by the compiled kernels and by the twins, over ``nblocks`` blocks of rows."""
+    K = kernels()
+    indptr, indices, data = A.indptr, A.indices, A.data
+    m, n = A.shape
+    zero = np.dtype(result_dtype).type(0)
+    bounds = _products._cost_bounds(indptr, nblocks)
+    if transpose:
+        got = np.empty(n, result_dtype)
+        part = np.empty((len(bounds) - 2, n), result_dtype)
+        _products._scatter(K, "tr_vec", (indptr, indices, data, v), got, part, bounds, 2, zero)
+        twin = np.empty(n, result_dtype)
+        _twins.tr_vec(indptr, indices, data, v, twin, bounds, threads)
+    else:
+        got = np.empty(m, result_dtype)
+        for b in range(len(bounds) - 1):
+            K["fwd_vec"](indptr, indices, data, v, got, bounds[b], bounds[b + 1], zero)
+        twin = np.empty(m, result_dtype)
+        _twins.fwd_vec(indptr, indices, data, v, twin, threads)
+    return got, twin
+
+
+@settings(max_examples=60)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(0, 70),
+    n=st.integers(0, 70),
+    density=st.floats(0.0, 1.0),
+    dtypes=st.sampled_from(MIXED),
+    index_dtype=st.sampled_from(["int32", "int64"]),
+    empty_every=st.sampled_from([0, 1, 2, 5]),
+    transpose=st.booleans(),
+    nblocks=st.integers(1, 6),
+    threads=st.integers(1, 3),
+)
+def test_twins_give_the_kernels_bits(seed, m, n, density, dtypes, index_dtype, empty_every, transpose, nblocks,
+                                     threads):
+    data_dtype, result_dtype = dtypes
+    A = random_matrix(seed, m, n, density, data_dtype, index_dtype, empty_every)
+    v = operand(seed, m if transpose else n, result_dtype)
+    got, twin = both_ways(A, v, result_dtype, transpose, nblocks, threads)
+    assert same_bits(got, twin)
+    op = A.T if transpose else A
+    ref = op @ v
+    bound = abs(op.copy()) @ np.abs(v)  # c * eps * (|A| @ |v|); abs() sums A's duplicates in place: a copy
+    eps = np.finfo(result_dtype).eps
+    np.testing.assert_allclose(twin, ref, rtol=0, atol=64 * eps * (np.max(bound, initial=0) + 1))
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["A", "AT"])
+def test_twins_in_chunks_and_special_values(monkeypatch, transpose):
+    """Chunks of CHUNK non-zeros (the twins' temporaries) do not change the bits; NaN, inf and -0.0 follow."""
+    monkeypatch.setattr(_twins, "CHUNK", 37)  # and the rows of the forward product in pieces on 2 threads
+    A = random_matrix(5, 90, 60, 0.3, "float64", "int32", 7)
+    v = operand(5, 90 if transpose else 60, "float64")
+    v[[3, 11]] = np.nan, np.inf
+    v[20:30] = -0.0
+    A.data[::13] = -0.0
+    got, twin = both_ways(A, v, "float64", transpose, 4, threads=2)
+    assert same_bits(got, twin)
+    ref = (A.T if transpose else A) @ v
+    assert np.array_equal(np.isnan(twin), np.isnan(ref))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_products_before_and_after_loading_are_the_same_bits(monkeypatch, threads):
+    """csr_matmul on the twins (kernels not ready) and on the kernels: one result, for every thread count."""
+    monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
+    kernels()
+    from convmat import conv_matrix
+
+    rng = np.random.default_rng(11)
+    for dtype in DTYPES:
+        C = conv_matrix(rng.standard_normal((6, 4, 3, 3)), (13, 11), padding=1, stride=(1, 2), dtype=dtype)
+        x = operand(3, C.shape[1], dtype)
+        y = operand(4, C.shape[0], dtype)
+        warm = [csr_matmul(C, x, threads=threads), csr_matmul(C, y, transpose=True, threads=threads),
+                csr_matmul(C, y, transpose=True, conjugate=True, threads=threads)]
+        monkeypatch.setattr(_threads, "ready", lambda key: None)
+        cold = [csr_matmul(C, x, threads=threads), csr_matmul(C, y, transpose=True, threads=threads),
+                csr_matmul(C, y, transpose=True, conjugate=True, threads=threads)]
+        monkeypatch.undo()
+        monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
+        for a, b in zip(warm, cold):
+            assert same_bits(a, b), dtype
+
+
+_FRESH = r"""
+import json, sys
+import numpy as np
+BLOCK = {block}
+if BLOCK:
+    sys.modules["numba"] = None  # import numba raises ImportError
+from convmat import conv_matrix
+from convmat.spmm import _threads, available, csr_matmul, prefetch
+rng = np.random.default_rng(3)
+C = conv_matrix(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), (40, 40), padding=1, dtype=np.float32)
+x = rng.standard_normal(C.shape[1]).astype(np.float32)
+y = rng.standard_normal(C.shape[0]).astype(np.float32)
+first = [csr_matmul(C, x), csr_matmul(C, y, transpose=True)]
+numba_first = "numba" in sys.modules and sys.modules["numba"] is not None and bool(_threads._STATE["warm"])
+ok = available()
+for thread in [_threads._STATE["loader"]]:
+    if thread is not None:
+        thread.join()
+prefetch(np.float32)  # the signatures of the products above: nothing more to load
+later = [csr_matmul(C, x), csr_matmul(C, y, transpose=True)]
+X = rng.standard_normal((C.shape[1], 3)).astype(np.float32)
+batch_ok = bool(np.allclose(csr_matmul(C, X), C @ X, atol=1e-4))
+print(json.dumps(dict(available=ok, warm_first=numba_first, warm_later=len(_threads._STATE["warm"]),
+                      first=[a.tobytes().hex() for a in first], later=[a.tobytes().hex() for a in later],
+                      batch_ok=batch_ok)))
+"""
+
+
+def _fresh(block):
+    out = subprocess.run([sys.executable, "-c", _FRESH.format(block=block)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_fresh_process_first_products_without_numba_then_with_it():
+    """In a fresh process the first products run on the twins; later ones on the kernels, the same bits."""
+    kernels()
+    r = _fresh(False)
+    assert r["available"] and r["batch_ok"]
+    assert not r["warm_first"]  # the first products did not wait for Numba
+    assert r["warm_later"] == 2  # forward and transposed kernels of this signature were loaded
+    assert r["first"] == r["later"]
+
+
+def test_numba_blocked_products_still_work_with_the_same_bits():
+    """With Numba blocked from import, products run (twins, SciPy for batches) and give the kernels' bits."""
+    kernels()
+    blocked, normal = _fresh(True), _fresh(False)
+    assert not blocked["available"] and blocked["batch_ok"]
+    assert blocked["warm_later"] == 0
+    assert blocked["first"] == blocked["later"] == normal["later"]
