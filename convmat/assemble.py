@@ -22,6 +22,7 @@ everything a build allocates, and the guard
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -30,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import fill
-from .errors import ParameterTypeError
+from .errors import ParameterError, ParameterTypeError
 from .geometry import positive_int
 from .memory import MatrixTooLargeError, check_fits, human
 from .pattern import axis_table, table_bytes
@@ -41,7 +42,9 @@ from .weights import backend_and_weight, check_weight_shape, matrix_weight, valu
 
 __all__ = ["build_csr", "peak_bytes"]
 
-#: Builds of at least this many non-zeros on host arrays run the compiled fill (:mod:`convmat.fill`).
+#: Whether host builds may run the compiled fill (:mod:`convmat.fill`; tests turn it off).
+USE_FILL_KERNEL = True
+#: Host builds run the compiled fill once Numba is loaded, and load it for builds of this many non-zeros.
 FILL_KERNEL_NNZ = 1 << 20
 #: Below this many non-zeros a thread pool costs more than it saves.
 _THREADED_NNZ = 1 << 20
@@ -208,8 +211,14 @@ def _row_pointers(be, tables, ca, a, b, Cg, group, indptr, idt) -> int:
 
 
 def build_csr(plan, weight, *, dtype=None, flip=False, rows=None, backend="scipy", device=None,
-              max_bytes=None, threads=None):
-    """Rows ``[start, stop)`` of ``plan``'s matrix filled with ``weight`` (see :meth:`ConvPlan.build`)."""
+              max_bytes=None, threads=None, out=None):
+    """Rows ``[start, stop)`` of ``plan``'s matrix filled with ``weight`` (see :meth:`ConvPlan.build`).
+
+    ``out``, for the ``'scipy'`` backend only: ``(data, indices, indptr)``, 1-D
+    host arrays long enough for the rows, of the value dtype and one index
+    dtype that holds them; the result is a CSR array on views of them (which
+    the next build into them overwrites), and the memory check counts no result.
+    """
     be, weight = backend_and_weight(backend, device, weight)
     check_weight_shape(weight.shape, plan.weight_shape, plan.transposed)
     vdtype = value_dtype(weight.dtype, dtype)
@@ -217,10 +226,13 @@ def build_csr(plan, weight, *, dtype=None, flip=False, rows=None, backend="scipy
     if not isinstance(flip, (bool, np.bool_)):
         raise ParameterTypeError("flip", f"flip must be a bool, got {flip!r}")
     threads = be.threads if threads is None else positive_int(threads, "threads")
-    idt = _block_index_dtype(plan, start, stop, be)
     nnz = plan.row_nnz(start, stop)
+    idt = _block_index_dtype(plan, start, stop, be) if out is None else _out_index_dtype(out, plan, start, stop, nnz,
+                                                                                         vdtype, be)
     chunks = _Chunks(plan, nnz)
     need = peak_bytes(plan, chunks, vdtype, idt, start, stop, nnz, threads, weight)
+    if out is not None:
+        need -= nnz * (vdtype.itemsize + idt.itemsize) + (stop - start + 1) * idt.itemsize
 
     def describe():
         block = "block " if (start, stop) != (0, plan.shape[0]) else ""
@@ -229,7 +241,52 @@ def build_csr(plan, weight, *, dtype=None, flip=False, rows=None, backend="scipy
                 f"non-zeros takes {human(final)} ({final:,} bytes as {vdtype})")
 
     check_fits(need, max_bytes, be, describe)
-    return _assemble(plan, weight, vdtype, bool(flip), start, stop, nnz, be, threads, idt, chunks)
+    return _assemble(plan, weight, vdtype, bool(flip), start, stop, nnz, be, threads, idt, chunks, out)
+
+
+def _out_index_dtype(out, plan, start, stop, nnz, vdtype, be):
+    """The index dtype of the buffers ``out`` after checking them (see :func:`build_csr`)."""
+    if not be.host_arrays:
+        raise ParameterError("out", f"out is for host builds (backend 'scipy'), not backend {be.name!r}")
+    if not (isinstance(out, tuple) and len(out) == 3 and all(isinstance(a, np.ndarray) and a.ndim == 1 for a in out)):
+        raise ParameterTypeError("out", f"out must be a tuple (data, indices, indptr) of 1-D NumPy arrays, got {out!r}")
+    data, indices, indptr = out
+    idt = indices.dtype
+    big = max(nnz, stop - start, plan.shape[1])
+    if data.dtype != vdtype or indptr.dtype != idt or idt not in be.index_dtypes or big > np.iinfo(idt).max:
+        raise ParameterError("out", f"out must hold {vdtype} values and matching {', '.join(map(str, be.index_dtypes))} "
+                                    f"indices that fit {nnz:,} entries and {plan.shape[1]:,} columns, got "
+                                    f"{data.dtype}, {indices.dtype}, {indptr.dtype}")
+    if data.shape[0] < nnz or indices.shape[0] < nnz or indptr.shape[0] < stop - start + 1:
+        raise ParameterError("out", f"out must have room for {nnz:,} entries and {stop - start + 1:,} row "
+                                    f"pointers, got {data.shape[0]:,}, {indices.shape[0]:,}, {indptr.shape[0]:,}")
+    if not all(a.flags.c_contiguous and a.flags.writeable for a in out):
+        raise ParameterError("out", "out's arrays must be contiguous and writeable")
+    return idt
+
+
+#: Tables of at most this many rows are kept (:func:`_kernel_table`'s cache) for the next chunk or build.
+_CACHED_TABLE_ROWS = 4096
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_table(ax, r0, r1, T, last):
+    """:func:`convmat.fill.table_arrays` of rows ``[r0, r1)`` of an axis, and for the last axis
+    ``(P, key)``: a transposed axis's rows are shifted copies of the row a stride ``P`` before."""
+    p = axis_table(ax, r0, r1, transposed=T, compact=True)
+    out = fill.table_arrays(p)
+    if last:
+        P = ax.s if T and ax.s < p.n_rows else 0
+        out += (P, fill.period_key(p, P) if P else np.zeros(0, dtype=np.int64))
+    return out
+
+
+def _fill_kernel(be, nnz):
+    """The compiled fill for this build, or None for the array path (same bits either way)."""
+    if not (USE_FILL_KERNEL and be.host_arrays):
+        return None
+    kernel = fill.loaded()
+    return kernel if kernel is not None or nnz < FILL_KERNEL_NNZ else fill.load()
 
 
 def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out):
@@ -247,13 +304,11 @@ def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out):
 
     def tables(ca):
         out = [fill.TRIVIAL] * pad
-        for ax, rng in zip(axes, chunks.ranges(ca)):
-            p = axis_table(ax, *rng, transposed=T, compact=True)
-            out.append(fill.table_arrays(p))
-        # a transposed last axis: row u + s is row u shifted (in its interior)
-        P = axes[-1].s if T and axes[-1].s < p.n_rows else 0
-        shifts = fill.period_key(p, P) if P else np.zeros(0, dtype=np.int64)
-        return [x for i, t in enumerate(out) for x in t + (cs[i], ts[i])] + [P, shifts]
+        for i, (ax, rng) in enumerate(zip(axes, chunks.ranges(ca))):
+            last = i == len(axes) - 1
+            small = rng[1] - rng[0] <= _CACHED_TABLE_ROWS
+            out.append((_kernel_table if small else _kernel_table.__wrapped__)(ax, *rng, T, last))
+        return [x for i, t in enumerate(out) for x in t[:9] + (cs[i], ts[i])] + list(out[-1][9:])
 
     def run(key, piece, tabs):
         _, a, b = key
@@ -283,7 +338,7 @@ def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out):
             pool.shutdown()
 
 
-def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, chunks):
+def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, chunks, out=None):
     # Only ``be``'s methods create arrays or write into a given buffer; the rest is
     # slicing, reshape and broadcasting arithmetic, spelled alike by NumPy, CuPy and torch.
     O = math.prod(plan.grid)
@@ -304,9 +359,13 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
         a_c, b_c = max(start - c * O, 0), min(stop - c * O, O)
         for a, b, ca in chunks.chunks(a_c, b_c):
             pieces.append((ca, a, b, c, c * plan.channel_nnz + spatial_before(a) - first, c * O + a - start))
-    indptr = be.zeros(stop - start + 1, dtype=idt)
-    indices = be.empty(nnz, dtype=idt)
-    data = be.empty(nnz, dtype=vdtype)
+    if out is None:
+        indptr = be.zeros(stop - start + 1, dtype=idt)
+        indices = be.empty(nnz, dtype=idt)
+        data = be.empty(nnz, dtype=vdtype)
+    else:
+        data, indices, indptr = out[0][:nnz], out[1][:nnz], out[2][: stop - start + 1]
+        indptr[...] = 0
     if nnz == 0:
         return be.csr(data, indices, indptr, (stop - start, plan.shape[1]))
 
@@ -316,7 +375,7 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
     for piece in pieces:
         by_range.setdefault(piece[:3], []).append(piece[3:])
     del pieces
-    kernel = fill.load() if be.host_arrays and nnz >= FILL_KERNEL_NNZ else None
+    kernel = _fill_kernel(be, nnz)
     if kernel is not None:
         _compiled(plan, chunks, by_range, kernel, W, threads, nnz, (indptr, indices, data))
         return be.csr(data, indices, indptr, (stop - start, plan.shape[1]))

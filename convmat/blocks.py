@@ -37,6 +37,8 @@ __all__ = [
     "block_index_dtype",
     "block_nbytes",
     "row_blocks",
+    "block_buffer",
+    "block_views",
     "build_block",
     "slabs",
     "slab_support",
@@ -131,11 +133,41 @@ def row_blocks(plan, dtype, block_bytes) -> list[tuple[int, int]]:
     return out
 
 
-def build_block(plan, weight, rows, dtype, *, threads=None):
+def block_buffer(plan, blocks, dtype) -> np.ndarray:
+    """Raw bytes that hold any one of ``blocks`` (see :func:`block_views`): the largest block's bytes and alignment."""
+    return np.empty(max(block_nbytes(plan.row_nnz(a, b), (b - a, plan.shape[1]), dtype) for a, b in blocks)
+                    + 3 * _ALIGN, dtype=np.uint8)
+
+
+_ALIGN = 64
+
+
+def block_views(buffer, plan, rows, dtype):
+    """``(data, indices, indptr)`` of the block ``rows`` as views of ``buffer`` (:func:`block_buffer`)."""
+    a, b = rows
+    nnz = plan.row_nnz(a, b)
+    idt = block_index_dtype(nnz, (b - a, plan.shape[1]))
+    dtype = np.dtype(dtype)
+    out, pos = [], 0
+    for n, dt in ((nnz, dtype), (nnz, idt), (b - a + 1, idt)):
+        pos = -(-pos // _ALIGN) * _ALIGN
+        out.append(buffer[pos : pos + n * dt.itemsize].view(dt))
+        pos += n * dt.itemsize
+    return tuple(out)
+
+
+def build_block(plan, weight, rows, dtype, *, threads=None, buffer=None):
     """Rows ``[start, stop)`` of ``plan``'s matrix as a ``scipy.sparse.csr_array``, int32 indices when they fit.
 
     The same bits as the same rows of ``plan.build(weight, dtype=dtype)``.
+    With ``buffer`` (:func:`block_buffer`), the block is built into it (its
+    arrays are views, overwritten by the next block built there).
     """
+    if buffer is not None:
+        from .assemble import build_csr
+
+        return build_csr(plan, weight, rows=rows, dtype=dtype, threads=threads,
+                         out=block_views(buffer, plan, rows, value_dtype(np.asarray(weight).dtype, dtype)))
     C = plan.build(weight, rows=rows, dtype=dtype, threads=threads)
     idt = block_index_dtype(C.nnz, C.shape)
     if C.indices.dtype != idt:

@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["fill_rows", "load", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
+__all__ = ["fill_rows", "load", "loaded", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
 
 
 
@@ -194,6 +194,11 @@ TRIVIAL = (0, np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64), np.
 
 _LOCK = threading.Lock()
 _STATE = {"kernel": None, "error": None}
+
+
+def loaded():
+    """The compiled :func:`fill_rows` if :func:`load` has made it, else None (never loads)."""
+    return _STATE["kernel"]
 
 
 def load():

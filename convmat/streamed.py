@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 from . import _operator_parts as parts
+from . import fill
 from ._linear_image import LinearImageOperator
 from .backends import get_backend
-from .blocks import block_nbytes, build_block, row_blocks
+from .blocks import block_buffer, block_nbytes, build_block, row_blocks
 from .geometry import positive_int
 from .memory import human
 from .weights import as_host_weight, value_dtype
@@ -156,10 +157,11 @@ class StreamedConvOperator(LinearImageOperator):
         dtype = np.result_type(self.dtype, X.dtype)
         X = np.ascontiguousarray(X, dtype=dtype)  # once, not at every block
         Y = np.empty((self.shape[0],) + X.shape[1:], dtype=dtype)
-        for i, (a, b) in enumerate(self.blocks):
-            C = None  # drop the previous block before building the next
-            C = self.build_block(i)
-            csr_matmul(C, X, threads=self.threads, out=Y[a:b])
+        fill.load()  # blocks of any size run the compiled fill (when Numba imports)
+        buffer = block_buffer(self.plan, self.blocks, self.dtype)  # each block built into the same bytes
+        for rows in self.blocks:
+            C = build_block(self.plan, self._w, rows, self.dtype, threads=self.threads, buffer=buffer)
+            csr_matmul(C, X, threads=self.threads, out=Y[rows[0] : rows[1]])
         return Y
 
     def _product(self, X, adjoint: bool):

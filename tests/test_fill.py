@@ -3,7 +3,7 @@
 The array path is the one every backend runs and the one the oracles
 (PyTorch, scipy.signal, hand-worked arrays) check on small layers; the
 compiled fill takes over for host builds of at least
-``assemble.FILL_KERNEL_NNZ`` entries.  Here both run on the same plans, rows
+```assemble.FILL_KERNEL_NNZ`` entries, and for every host build once Numba is loaded.  Here both run on the same plans, rows
 and threads, and must agree bit for bit (values compared as bytes, so -0.0
 and NaN payloads count).
 """
@@ -33,7 +33,8 @@ def _same(A, B):
 
 
 def _build(plan, w, engine, monkeypatch, **kw):
-    monkeypatch.setattr(assemble, "FILL_KERNEL_NNZ", 0 if engine == "compiled" else 1 << 62)
+    monkeypatch.setattr(assemble, "FILL_KERNEL_NNZ", 0)
+    monkeypatch.setattr(assemble, "USE_FILL_KERNEL", engine == "compiled")
     return plan.build(w, **kw)
 
 
@@ -108,6 +109,7 @@ def test_the_kernel_source_runs_as_plain_python(monkeypatch, rng):
     w = rng.standard_normal(plan.weight_shape)
     ref = _build(plan, w, "arrays", monkeypatch)
     monkeypatch.setattr(fill, "load", lambda: fill.fill_rows)
+    monkeypatch.setattr(fill, "loaded", lambda: None)
     _same(_build(plan, w, "compiled", monkeypatch), ref)
 
 
@@ -125,7 +127,7 @@ def test_without_numba_the_array_path_builds(monkeypatch, rng):
 
     monkeypatch.setattr(builtins, "__import__", blocked)
     monkeypatch.setattr(fill, "_STATE", {"kernel": None, "error": None})
-    assert fill.load() is None
+    assert fill.load() is None and fill.loaded() is None
     _same(_build(plan, w, "compiled", monkeypatch), ref)
 
 

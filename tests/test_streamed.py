@@ -10,6 +10,7 @@ from scipy.sparse.linalg import lsqr
 from convmat import ConvOperator, MatrixTooLargeError, adjoint_test, conv_plan
 from convmat.blocks import (
     block_index_dtype,
+    block_nbytes,
     build_block,
     build_slab,
     combine,
@@ -230,3 +231,46 @@ def test_build_block_equals_the_rows_of_the_whole_matrix():
         R = C[a:b]
         assert np.array_equal(B.indptr, R.indptr) and np.array_equal(B.indices, R.indices)
         assert np.array_equal(B.data, R.data)
+
+
+def test_blocks_built_into_one_buffer_have_the_bits_of_fresh_blocks():
+    """Each block built into the same bytes (block_buffer) equals the block built fresh, and is a view of them."""
+    from convmat.blocks import block_buffer
+
+    rng = np.random.default_rng(12)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    plan = conv_plan(w.shape, (20, 17), padding=1, padding_mode="reflect")
+    blocks = row_blocks(plan, np.float32, 3_000)
+    buf = block_buffer(plan, blocks, np.float32)
+    assert buf.nbytes <= max(block_nbytes(plan.row_nnz(a, b), (b - a, plan.shape[1]), np.float32)
+                             for a, b in blocks) + 3 * 64
+    for rows in blocks[::-1]:  # the last (smaller) block first: stale bytes must not leak into the next
+        B = build_block(plan, w, rows, np.float32, buffer=buf)
+        R = build_block(plan, w, rows, np.float32)
+        assert np.shares_memory(B.data, buf) and np.shares_memory(B.indices, buf)
+        assert np.array_equal(B.indptr, R.indptr) and np.array_equal(B.indices, R.indices)
+        assert B.data.tobytes() == R.data.tobytes()
+
+
+def test_build_into_out_refuses_buffers_that_do_not_fit():
+    from convmat.assemble import build_csr
+
+    plan = conv_plan((2, 2, 3, 3), (10, 10), padding=1)
+    w = np.ones(plan.weight_shape)
+    nnz = plan.nnz
+    good = (np.empty(nnz), np.empty(nnz, np.int32), np.empty(plan.shape[0] + 1, np.int32))
+    C = build_csr(plan, w, out=good)
+    assert np.array_equal(C.toarray(), plan.build(w).toarray())
+    bad = {
+        "room": (np.empty(nnz - 1), good[1], good[2]),
+        "value dtype": (np.empty(nnz, np.float32), good[1], good[2]),
+        "mixed index dtypes": (good[0], good[1], np.empty(plan.shape[0] + 1, np.int64)),
+        "not a tuple": [good[0], good[1], good[2]],
+    }
+    for what, out in bad.items():
+        with pytest.raises((ValueError, TypeError), match="out") as info:
+            build_csr(plan, w, out=out)
+        assert info.value.parameter == "out", what
+    with pytest.raises(ValueError, match="backend 'torch'"):
+        pytest.importorskip("torch")
+        build_csr(plan, w, out=good, backend="torch")

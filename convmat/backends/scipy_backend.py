@@ -55,7 +55,13 @@ class ScipyBackend(Backend):
     def csr(self, data, indices, indptr, shape):
         import scipy.sparse as sp
 
-        A = sp.csr_array((data, indices, indptr), shape=shape, copy=False)
+        if any(a.base is not None for a in (data, indices, indptr)):
+            # Views into a caller's buffer (build_csr's ``out``): SciPy's constructor and check_format
+            # would copy them ("prune"); an empty array of the shape takes them as they are.
+            A = sp.csr_array(shape, dtype=data.dtype)
+            A.data, A.indices, A.indptr = data, indices, indptr
+        else:
+            A = sp.csr_array((data, indices, indptr), shape=shape, copy=False)
         # Sorted and duplicate-free by construction (see convmat.pattern).
         A.has_sorted_indices = True
         A.has_canonical_format = True
