@@ -209,3 +209,58 @@ def test_numba_blocked_products_still_work_with_the_same_bits():
     assert not blocked["available"] and blocked["batch_ok"]
     assert blocked["warm_later"] == 0
     assert blocked["first"] == blocked["later"] == normal["later"]
+
+
+def test_exact_kernels_compile_with_slp_and_restore_numbas_setting(monkeypatch):
+    """SLP is on only while an exact kernel compiles; its result is the same bits as the twin's."""
+    kernels()
+    import numba
+    from numba.core import config
+    from numba.core.dispatcher import Dispatcher
+
+    from convmat.spmm import _kernels
+
+    before = config.SLP_VECTORIZE
+    seen = []
+    compile_ = Dispatcher.compile
+
+    def recording(self, sig):
+        seen.append(config.SLP_VECTORIZE)
+        return compile_(self, sig)
+
+    monkeypatch.setattr(Dispatcher, "compile", recording)
+    fn = _kernels.jit(numba, _kernels.KERNELS["fwd_vec"], cache=False, fastmath=())
+    A = random_matrix(9, 30, 20, 0.4, "float32", "int32", 4)
+    x = operand(9, 20, "float32")
+    y = np.empty(30, np.float32)
+    fn(A.indptr, A.indices, A.data, x, y, 0, 30, np.float32(0))
+    assert seen == [1] and config.SLP_VECTORIZE == before
+    twin = np.empty(30, np.float32)
+    _twins.fwd_vec(A.indptr, A.indices, A.data, x, twin)
+    assert same_bits(y, twin)
+
+
+_BROKEN = r"""
+import sys, types
+import numpy as np
+nb, ext = types.ModuleType("numba"), types.ModuleType("numba.extending")
+def broken(*args, **kwargs):
+    raise RuntimeError("a broken Numba")
+nb.njit, ext.register_jitable, nb.extending = broken, lambda **kw: (lambda f: f), ext
+sys.modules.update({"numba": nb, "numba.extending": ext})
+from convmat import conv_matrix
+from convmat.spmm import available, csr_matmul
+rng = np.random.default_rng(3)
+C = conv_matrix(rng.standard_normal((4, 4, 3, 3)), (12, 12), padding=1)
+x = rng.standard_normal(C.shape[1]); X = rng.standard_normal((C.shape[1], 2))
+first = csr_matmul(C, x)
+print(available(), np.array_equal(first, csr_matmul(C, x)), np.allclose(csr_matmul(C, X), C @ X),
+      np.allclose(first, C @ x))
+"""
+
+
+def test_a_broken_numba_warns_once_and_products_run_without_it():
+    out = subprocess.run([sys.executable, "-c", _BROKEN], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "True", "True"]
+    assert out.stderr.count("Numba failed to load (RuntimeError('a broken Numba'))") == 1
