@@ -82,14 +82,18 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
             R = min(first2 + count2 - l2, g2 - j2, b - r)
             n = pos - prev
             shift = delta2 * cs2
-            ks = shift
-            dst = pos
-            for k in range(R):
-                for i in range(n):
-                    indices[dst + i] = indices[prev + i] + ks
-                    data[dst + i] = data[prev + i]
-                ks += shift
-                dst += n
+            for i in range(n):  # the first row of the run, then the rows so far doubled (long loops)
+                indices[pos + i] = indices[prev + i] + shift
+                data[pos + i] = data[prev + i]
+            done = 1
+            while done < R:
+                m = min(done, R - done)
+                at = pos + U(done) * n
+                step = done * shift
+                for i in range(U(m) * n):
+                    indices[at + i] = indices[pos + i] + step
+                    data[at + i] = data[pos + i]
+                done += m
             for i in range(R):
                 indptr[U(row + 1 + r - a + i)] = pos + U(i + 1) * n
             prev = pos + U(R - 1) * n
@@ -103,16 +107,23 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
             while r + R < b and j2 + R < g2 and key[U(l2 + R - P)] == step:
                 R += 1
             shift = step * cs2
+            q = row + r - P - a  # row r - P starts where the row before it ends
+            s0 = U(dst) if r - P == a else U(indptr[U(q)])
+            L0 = pos - s0  # the entries of P consecutive rows
             for k in range(R):
-                q = row + r + k - P - a  # row r + k - P starts where the row before it ends
-                s0 = U(dst) if r + k - P == a else U(indptr[U(q)])
-                n = U(indptr[U(q + 1)]) - s0
-                for i in range(n):
-                    indices[pos + i] = indices[s0 + i] + shift
-                    data[pos + i] = data[s0 + i]
-                prev = pos
-                pos += n
-                indptr[U(q + P + 1)] = pos
+                indptr[U(q + P + 1 + k)] = U(indptr[U(q + 1 + k)]) + L0
+            E = U(indptr[U(q + P + R)]) - pos
+            done = U(0)  # entries [s0, pos + done) doubled at each pass, shifted by whole periods
+            while done < E:  # (E > 0 means L0 > 0: the rows are those P before, shifted)
+                m = min(done + L0, E - done)
+                ks = np.int64((done + L0) // L0) * shift
+                at = pos + done
+                for i in range(m):
+                    indices[at + i] = indices[s0 + i] + ks
+                    data[at + i] = data[s0 + i]
+                done += m
+            prev = U(indptr[U(q + P + R - 1)]) if R > 1 else pos
+            pos += E
             r += R
             j2 += R
         else:

@@ -27,6 +27,7 @@ either end (``_band``), which are counted from their tables the same way.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from .geometry import AxisGeometry
@@ -98,8 +99,9 @@ def interior_rows(ax: AxisGeometry) -> tuple[int, int]:
     return min(i0, i1), i1
 
 
+@functools.lru_cache(maxsize=1024)
 def _table_rows(ax: AxisGeometry, r0: int, r1: int, transposed: bool) -> int:
-    """Entries in rows ``[r0, r1)`` read off the axis table, a chunk of rows at a time."""
+    """Entries in rows ``[r0, r1)`` read off the axis table, a chunk of rows at a time (kept: builds ask again)."""
     from .pattern import axis_table
 
     total = 0
