@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -264,3 +265,31 @@ def test_a_broken_numba_warns_once_and_products_run_without_it():
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True", "True", "True"]
     assert out.stderr.count("Numba failed to load (RuntimeError('a broken Numba'))") == 1
+
+
+_FORK = r"""
+import os, sys
+import numpy as np
+from convmat import conv_matrix
+from convmat.spmm import _threads, csr_matmul
+rng = np.random.default_rng(5)
+C = conv_matrix(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), (16, 16), padding=1, dtype=np.float32)
+x = rng.standard_normal(C.shape[1]).astype(np.float32)
+X = rng.standard_normal((C.shape[1], 3)).astype(np.float32)
+first = csr_matmul(C, x)  # starts the loader
+started = _threads._STATE["loader"] is not None
+pid = os.fork()  # waits for the loader
+if pid == 0:
+    ok = np.array_equal(csr_matmul(C, x), first) and np.allclose(csr_matmul(C, X), C @ X, atol=1e-4)
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+print(started, os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_loading_waits_for_the_loader():
+    kernels()
+    out = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]

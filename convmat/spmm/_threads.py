@@ -172,8 +172,17 @@ def _after_fork_in_child():
         _STATE["loaded"] = threading.Event()
 
 
+def _before_fork():
+    # A child forked while the loader imports Numba or compiles would inherit import and compiler
+    # locks held by a thread it does not have: let the loader finish first (it runs only in the
+    # first moments of a process).
+    loader = _STATE["loader"]
+    if loader is not None and loader is not threading.current_thread():
+        loader.join()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _run(work, threads):
