@@ -12,6 +12,8 @@ For a few layers (float32) and batch sizes, times ``Y = C @ X`` and
   add into which partial sum changed from run to run), timed alternately with
   today's fixed assignment (``T``); ``T/Td`` is the cost of determinism, and
   the number of distinct results of ``--distinct`` runs of each is printed,
+* for one vector, the NumPy twins of the kernels (``tw``, ``twT``): what a
+  product costs in a process before Numba is loaded (the same bits),
 * convmat's ``'torch'`` backend: the matrix as a torch sparse CSR tensor
   (``torch.sparse.mm``), the transposed product on ``C.T`` built directly in
   CSR by ``ConvPlan.transpose()``, as ``ConvOperator`` does on that backend
@@ -136,6 +138,15 @@ def dynamic_transposed(C, Y, threads):
     return out
 
 
+def twin_product(C, v, transpose, threads):
+    """``C @ v`` (``C.T @ v``) by the NumPy twins, as ``csr_matmul`` computes it before Numba is loaded."""
+    from convmat.spmm import _products
+
+    out = np.empty(C.shape[1] if transpose else C.shape[0], np.float32)
+    _products._product_vec(None, C.indptr, C.indices, C.data, v, out, C.shape[1], transpose, threads, np.float32(0))
+    return out
+
+
 def alternating(fa, fb, repeat, budget, rounds=3):
     """Medians of ``fa`` and ``fb`` timed in alternation (ABAB...), the best round of each: drift cancels."""
     ta, tb = [], []
@@ -185,6 +196,9 @@ def run_layer(name, spec, batches, args, torch, bw1, bw2, rows):
             r["distinct"] = (distinct(lambda: csr_matmul(C, Y, transpose=True, threads=T), args.distinct),
                              distinct(lambda: dynamic_transposed(C, Y, T), args.distinct))
         r["cmTc"] = median_time(lambda: csr_matmul(CT, Y, threads=T), rep, bud)
+        if N == 1:
+            r["tw"] = median_time(lambda: twin_product(C, X, False, T), rep, bud)
+            r["twT"] = median_time(lambda: twin_product(C, Y, True, T), rep, bud)
         if T != 1:
             r["cm1"] = median_time(lambda: csr_matmul(C, X, threads=1), rep, bud)
             r["cmT1"] = median_time(lambda: csr_matmul(C, Y, transpose=True, threads=1), rep, bud)
@@ -214,8 +228,9 @@ def print_tables(rows, threads):
     g = lambda r, key: r.get(key)  # noqa: E731
     print(f"\nTimes in ms (median); cm = convmat.spmm.csr_matmul on {threads} thread(s), cm1 on 1; "
           "T = transposed product; Tc = on a cached CSR copy of C.T; sp = SciPy; ts = convmat's 'torch' backend (torch sparse CSR; tsT on C^T built by ConvPlan.transpose); "
-          "conv = torch dense conv2d / conv_transpose2d.")
-    cols = ["sp", "spT", "cm", "cmT", "cmTd", "cmTc", "cm1", "cmT1", "ts", "tsT", "conv", "convT", "bound2", "bound1"]
+          "conv = torch dense conv2d / conv_transpose2d; tw = NumPy twins (before Numba is loaded).")
+    cols = ["sp", "spT", "cm", "cmT", "cmTd", "cmTc", "cm1", "cmT1", "tw", "twT", "ts", "tsT", "conv", "convT", "bound2",
+            "bound1"]
     head = f"{'layer':16s} {'N':>3s} " + " ".join(f"{c:>7s}" for c in cols)
     print(head)
     print("-" * len(head))
@@ -224,11 +239,12 @@ def print_tables(rows, threads):
     print("\nRatios: cm/bound2 and cmT/bound2 (the targets: bound from the 2-thread copy bandwidth, N = 1 "
           "only; cm/bound1 from the 1-thread one, which flatters a 2-thread product); "
           "cm/conv and cmT/convT (to torch conv); T/fwd = cmT/cm; Tc/fwd = cmTc/cm; sp/cm = scipy/convmat "
-          "(forward, transposed); ts/cm = torch sparse/convmat; 1t/2t = cm1/cm.")
+          "(forward, transposed); ts/cm = torch sparse/convmat; 1t/2t = cm1/cm; "
+          "tw/cm, twT/cmT = NumPy twins / kernels.")
     cols2 = [("cm/bound2", "cm", "bound2"), ("cmT/bound2", "cmT", "bound2"), ("cm/bound1", "cm", "bound1"),
              ("cm/conv", "cm", "conv"), ("cmT/convT", "cmT", "convT"), ("T/fwd", "cmT", "cm"),
              ("Tc/fwd", "cmTc", "cm"), ("sp/cm", "sp", "cm"), ("spT/cmT", "spT", "cmT"), ("ts/cm", "ts", "cm"),
-             ("1t/2t", "cm1", "cm"), ("T/Td", "cmT", "cmTd")]
+             ("1t/2t", "cm1", "cm"), ("T/Td", "cmT", "cmTd"), ("tw/cm", "tw", "cm"), ("twT/cmT", "twT", "cmT")]
     head = f"{'layer':16s} {'N':>3s} " + " ".join(f"{c[0]:>10s}" for c in cols2)
     print(head)
     print("-" * len(head))
