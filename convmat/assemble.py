@@ -46,6 +46,8 @@ __all__ = ["build_csr", "peak_bytes"]
 USE_FILL_KERNEL = True
 #: Host builds run the compiled fill once Numba is loaded, and load it for builds of this many non-zeros.
 FILL_KERNEL_NNZ = 1 << 20
+#: Whether a build waits for the compiled fill to load (tests do) rather than run the array path meanwhile.
+FILL_KERNEL_WAIT = False
 #: Below this many non-zeros a thread pool costs more than it saves.
 _THREADED_NNZ = 1 << 20
 #: The largest chunk, in entries of one output channel (bounds temporaries).
@@ -281,12 +283,22 @@ def _kernel_table(ax, r0, r1, T, last):
     return out
 
 
-def _fill_kernel(be, nnz):
-    """The compiled fill for this build, or None for the array path (same bits either way)."""
-    if not (USE_FILL_KERNEL and be.host_arrays):
+def _fill_kernel(be, nnz, vdtype, idt):
+    """The compiled fill for this build, or None for the array path (same bits either way).
+
+    A build does not wait for Numba (unless FILL_KERNEL_WAIT): until the kernel of its dtypes is
+    loaded it runs the array path, and a large one starts loading the kernel when it is done
+    (:func:`_after`; loading alongside would slow it down: the import holds the GIL).
+    """
+    if not (USE_FILL_KERNEL and be.host_arrays) or (nnz < FILL_KERNEL_NNZ and fill.loaded() is None):
         return None
-    kernel = fill.loaded()
-    return kernel if kernel is not None or nnz < FILL_KERNEL_NNZ else fill.load()
+    return fill.kernel(vdtype, idt, wait=True) if FILL_KERNEL_WAIT else fill.ready(vdtype, idt)
+
+
+def _after(be, nnz, vdtype, idt):
+    """After an array-path build: a large host build starts loading the compiled fill for the next ones."""
+    if USE_FILL_KERNEL and be.host_arrays and nnz >= FILL_KERNEL_NNZ:
+        fill.kernel(vdtype, idt)
 
 
 def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out):
@@ -375,7 +387,7 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
     for piece in pieces:
         by_range.setdefault(piece[:3], []).append(piece[3:])
     del pieces
-    kernel = _fill_kernel(be, nnz)
+    kernel = _fill_kernel(be, nnz, vdtype, idt)
     if kernel is not None:
         _compiled(plan, chunks, by_range, kernel, W, threads, nnz, (indptr, indices, data))
         return be.csr(data, indices, indptr, (stop - start, plan.shape[1]))
@@ -436,4 +448,5 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
     finally:
         if pool is not None:
             pool.shutdown()
+    _after(be, nnz, vdtype, idt)
     return be.csr(data, indices, indptr, (stop - start, plan.shape[1]))

@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["fill_rows", "load", "loaded", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
+__all__ = ["fill_rows", "kernel", "load", "loaded", "ready", "settle", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
 
 
 
@@ -204,7 +204,7 @@ TRIVIAL = (0, np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64), np.
            0, 0, 0, 2, 0)
 
 _LOCK = threading.Lock()
-_STATE = {"kernel": None, "error": None}
+_STATE = {"kernel": None, "error": None, "ready": set(), "pending": set(), "threads": []}
 
 
 def loaded():
@@ -213,7 +213,7 @@ def loaded():
 
 
 def load():
-    """The compiled :func:`fill_rows` (cached on disk), or None when Numba cannot be imported."""
+    """The compiled :func:`fill_rows` (cached on disk), or None when Numba cannot be imported; waits."""
     if _STATE["kernel"] is None and _STATE["error"] is None:
         with _LOCK:
             if _STATE["kernel"] is None and _STATE["error"] is None:
@@ -231,3 +231,63 @@ def load():
                 except RuntimeError:  # no writable cache location
                     _STATE["kernel"] = numba.njit(**opts)(fill_rows)
     return _STATE["kernel"]
+
+
+def _prepare(key):
+    """Load Numba and the kernel's machine code for ``(value dtype, index dtype)`` (compiled or from the cache)."""
+    kernel = load()
+    if kernel is None:
+        return None
+    if key not in _STATE["ready"]:
+        vdtype, idt = key
+        idx = np.zeros(1, dtype=idt)
+        kernel(np.zeros((1, 1), dtype=vdtype), 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1,  # rows [0, 0): nothing written
+               *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, 0, np.zeros(0, dtype=np.int64),
+               idx, idx, np.zeros(1, dtype=vdtype))
+        _STATE["ready"].add(key)
+    return kernel
+
+
+def _background(key):
+    try:
+        _prepare(key)
+    except Exception as exc:  # a broken Numba: builds keep the array path
+        _STATE["error"] = exc
+    finally:
+        _STATE["pending"].discard(key)
+
+
+def ready(vdtype, idt):
+    """The compiled fill if its kernel for values ``vdtype`` and indices ``idt`` is loaded, else None."""
+    return _STATE["kernel"] if (np.dtype(vdtype), np.dtype(idt)) in _STATE["ready"] else None
+
+
+def kernel(vdtype, idt, *, wait=False):
+    """The compiled fill for values ``vdtype`` and indices ``idt``, or None while it is not ready.
+
+    With ``wait=False`` a build does not wait for Numba: the first call
+    starts loading it (and the kernel of this signature) on a daemon thread
+    and returns None, so that build runs the array path (the same bits);
+    later builds get the kernel once it is ready.  ``wait=True`` loads it
+    now.  None when Numba does not import (or failed to load).
+    """
+    key = (np.dtype(vdtype), np.dtype(idt))
+    if key in _STATE["ready"]:
+        return _STATE["kernel"]
+    if _STATE["error"] is not None:
+        return None
+    if wait:
+        return _prepare(key)
+    with _LOCK:
+        if key not in _STATE["pending"]:
+            _STATE["pending"].add(key)
+            thread = threading.Thread(target=_background, args=(key,), name="convmat-fill-loader", daemon=True)
+            _STATE["threads"] = [t for t in _STATE["threads"] if t.is_alive()] + [thread]
+            thread.start()
+    return None
+
+
+def settle():
+    """Wait for the background loaders :func:`kernel` started (tests measuring memory call it first)."""
+    for thread in list(_STATE["threads"]):
+        thread.join()

@@ -157,7 +157,7 @@ class StreamedConvOperator(LinearImageOperator):
         dtype = np.result_type(self.dtype, X.dtype)
         X = np.ascontiguousarray(X, dtype=dtype)  # once, not at every block
         Y = np.empty((self.shape[0],) + X.shape[1:], dtype=dtype)
-        fill.load()  # blocks of any size run the compiled fill (when Numba imports)
+        fill.kernel(self.dtype, np.int32)  # start loading the compiled fill: blocks of any size run it once ready
         buffer = block_buffer(self.plan, self.blocks, self.dtype)  # each block built into the same bytes
         for rows in self.blocks:
             C = build_block(self.plan, self._w, rows, self.dtype, threads=self.threads, buffer=buffer)

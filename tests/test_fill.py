@@ -2,10 +2,10 @@
 
 The array path is the one every backend runs and the one the oracles
 (PyTorch, scipy.signal, hand-worked arrays) check on small layers; the
-compiled fill takes over for host builds of at least
-```assemble.FILL_KERNEL_NNZ`` entries, and for every host build once Numba is loaded.  Here both run on the same plans, rows
-and threads, and must agree bit for bit (values compared as bytes, so -0.0
-and NaN payloads count).
+compiled fill takes over for host builds once Numba is loaded (a build of at
+least ``assemble.FILL_KERNEL_NNZ`` entries starts loading it).  Here both run
+on the same plans, rows and threads, and must agree bit for bit (values
+compared as bytes, so -0.0 and NaN payloads count).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def _same(A, B):
 
 def _build(plan, w, engine, monkeypatch, **kw):
     monkeypatch.setattr(assemble, "FILL_KERNEL_NNZ", 0)
+    monkeypatch.setattr(assemble, "FILL_KERNEL_WAIT", True)
     monkeypatch.setattr(assemble, "USE_FILL_KERNEL", engine == "compiled")
     return plan.build(w, **kw)
 
@@ -108,8 +109,7 @@ def test_the_kernel_source_runs_as_plain_python(monkeypatch, rng):
     plan = convmat.conv_plan((2, 3, 3, 2), (7, 6), padding=((2, 1), (1, 0)), stride=(2, 1), padding_mode="reflect")
     w = rng.standard_normal(plan.weight_shape)
     ref = _build(plan, w, "arrays", monkeypatch)
-    monkeypatch.setattr(fill, "load", lambda: fill.fill_rows)
-    monkeypatch.setattr(fill, "loaded", lambda: None)
+    monkeypatch.setattr(fill, "kernel", lambda *args, **kwargs: fill.fill_rows)
     _same(_build(plan, w, "compiled", monkeypatch), ref)
 
 
@@ -126,8 +126,8 @@ def test_without_numba_the_array_path_builds(monkeypatch, rng):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", blocked)
-    monkeypatch.setattr(fill, "_STATE", {"kernel": None, "error": None})
-    assert fill.load() is None and fill.loaded() is None
+    monkeypatch.setattr(fill, "_STATE", {"kernel": None, "error": None, "ready": set(), "pending": set(), "threads": []})
+    assert fill.kernel(np.float64, np.int32, wait=True) is None and fill.loaded() is None
     _same(_build(plan, w, "compiled", monkeypatch), ref)
 
 
