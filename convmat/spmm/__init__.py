@@ -75,7 +75,20 @@ small :class:`~concurrent.futures.ThreadPoolExecutor`.  No Numba threading
 layer is involved (no OpenMP, no ``workqueue``), so there is nothing to
 clash with PyTorch's OpenMP runtime in the same process, concurrent calls
 from several Python threads are safe, and so is ``fork`` (a child process
-makes its own pool).
+makes its own pool; a fork during the first moments of a process waits for
+the background loader, whose import and compiler locks a child could not
+release).
+
+First products
+--------------
+Importing Numba takes about 0.25 s, loading a kernel from its cache a few
+tens of ms more, compiling it (empty cache) seconds.  A one-vector product
+whose kernels are not loaded yet is computed by the NumPy twins (about ten
+times slower than the kernels: some 0.1 s for a 9-million-entry matrix on
+two cores) and then starts the loader, a daemon thread, for the next
+products; :func:`prefetch` starts it earlier.  The loader holds the GIL most
+of the time, so a product computed next to it waits for the interpreter at
+each NumPy call: the first product starts it after itself.
 
 The package: :mod:`convmat.spmm._kernels` (the kernel source and its
 table), :mod:`convmat.spmm._twins` (NumPy twins of the one-vector kernels),
