@@ -293,3 +293,27 @@ def test_fork_while_loading_waits_for_the_loader():
     out = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
+
+
+_LARGE = r"""
+import sys
+import numpy as np
+from convmat import conv_matrix
+from convmat.spmm import _products, _threads, csr_matmul
+_products.TWIN_MAX_NNZ = 1000  # this matrix counts as large: the first product waits for the kernels
+rng = np.random.default_rng(2)
+C = conv_matrix(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), (16, 16), padding=1, dtype=np.float32)
+x = rng.standard_normal(C.shape[1]).astype(np.float32)
+calls = []
+twin = _products._twins.fwd_vec
+_products._twins.fwd_vec = lambda *a: (calls.append(1), twin(*a))
+first = csr_matmul(C, x)
+print(len(calls), len(_threads._STATE["warm"]), np.allclose(first, C @ x, atol=1e-4))
+"""
+
+
+def test_large_first_products_wait_for_the_kernels():
+    kernels()
+    out = subprocess.run([sys.executable, "-c", _LARGE], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "1", "True"]  # no twin product; the forward kernel was loaded first

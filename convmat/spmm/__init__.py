@@ -88,7 +88,9 @@ times slower than the kernels: some 0.1 s for a 9-million-entry matrix on
 two cores) and then starts the loader, a daemon thread, for the next
 products; :func:`prefetch` starts it earlier.  The loader holds the GIL most
 of the time, so a product computed next to it waits for the interpreter at
-each NumPy call: the first product starts it after itself.
+each NumPy call: the first product starts it after itself.  From
+:data:`TWIN_MAX_NNZ` non-zeros up, where the twins would take longer than
+loading Numba from its cache, a first product waits for the kernels instead.
 
 The package: :mod:`convmat.spmm._kernels` (the kernel source and its
 table), :mod:`convmat.spmm._twins` (NumPy twins of the one-vector kernels),
@@ -117,6 +119,7 @@ from ._products import (  # noqa: F401 - the tunables, documented here
     ORDER_MIN_WORK,
     PARALLEL_MIN_WORK,
     TRANSPOSE_MEMORY,
+    TWIN_MAX_NNZ,
 )
 from . import _threads
 from ._threads import default_threads, load
@@ -435,6 +438,8 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
                 y = Y.reshape(-1)
                 key = _threads.signature(kernel_transpose, indptr, indices, data, x, y)
                 K = _threads.ready(key)
+                if K is None and nnz >= _products.TWIN_MAX_NNZ:  # Numba loads faster than the twins compute
+                    K = _threads.wait(key)
                 _products._product_vec(K, indptr, indices, data, x, y, ncols, kernel_transpose, threads, zero)
                 if K is None:  # computed by the NumPy twins: load the kernels for the next products
                     _threads.prefetch(key)

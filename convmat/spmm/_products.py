@@ -18,6 +18,11 @@ TRANSPOSE_MEMORY = 1 << 30
 #: Products with fewer non-zeros times columns run on the calling thread only.
 PARALLEL_MIN_WORK = 1 << 16
 
+#: One-vector products of at least this many non-zeros wait for Numba instead of running on the
+#: NumPy twins before it is loaded: the twins take about 8 ns per non-zero on two cores (0.9 s at
+#: 115 M), loading Numba and a kernel from its cache about 0.3-0.6 s.
+TWIN_MAX_NNZ = 1 << 26
+
 #: Chunks of rows of ``A @ X`` per usable core; threads take the next chunk when free (dynamic load
 #: balance).  Per core of the machine (:func:`default_threads`), not per thread asked for: the blocks,
 #: hence the result, do not depend on ``threads``.

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["load", "ready", "prefetch", "default_threads", "parallel"]
+__all__ = ["load", "ready", "wait", "prefetch", "default_threads", "parallel"]
 
 _LOCK = threading.Lock()
 _STATE = {"kernels": None, "error": None, "pool": None, "pool_pid": None, "pool_size": 0,
@@ -123,6 +123,15 @@ def prefetch(key=None):
     with _LOCK:
         if _STATE["error"] is None:
             _start(key)
+
+
+def wait(key):
+    """The kernels of signature ``key``, loaded by the loader while this thread waits (None without Numba)."""
+    prefetch(key)
+    loader = _STATE["loader"]
+    if loader is not None:
+        loader.join()
+    return ready(key)
 
 
 def load():
