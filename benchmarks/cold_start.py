@@ -30,6 +30,7 @@ medians and ranges are printed, with ratios measured in the same processes.
 
     python benchmarks/cold_start.py                 # about a minute
     python benchmarks/cold_start.py --rounds 7 --layer 64
+    python benchmarks/cold_start.py --shape 3 64 7 112 2 3   # the 3 -> 64 7x7/2 layer of spmm.py
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ import convmat
 from convmat import conv_matrix
 from convmat.spmm import _threads, csr_matmul, prefetch
 t = dict(import_convmat=time.perf_counter() - start)
-c, size, case = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-w = np.random.default_rng(0).standard_normal((c, c, 3, 3)).astype(np.float32)
+cin, cout, k, size, stride, pad = map(int, sys.argv[1].split(","))
+case = sys.argv[3]
+w = np.random.default_rng(0).standard_normal((cout, cin, k, k)).astype(np.float32)
+geometry = dict(padding=pad, stride=stride, dtype=np.float32)
 def timed(name, fn):
     t0 = time.perf_counter(); r = fn(); t[name] = time.perf_counter() - t0
     return r
@@ -62,8 +65,8 @@ if case == "npz":  # a matrix read from a file: nothing has imported Numba befor
     C = timed("build1", lambda: sp.load_npz(sys.argv[4]))
     t["build2"] = float("nan")
 else:
-    C = timed("build1", lambda: conv_matrix(w, (size, size), padding=1, dtype=np.float32))
-    timed("build2", lambda: conv_matrix(w, (size, size), padding=1, dtype=np.float32))
+    C = timed("build1", lambda: conv_matrix(w, (size, size), **geometry))
+    timed("build2", lambda: conv_matrix(w, (size, size), **geometry))
 t["numba_before_fwd1"] = float("numba" in sys.modules)
 rng = np.random.default_rng(1)
 x = rng.standard_normal(C.shape[1]).astype(np.float32); y = rng.standard_normal(C.shape[0]).astype(np.float32)
@@ -86,26 +89,27 @@ KEYS = ("import_convmat", "build1", "build2", "fwd1", "fwd2", "tr1", "tr2", "rea
 CASES = ("cache", "empty", "prefetch", "npz", "npz-empty")
 
 
-def run(case, channels, size, npz):
+def run(case, spec, npz):
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as d:
         if case.endswith("empty"):
             env["NUMBA_CACHE_DIR"] = d
         mode = "npz" if case.startswith("npz") else case
-        out = subprocess.run([sys.executable, "-c", CHILD, str(channels), str(size), mode, npz], env=env,
+        out = subprocess.run([sys.executable, "-c", CHILD, ",".join(map(str, spec)), "-", mode, npz], env=env,
                              capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def save_matrix(channels, size, path):
+def save_matrix(spec, path):
     """The benchmark's matrix, written to ``path`` (the ``npz`` cases read it instead of building it)."""
     import numpy as np
     import scipy.sparse as sp
 
     from convmat import conv_matrix
 
-    w = np.random.default_rng(0).standard_normal((channels, channels, 3, 3)).astype(np.float32)
-    sp.save_npz(path, conv_matrix(w, (size, size), padding=1, dtype=np.float32), compressed=False)
+    cin, cout, k, size, stride, pad = spec
+    w = np.random.default_rng(0).standard_normal((cout, cin, k, k)).astype(np.float32)
+    sp.save_npz(path, conv_matrix(w, (size, size), padding=pad, stride=stride, dtype=np.float32), compressed=False)
 
 
 def main(argv=None):
@@ -113,18 +117,21 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5, help="fresh processes per case (default 5)")
     ap.add_argument("--channels", type=int, default=16, help="channels in and out (default 16)")
     ap.add_argument("--layer", type=int, default=64, help="image size (default 64)")
+    ap.add_argument("--shape", type=int, nargs=6, metavar=("CIN", "COUT", "K", "SIZE", "STRIDE", "PAD"),
+                    help="another layer, e.g. 3 64 7 112 2 3 (instead of --channels and --layer)")
     args = ap.parse_args(argv)
-    print(f"layer {args.channels} -> {args.channels}, 3 x 3, {args.layer} x {args.layer}, float32; "
+    spec = tuple(args.shape) if args.shape else (args.channels, args.channels, 3, args.layer, 1, 1)
+    print(f"layer {spec[0]} -> {spec[1]}, {spec[2]} x {spec[2]}/{spec[4]}, {spec[3]} x {spec[3]}, float32; "
           f"{args.rounds} fresh processes per case, medians in ms [min-max]", flush=True)
     tmp = tempfile.TemporaryDirectory()
     npz = os.path.join(tmp.name, "C.npz")
-    save_matrix(args.channels, args.layer, npz)
-    run("cache", args.channels, args.layer, npz)  # fill the cache if it is empty
+    save_matrix(spec, npz)
+    run("cache", spec, npz)  # fill the cache if it is empty
     results = {case: [] for case in CASES}
     numba_times = []
     for _ in range(args.rounds):
         for case in CASES:
-            results[case].append(run(case, args.channels, args.layer, npz))
+            results[case].append(run(case, spec, npz))
         out = subprocess.run([sys.executable, "-c", NUMBA], capture_output=True, text=True, check=True)
         numba_times.append(float(out.stdout.strip()))
     print(f"kernel cache: {results['cache'][0]['cache']}")
