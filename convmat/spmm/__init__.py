@@ -57,7 +57,9 @@ Determinism
 -----------
 Every product is a deterministic function of ``(A, X)`` and the machine's
 number of usable cores: the same bits on every call, for every ``threads``,
-in every process (forked or spawned children included).
+in every process (forked or spawned children included), and before as after
+Numba is loaded (the twins of the one-vector kernels; without Numba,
+products of several columns are SciPy's, whose bits differ).
 ``A @ X`` computes each row on one thread in an order fixed by the block
 boundaries; ``A.T @ X`` uses the fixed assignment of rows to partial sums
 above.  (Before, each thread summed whichever blocks it took into its own
