@@ -40,7 +40,7 @@ from .plan import normalize_rows
 from .sizes import axis_row_bound, axis_slot_bound
 from .weights import backend_and_weight, check_weight_shape, matrix_weight, value_dtype
 
-__all__ = ["build_csr", "peak_bytes"]
+__all__ = ["build_csr", "build_slab_csr", "peak_bytes"]
 
 #: Whether host builds may run the compiled fill (:mod:`convmat.fill`; tests turn it off).
 USE_FILL_KERNEL = True
@@ -246,6 +246,29 @@ def build_csr(plan, weight, *, dtype=None, flip=False, rows=None, backend="scipy
     return _assemble(plan, weight, vdtype, bool(flip), start, stop, nnz, be, threads, idt, chunks, out)
 
 
+def build_slab_csr(plan, weight, slab, idt, *, dtype=None, threads=None):
+    """The slab ``(j0, j1, f0, f1)`` of ``plan``'s matrix: spatial rows ``[j0, j1)`` of every output
+    channel (channel-major), columns renumbered onto input positions ``[f0, f1)`` of every input channel.
+
+    Host only; ``idt`` is the index dtype.  Every entry of those rows must lie in ``[f0, f1)``
+    (:func:`convmat.blocks.slab_support`).  Rows keep their entries in order: the bits of the same
+    rows of :meth:`ConvPlan.build`.
+    """
+    be, weight = backend_and_weight("scipy", None, weight)
+    vdtype = value_dtype(weight.dtype, dtype)
+    j0, j1, f0, f1 = (int(v) for v in slab)
+    threads = be.threads if threads is None else positive_int(threads, "threads")
+    per = plan.row_nnz(j0, j1)
+    R = plan.row_channels
+    nnz = R * per
+    spans = [(c, j0, j1, c * per, c * (j1 - j0)) for c in range(R)]
+    chunks = _Chunks(plan, nnz)
+    need = peak_bytes(plan, chunks, vdtype, np.dtype(idt), 0, R * (j1 - j0), nnz, threads, weight)
+    check_fits(need, None, be, lambda: f"the slab of {nnz:,} non-zeros takes {human(need)}")
+    return _assemble(plan, weight, vdtype, False, 0, R * (j1 - j0), nnz, be, threads, np.dtype(idt), chunks,
+                     spans=spans, cols=(f1 - f0, f0))
+
+
 def _out_index_dtype(out, plan, start, stop, nnz, vdtype, be):
     """The index dtype of the buffers ``out`` after checking them (see :func:`build_csr`)."""
     if not be.host_arrays:
@@ -301,12 +324,12 @@ def _after(be, nnz, vdtype, idt):
         fill.kernel(vdtype, idt)
 
 
-def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out):
+def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out, cols):
     """The pieces of :func:`_assemble` written by the compiled fill (:mod:`convmat.fill`): same bits."""
     axes, grid, T = plan.geometry.axes, plan.grid, plan.transposed
     pad = 3 - len(axes)
     g = (1,) * pad + tuple(grid)
-    N = plan.shape[1] // plan.col_channels
+    N, f0 = cols
     Cg, Rg = plan.cols_per_group, plan.row_channels // plan.groups
     n_cols = (1,) * pad + tuple(ax.o if T else ax.n for ax in axes)
     kp = (1,) * pad + tuple(ax.k + 1 for ax in axes)
@@ -325,7 +348,7 @@ def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out):
     def run(key, piece, tabs):
         _, a, b = key
         c, dst, row = piece
-        kernel(W, c, (c // Rg) * Cg * N, a, b, dst, row, g[1], g[2], N, Cg, KP, *tabs, *out)
+        kernel(W, c, (c // Rg) * Cg * N - f0, a, b, dst, row, g[1], g[2], N, Cg, KP, *tabs, *out)
 
 
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and nnz >= _THREADED_NNZ else None
@@ -350,13 +373,29 @@ def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out):
             pool.shutdown()
 
 
-def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, chunks, out=None):
+def _row_spans(plan, start, stop):
+    """Rows ``[start, stop)`` as spans ``(channel, a, b, entry, row)``: spatial rows ``[a, b)`` of an output
+    channel, their first entry and row in the result."""
+    O = math.prod(plan.grid)
+    first = plan.nnz_before(start)
+    spans = []
+    for c in range(start // O, -(-stop // O) if stop > start else start // O):
+        a, b = max(start - c * O, 0), min(stop - c * O, O)
+        spans.append((c, a, b, c * plan.channel_nnz + plan.spatial_nnz_before(a) - first, c * O + a - start))
+    return spans
+
+
+def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, chunks, out=None, spans=None,
+              cols=None):
+    """The matrix's rows ``[start, stop)`` (or the row ``spans`` of a slab, its columns numbered ``cols =
+    (N, f0)``: input position ``f`` of a channel at ``N`` columns per channel, less ``f0``)."""
     # Only ``be``'s methods create arrays or write into a given buffer; the rest is
     # slicing, reshape and broadcasting arithmetic, spelled alike by NumPy, CuPy and torch.
-    O = math.prod(plan.grid)
-    N = plan.shape[1] // plan.col_channels
+    n_rows = stop - start
+    spans = _row_spans(plan, start, stop) if spans is None else spans
+    N, f0 = (plan.shape[1] // plan.col_channels, 0) if cols is None else cols
+    n_cols = plan.col_channels * N
     Cg, Rg = plan.cols_per_group, plan.row_channels // plan.groups
-    first = plan.nnz_before(start)
     before = {}
 
     def spatial_before(r):
@@ -364,22 +403,21 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
             before[r] = plan.spatial_nnz_before(r)
         return before[r]
 
-    # Pieces (aligned chunk, a, b, channel, dst): spatial rows [a, b) of one output channel,
+    # Pieces (aligned chunk, a, b, channel, dst, row): spatial rows [a, b) of one output channel,
     # written at entry dst and row pointer row.
     pieces = []
-    for c in range(start // O, -(-stop // O) if stop > start else start // O):
-        a_c, b_c = max(start - c * O, 0), min(stop - c * O, O)
+    for c, a_c, b_c, dst, row in spans:
         for a, b, ca in chunks.chunks(a_c, b_c):
-            pieces.append((ca, a, b, c, c * plan.channel_nnz + spatial_before(a) - first, c * O + a - start))
+            pieces.append((ca, a, b, c, dst + spatial_before(a) - spatial_before(a_c), row + a - a_c))
     if out is None:
-        indptr = be.zeros(stop - start + 1, dtype=idt)
+        indptr = be.zeros(n_rows + 1, dtype=idt)
         indices = be.empty(nnz, dtype=idt)
         data = be.empty(nnz, dtype=vdtype)
     else:
-        data, indices, indptr = out[0][:nnz], out[1][:nnz], out[2][: stop - start + 1]
+        data, indices, indptr = out[0][:nnz], out[1][:nnz], out[2][: n_rows + 1]
         indptr[...] = 0
     if nnz == 0:
-        return be.csr(data, indices, indptr, (stop - start, plan.shape[1]))
+        return be.csr(data, indices, indptr, (n_rows, n_cols))
 
     W = be.asarray(matrix_weight(weight, vdtype, flip, plan.groups, plan.transposed))
     pieces.sort(key=lambda p: p[:4])
@@ -389,8 +427,8 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
     del pieces
     kernel = _fill_kernel(be, nnz, vdtype, idt)
     if kernel is not None:
-        _compiled(plan, chunks, by_range, kernel, W, threads, nnz, (indptr, indices, data))
-        return be.csr(data, indices, indptr, (stop - start, plan.shape[1]))
+        _compiled(plan, chunks, by_range, kernel, W, threads, nnz, (indptr, indices, data), (N, f0))
+        return be.csr(data, indices, indptr, (n_rows, n_cols))
 
     def channel(piece, template):
         c, dst, _ = piece
@@ -428,7 +466,7 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
         c, dst, _ = group[0]
         combos = list(itertools.product(*(range(p.slots) for p, _, _ in tables)))
         buffer = TapBuffer(be, len(combos), length)
-        segments = fill_structure(be, tables, plan.grid, a, b, (c // Rg) * Cg * N, N, Cg,
+        segments = fill_structure(be, tables, plan.grid, a, b, (c // Rg) * Cg * N - f0, N, Cg,
                                   indices[dst : dst + length], buffer, combos)
         template = (c // Rg, dst, buffer.arrays, length, segments)
         del buffer
@@ -449,4 +487,4 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
         if pool is not None:
             pool.shutdown()
     _after(be, nnz, vdtype, idt)
-    return be.csr(data, indices, indptr, (stop - start, plan.shape[1]))
+    return be.csr(data, indices, indptr, (n_rows, n_cols))

@@ -287,29 +287,15 @@ def build_slab(plan, weight, slab, dtype, *, threads=None):
     ``c' F + f`` (``O``, ``F`` the output and input positions per channel).
     Rows keep their entries in the same order, so each row of
     ``build_slab(...) @ halo`` has the bits of the same row of ``C @ x``.
-    Built one output channel at a time into the final arrays.
+    Built by the assembler directly with the renumbered columns
+    (:func:`convmat.assemble.build_slab_csr`).
     """
+    from .assemble import build_slab_csr
+
     j0, j1, f0, f1 = (int(v) for v in slab)
-    R, O = plan.output_shape[0], _spatial(plan.output_shape)
-    Cin, F = plan.input_shape[0], _spatial(plan.input_shape)
-    L = f1 - f0
-    vdtype = value_dtype(np.dtype(np.asarray(weight).dtype), dtype)
-    per = plan.row_nnz(j0, j1)
-    nnz, shape = R * per, (R * (j1 - j0), Cin * L)
-    idt = block_index_dtype(nnz, shape)
-    data = np.empty(nnz, dtype=vdtype)
-    indices = np.empty(nnz, dtype=idt)
-    indptr = np.zeros(shape[0] + 1, dtype=idt)
-    for c in range(R):
-        B = plan.build(weight, rows=(c * O + j0, c * O + j1), dtype=vdtype, threads=threads)
-        s = slice(c * per, (c + 1) * per)
-        data[s] = B.data
-        g = B.indices.astype(np.int64)
-        ch = g // F
-        indices[s] = ch * L + (g - ch * F - f0)
-        indptr[c * (j1 - j0) + 1 : (c + 1) * (j1 - j0) + 1] = B.indptr[1:] + c * per
-        del B, g, ch
-    return sp.csr_array((data, indices, indptr), shape=shape, copy=False)
+    R, Cin = plan.output_shape[0], plan.input_shape[0]
+    idt = block_index_dtype(R * plan.row_nnz(j0, j1), (R * (j1 - j0), Cin * (f1 - f0)))
+    return build_slab_csr(plan, weight, slab, idt, dtype=dtype, threads=threads)
 
 
 def check_block_fits(need: int, limit: int, what: str, fits_bytes: int) -> None:

@@ -1,5 +1,6 @@
 """The streamed operator and the row blocks it is built from (convmat.streamed, convmat.blocks)."""
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -275,3 +276,28 @@ def test_build_into_out_refuses_buffers_that_do_not_fit():
     with pytest.raises(ValueError, match="backend 'torch'"):
         pytest.importorskip("torch")
         build_csr(plan, w, out=good, backend="torch")
+
+
+@pytest.mark.parametrize("engine", ["compiled", "arrays"])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_slabs_are_the_rows_and_columns_of_the_matrix(geometry, engine, monkeypatch):
+    """build_slab: the slab's rows of every output channel, columns renumbered onto its support, same bits."""
+    import convmat.assemble as assemble
+
+    monkeypatch.setattr(assemble, "USE_FILL_KERNEL", engine == "compiled")
+    monkeypatch.setattr(assemble, "FILL_KERNEL_NNZ", 0)
+    monkeypatch.setattr(assemble, "FILL_KERNEL_WAIT", True)
+    rng = np.random.default_rng(21)
+    w, in_shape, kw = _layer(rng, geometry, np.float32)
+    plan = ConvOperator(w, in_shape, **kw).plan
+    C = plan.build(w)
+    R, O = plan.output_shape[0], math.prod(plan.output_shape[1:])
+    Cin, F = plan.input_shape[0], math.prod(plan.input_shape[1:])
+    for j0, j1, f0, f1 in slabs(plan, np.float32, plan.nbytes(np.float32) // 3):
+        B = build_slab(plan, w, (j0, j1, f0, f1), np.float32)
+        rows = np.concatenate([np.arange(c * O + j0, c * O + j1) for c in range(R)])
+        cols = np.concatenate([np.arange(c * F + f0, c * F + f1) for c in range(Cin)])
+        ref = C[rows][:, cols]
+        assert B.shape == ref.shape and B.nnz == C[rows].nnz  # nothing outside the support
+        assert np.array_equal(B.indptr, ref.indptr) and np.array_equal(B.indices, ref.indices)
+        assert B.data.tobytes() == ref.data.tobytes()
