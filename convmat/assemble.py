@@ -48,6 +48,8 @@ USE_FILL_KERNEL = True
 FILL_KERNEL_NNZ = 1 << 20
 #: Whether a build waits for the compiled fill to load (tests do) rather than run the array path meanwhile.
 FILL_KERNEL_WAIT = False
+#: Seconds a build waits for a background load of the compiled fill before it runs the array path.
+FILL_KERNEL_PATIENCE = 1.0
 #: Below this many non-zeros a thread pool costs more than it saves.
 _THREADED_NNZ = 1 << 20
 #: The largest chunk, in entries of one output channel (bounds temporaries).
@@ -309,13 +311,21 @@ def _kernel_table(ax, r0, r1, T, last):
 def _fill_kernel(be, nnz, vdtype, idt):
     """The compiled fill for this build, or None for the array path (same bits either way).
 
-    A build does not wait for Numba (unless FILL_KERNEL_WAIT): until the kernel of its dtypes is
-    loaded it runs the array path, and a large one starts loading the kernel when it is done
-    (:func:`_after`; loading alongside would slow it down: the import holds the GIL).
+    The first large build in a process runs the array path and starts loading the kernel when it
+    is done (:func:`_after`), so the load overlaps whatever the caller does next; a build that
+    comes while it is loading waits for it (up to FILL_KERNEL_PATIENCE) rather than run beside it
+    (the import holds the GIL: both would crawl).  FILL_KERNEL_WAIT: always load first.
     """
-    if not (USE_FILL_KERNEL and be.host_arrays) or (nnz < FILL_KERNEL_NNZ and fill.loaded() is None):
+    if not (USE_FILL_KERNEL and be.host_arrays) or (nnz < FILL_KERNEL_NNZ and fill.loaded() is None
+                                                    and not fill.loading()):
         return None
-    return fill.kernel(vdtype, idt, wait=True) if FILL_KERNEL_WAIT else fill.ready(vdtype, idt)
+    kernel = fill.ready(vdtype, idt)
+    if kernel is None and FILL_KERNEL_WAIT:
+        kernel = fill.kernel(vdtype, idt, wait=True)
+    elif kernel is None and fill.loading():  # loading from Numba's cache takes well under a second;
+        fill.settle(timeout=FILL_KERNEL_PATIENCE)  # compiling (an empty cache) takes seconds: then go on
+        kernel = fill.ready(vdtype, idt)
+    return kernel
 
 
 def _after(be, nnz, vdtype, idt):

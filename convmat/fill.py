@@ -25,10 +25,11 @@ use.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
-__all__ = ["fill_rows", "kernel", "load", "loaded", "ready", "settle", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
+__all__ = ["fill_rows", "kernel", "load", "loaded", "loading", "ready", "settle", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
 
 
 
@@ -287,7 +288,13 @@ def kernel(vdtype, idt, *, wait=False):
     return None
 
 
-def settle():
-    """Wait for the background loaders :func:`kernel` started (tests measuring memory call it first)."""
+def loading() -> bool:
+    """Whether a background loader started by :func:`kernel` is still running."""
+    return any(t.is_alive() for t in _STATE["threads"])
+
+
+def settle(timeout=None):
+    """Wait for the background loaders :func:`kernel` started (at most ``timeout`` seconds in all)."""
+    end = None if timeout is None else time.monotonic() + timeout
     for thread in list(_STATE["threads"]):
-        thread.join()
+        thread.join(None if end is None else max(0.0, end - time.monotonic()))
