@@ -300,10 +300,13 @@ _CACHED_TABLE_ROWS = 4096
 def _kernel_table(ax, r0, r1, T, last):
     """:func:`convmat.fill.table_arrays` of rows ``[r0, r1)`` of an axis, and for the last axis
     ``(P, key)``: a transposed axis's rows are shifted copies of the row a stride ``P`` before."""
-    p = axis_table(ax, r0, r1, transposed=T, compact=True)
+    if not T:
+        out = fill.forward_table(ax, r0, r1)
+        return out + (0, np.zeros(0, dtype=np.int64)) if last else out
+    p = axis_table(ax, r0, r1, transposed=True)
     out = fill.table_arrays(p)
     if last:
-        P = ax.s if T and ax.s < p.n_rows else 0
+        P = ax.s if ax.s < p.n_rows else 0
         out += (P, fill.period_key(p, P) if P else np.zeros(0, dtype=np.int64))
     return out
 
@@ -353,7 +356,7 @@ def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out, cols):
             last = i == len(axes) - 1
             small = rng[1] - rng[0] <= _CACHED_TABLE_ROWS
             out.append((_kernel_table if small else _kernel_table.__wrapped__)(ax, *rng, T, last))
-        return [x for i, t in enumerate(out) for x in t[:9] + (cs[i], ts[i])] + list(out[-1][9:])
+        return [x for i, t in enumerate(out) for x in t[:7] + (cs[i], ts[i])] + list(out[-1][7:])
 
     def run(key, piece, tabs):
         _, a, b = key

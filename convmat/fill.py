@@ -29,27 +29,34 @@ import time
 
 import numpy as np
 
-__all__ = ["fill_rows", "kernel", "load", "loaded", "loading", "ready", "settle", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
+from .pattern import axis_table
+from .sizes import interior_rows
+
+__all__ = ["fill_rows", "forward_table", "kernel", "load", "loaded", "loading", "ready", "settle", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
 
 
 
 U = np.uint64  # unsigned indices: Numba skips negative-index wraparound for them
 
 
-def _row(ptr, first, count, delta, e0, skip, l):
+def _row(ptr, first, count, delta, l):
     """``(stored start, length, column shift)`` of local row ``l`` of a table (see :func:`table_arrays`)."""
-    if first <= l and l < first + count:
-        p = ptr[U(first)]
-        n = ptr[U(first + 1)] - p
-        return (p - skip if p >= e0 else p), n, (l - first) * delta
-    p = ptr[U(l)]
-    return (p - skip if p >= e0 else p), ptr[U(l + 1)] - p, 0
+    i = l
+    shift = 0
+    if count > 0 and l >= first:
+        if l < first + count:
+            i = first
+            shift = (l - first) * delta
+        else:
+            i = l - count + 1
+    p = ptr[U(i)]
+    return p, ptr[U(i + 1)] - p, shift
 
 
 def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
-              r00, ptr0, cols0, taps0, first0, count0, delta0, e00, skip0, cs0, ts0,
-              r01, ptr1, cols1, taps1, first1, count1, delta1, e01, skip1, cs1, ts1,
-              r02, ptr2, cols2, taps2, first2, count2, delta2, e02, skip2, cs2, ts2,
+              r00, ptr0, cols0, taps0, first0, count0, delta0, cs0, ts0,
+              r01, ptr1, cols1, taps1, first1, count1, delta1, cs1, ts1,
+              r02, ptr2, cols2, taps2, first2, count2, delta2, cs2, ts2,
               P, key, indptr, indices, data):
     """Rows ``[a, b)`` of output channel ``c``: entries from ``dst``, row pointers from ``indptr[row + 1]``.
 
@@ -129,9 +136,9 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
             j2 += R
         else:
             prev = pos
-            s0, n0, d0 = _row(ptr0, first0, count0, delta0, e00, skip0, l0)
-            s1, n1, d1 = _row(ptr1, first1, count1, delta1, e01, skip1, l1)
-            s2, n2, d2 = _row(ptr2, first2, count2, delta2, e02, skip2, l2)
+            s0, n0, d0 = _row(ptr0, first0, count0, delta0, l0)
+            s1, n1, d1 = _row(ptr1, first1, count1, delta1, l1)
+            s2, n2, d2 = _row(ptr2, first2, count2, delta2, l2)
             for ci in range(Cg):
                 cbase = coff + ci * N
                 tbase = ci * KP
@@ -184,25 +191,47 @@ def period_key(p, P):
 
 
 def table_arrays(p):
-    """``(row0, ptr, cols, taps, first, count, delta, e0, skip)`` of an :class:`~convmat.pattern.AxisPattern`.
+    """``(row0, ptr, cols, taps, first, count, delta)``: an :class:`~convmat.pattern.AxisPattern` as the kernel reads it.
 
-    Local row ``l`` has ``ptr[l + 1] - ptr[l]`` entries, stored from
-    ``ptr[l]`` (less ``skip`` if ``ptr[l] >= e0``: the compact layout); the
-    rows ``first <= l < first + count`` are copies of row ``first``, their
-    columns shifted by ``(l - first) * delta``.
+    The rows ``first <= l < first + count`` (its ``copies``, at most one
+    run) are row ``first`` with columns shifted by ``(l - first) * delta``
+    and have no row pointers: ``ptr`` lists rows ``[0, first]`` and then
+    ``[first + count, n_rows)``, and row ``l`` past the run is ``ptr`` entry
+    ``l - count + 1``.  ``ptr`` points straight into ``cols`` and ``taps``.
     """
     if len(p.copies) > 1:
         raise ValueError(f"a table with one run of copies at most, got {p.copies!r}")
     first, count, delta = p.copies[0] if p.copies else (0, 0, 0)
-    e0, skip = p.skip
-    return (int(p.row0), p.ptr, np.ascontiguousarray(p.cols, dtype=np.int64),
-            np.ascontiguousarray(p.taps, dtype=np.int64), int(first), int(count), int(delta),
-            int(e0) if skip else int(p.ptr[-1]) + 1, int(skip))
+    e0, n = p.skip
+    ptr = p.ptr
+    if count:  # drop the run's rows but its first; the entries after it are stored ``n`` earlier
+        ptr = np.concatenate((ptr[: first + 1], ptr[first + count :] - n))
+    return (int(p.row0), np.ascontiguousarray(ptr, dtype=np.int64), np.ascontiguousarray(p.cols, dtype=np.int64),
+            np.ascontiguousarray(p.taps, dtype=np.int64), int(first), int(count), int(delta))
+
+
+def forward_table(ax, r0, r1):
+    """:func:`table_arrays` of forward rows ``[r0, r1)`` of axis ``ax``, in time independent of the interior rows.
+
+    The rows whose taps all land inside (:func:`convmat.sizes.interior_rows`)
+    are shifted copies of the first of them, by the stride: only the rows
+    before and after them are made (:func:`convmat.pattern.axis_table`).
+    """
+    i0, i1 = interior_rows(ax)
+    i0, i1 = min(max(i0, r0), r1), max(min(i1, r1), r0)
+    if i1 - i0 < 2:
+        return table_arrays(axis_table(ax, r0, r1, compact=True))
+    head, tail = axis_table(ax, r0, i0 + 1), axis_table(ax, i1, r1)  # head's last row: the run's first
+    m = max(head.slots, tail.slots)
+    taps = np.full((head.taps.shape[0] + tail.taps.shape[0], m), ax.k, dtype=np.int64)
+    taps[: head.taps.shape[0], : head.slots] = head.taps
+    taps[head.taps.shape[0] :, : tail.slots] = tail.taps
+    ptr = np.concatenate((head.ptr, tail.ptr[1:] + head.ptr[-1]))
+    return (r0, ptr, np.concatenate((head.cols, tail.cols)), taps, i0 - r0, i1 - i0, ax.s)
 
 
 #: The padding axis: one row, one entry at column 0 with tap 0.
-TRIVIAL = (0, np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64),
-           0, 0, 0, 2, 0)
+TRIVIAL = (0, np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64), 0, 0, 0)
 
 _LOCK = threading.Lock()
 _STATE = {"kernel": None, "error": None, "ready": set(), "pending": set(), "threads": []}

@@ -131,18 +131,31 @@ def test_without_numba_the_array_path_builds(monkeypatch, rng):
     _same(_build(plan, w, "compiled", monkeypatch), ref)
 
 
-def test_table_arrays_describe_every_row(rng):
-    """``table_arrays`` gives each local row's stored start, length and shift as the table holds them."""
-    from convmat.geometry import AxisGeometry
+def _rows_as_kernel_reads(table, n_rows):
+    row0, ptr, cols, taps, first, count, delta = table
+    out = []
+    for l in range(n_rows):
+        src, n, shift = fill._row(ptr, first, count, delta, l)
+        out.append((cols[src : src + n] + shift, taps[src : src + n]))
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("rows", [(0, 40), (3, 37), (0, 2), (19, 21), (30, 40)])
+def test_kernel_tables_describe_every_row(mode, rows):
+    """``table_arrays`` (any table) and ``forward_table`` (interior rows by formula) give each row's columns
+    and taps as the full table holds them."""
+    from convmat.geometry import ConvGeometry
     from convmat.pattern import axis_table
 
-    ax = AxisGeometry(n=20, k=3, s=2, d=1, lo=1, hi=1, o=10)
-    full = axis_table(ax, 2, 9)
-    row0, ptr, cols, taps, first, count, delta, e0, skip = fill.table_arrays(axis_table(ax, 2, 9, compact=True))
-    assert row0 == 2 and count >= 2
-    for l in range(full.n_rows):
-        src, n, shift = fill._row(ptr, first, count, delta, e0, skip, l)
-        want = full.cols[full.ptr[l] : full.ptr[l + 1]]
-        assert n == want.size
-        np.testing.assert_array_equal(cols[src : src + n] + shift, want)
-        np.testing.assert_array_equal(taps[src : src + n], full.taps[full.ptr[l] : full.ptr[l + 1]])
+    ax = ConvGeometry.forward((43,), (4,), stride=1, dilation=2, padding=((3, 2),), padding_mode=mode).axes[0]
+    r0, r1 = rows
+    full = axis_table(ax, r0, r1)
+    for table in (fill.table_arrays(axis_table(ax, r0, r1, compact=True)), fill.forward_table(ax, r0, r1)):
+        assert table[0] == r0
+        got = _rows_as_kernel_reads(table, r1 - r0)
+        for l, (cols, taps) in enumerate(got):
+            np.testing.assert_array_equal(cols, full.cols[full.ptr[l] : full.ptr[l + 1]])
+            want = full.taps[full.ptr[l] : full.ptr[l + 1]]
+            np.testing.assert_array_equal(taps[:, : want.shape[1]], want)
+            assert (taps[:, want.shape[1] :] == ax.k).all()  # extra slots hold the sentinel
