@@ -24,6 +24,7 @@ use.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -320,6 +321,24 @@ def kernel(vdtype, idt, *, wait=False):
 def loading() -> bool:
     """Whether a background loader started by :func:`kernel` is still running."""
     return any(t.is_alive() for t in _STATE["threads"])
+
+
+def _before_fork():
+    # A child forked while a loader imports Numba or compiles would inherit import and compiler
+    # locks held by a thread it does not have: let the loaders finish first.
+    for thread in list(_STATE["threads"]):
+        if thread is not threading.current_thread():
+            thread.join()
+
+
+def _after_fork_in_child():
+    global _LOCK
+    _LOCK = threading.Lock()
+    _STATE.update(pending=set(), threads=[])
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def settle(timeout=None):

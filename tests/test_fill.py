@@ -159,3 +159,25 @@ def test_kernel_tables_describe_every_row(mode, rows):
             want = full.taps[full.ptr[l] : full.ptr[l + 1]]
             np.testing.assert_array_equal(taps[:, : want.shape[1]], want)
             assert (taps[:, want.shape[1] :] == ax.k).all()  # extra slots hold the sentinel
+
+
+def test_a_fork_waits_for_the_loader_and_the_child_builds(rng):
+    """A child forked while the compiled fill loads in the background does not inherit a half-held
+    import or compiler lock: the fork waits for the loader, and the child builds (same matrix)."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("needs the fork start method")
+    plan = convmat.conv_plan((2, 2, 3, 3), (24, 24), padding=1)
+    w = rng.standard_normal(plan.weight_shape)
+    ref = plan.build(w)
+    fill.kernel(np.complex64, np.int64)  # a signature nothing else loads: a loader runs now (or has run)
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply(_build_in_child, (plan, w))
+    assert not fill.loading()  # the fork waited for it
+    _same(got, ref)
+
+
+def _build_in_child(plan, w):
+    return plan.build(w)
