@@ -120,6 +120,77 @@ def test_twins_give_the_kernels_bits(seed, m, n, density, dtypes, index_dtype, e
     np.testing.assert_allclose(twin, ref, rtol=0, atol=64 * eps * (np.max(bound, initial=0) + 1))
 
 
+def quarters(seed, P, n, density, data_dtype, index_dtype, broken):
+    """A matrix of 4P rows whose quarters share their columns (as a convolution's output channels do),
+    ``broken`` slots of which do not (two indices swapped, or a row one entry short)."""
+    rng = np.random.default_rng(seed)
+    base = random_matrix(seed, P, n, density, "float64", "int64", 0)
+    A = sp.vstack([base] * 4, format="csr")
+    A.sort_indices()
+    indptr, indices = A.indptr.astype(np.int64), A.indices.astype(np.int64)
+    for r in rng.integers(P, 4 * P, broken):
+        q0, q1 = indptr[r], indptr[r + 1]
+        if q1 - q0 >= 2:
+            indices[q0], indices[q0 + 1] = indices[q0 + 1], indices[q0]
+    keep = np.ones(indices.size, bool)
+    if broken and indptr[-1]:
+        keep[indptr[3 * P]] = indptr[3 * P + 1] == indptr[3 * P]  # drops the first entry of slot 0's last row
+    lens = np.diff(indptr)
+    lens -= np.bincount(np.repeat(np.arange(4 * P), lens)[~keep], minlength=4 * P).astype(lens.dtype)
+    indptr = np.concatenate([[0], np.cumsum(lens)])
+    vals = rng.standard_normal(int(indptr[-1]))
+    if np.dtype(data_dtype).kind == "c":
+        vals = vals + 1j * rng.standard_normal(vals.size)
+    return sp.csr_array((vals.astype(data_dtype), indices[keep].astype(index_dtype), indptr.astype(index_dtype)),
+                        shape=(4 * P, n))
+
+
+@settings(max_examples=40)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    P=st.integers(1, 30),
+    n=st.integers(1, 40),
+    density=st.floats(0.05, 1.0),
+    dtypes=st.sampled_from(MIXED),
+    index_dtype=st.sampled_from(["int32", "int64"]),
+    broken=st.integers(0, 4),
+    nblocks=st.integers(1, 5),
+    threads=st.integers(1, 3),
+)
+def test_grouped_transposed_twin_gives_the_kernels_bits(seed, P, n, density, dtypes, index_dtype, broken, nblocks,
+                                                         threads):
+    """tr_vec4 (four quarters of rows sharing their columns) and its twin: the same bits, SciPy's product."""
+    data_dtype, result_dtype = dtypes
+    K = kernels()
+    A = quarters(seed, P, n, density, data_dtype, index_dtype, broken)
+    y = operand(seed, 4 * P, result_dtype)
+    bounds = _products._cost_bounds(A.indptr[: P + 1], nblocks)
+    zero = np.dtype(result_dtype).type(0)
+    got = np.empty(n, result_dtype)
+    part = np.empty((len(bounds) - 2, n), result_dtype)
+    _products._scatter(K, "tr_vec4", (A.indptr, A.indices, A.data, y), got, part, bounds, threads, zero, extra=(P,))
+    twin = np.empty(n, result_dtype)
+    _twins.tr_vec4(A.indptr, A.indices, A.data, y, twin, P, bounds, threads)
+    assert same_bits(got, twin)
+    ref = A.T @ y
+    bound = abs(A.T.copy()) @ np.abs(y)
+    np.testing.assert_allclose(twin, ref, rtol=0, atol=64 * np.finfo(result_dtype).eps * (np.max(bound) + 1))
+
+
+def test_quarter_period_is_found_for_convolutions_only():
+    from convmat import conv_matrix
+
+    rng = np.random.default_rng(1)
+    C = conv_matrix(rng.standard_normal((8, 3, 3, 3)), (9, 7), padding=1)
+    assert _products._quarter_period(C.indptr, C.indices) == C.shape[0] // 4
+    C6 = conv_matrix(rng.standard_normal((6, 3, 3, 3)), (9, 7), padding=1)  # 6 channels: quarters differ
+    assert _products._quarter_period(C6.indptr, C6.indices) == 0
+    G = conv_matrix(rng.standard_normal((8, 1, 3, 3)), (9, 7), padding=1, groups=2)  # two groups: other columns
+    assert _products._quarter_period(G.indptr, G.indices) == 0
+    R = random_matrix(2, 40, 30, 0.3, "float64", "int32", 0)
+    assert _products._quarter_period(R.indptr, R.indices) == 0
+
+
 @pytest.mark.parametrize("transpose", [False, True], ids=["A", "AT"])
 def test_twins_in_chunks_and_special_values(monkeypatch, transpose):
     """Chunks of CHUNK non-zeros (the twins' temporaries) do not change the bits; NaN, inf and -0.0 follow."""
@@ -143,8 +214,8 @@ def test_products_before_and_after_loading_are_the_same_bits(monkeypatch, thread
     from convmat import conv_matrix
 
     rng = np.random.default_rng(11)
-    for dtype in DTYPES:
-        C = conv_matrix(rng.standard_normal((6, 4, 3, 3)), (13, 11), padding=1, stride=(1, 2), dtype=dtype)
+    for dtype, cout in zip(DTYPES + DTYPES, (6, 6, 6, 6, 8, 8, 8, 8)):  # 8 channels: the grouped transposed kernel
+        C = conv_matrix(rng.standard_normal((cout, 4, 3, 3)), (13, 11), padding=1, stride=(1, 2), dtype=dtype)
         x = operand(3, C.shape[1], dtype)
         y = operand(4, C.shape[0], dtype)
         warm = [csr_matmul(C, x, threads=threads), csr_matmul(C, y, transpose=True, threads=threads),

@@ -93,6 +93,49 @@ def _b_tr_vec(indptr, indices, data, y, acc, r0, r1, zero, clear):
             p += U(1)
 
 
+def _b_tr_vec4(indptr, indices, data, y, acc, P, s0, s1, zero, clear):
+    # acc += A.T @ y for the rows of slots s0 <= s < s1, where slot s holds the rows s, s + P, s + 2P,
+    # s + 3P of a matrix of 4P rows (the output channels of a convolution, a quarter apart).  When
+    # the four rows have the same column indices, entry t adds
+    # ((d0 * y0 + d1 * y1) + d2 * y2) + d3 * y3 to acc[indices[q0 + t]] (one read-modify-write for
+    # four non-zeros); otherwise the four rows add one entry after the other, row after row.
+    # An exact kernel: convmat.spmm._twins.tr_vec4 gives the same bits.
+    if clear:
+        for j in range(U(acc.shape[0])):
+            acc[j] = zero
+    p = U(P)
+    for s in range(U(s0), U(s1)):
+        a0 = s
+        a1 = s + p
+        a2 = a1 + p
+        a3 = a2 + p
+        q0 = U(indptr[a0])
+        q1 = U(indptr[a1])
+        q2 = U(indptr[a2])
+        q3 = U(indptr[a3])
+        n = U(indptr[a0 + U(1)]) - q0
+        same = U(indptr[a1 + U(1)]) - q1 == n and U(indptr[a2 + U(1)]) - q2 == n and U(indptr[a3 + U(1)]) - q3 == n
+        if same:
+            bad = 0
+            for t in range(n):  # no early exit: a vectorised comparison
+                c = indices[q0 + t]
+                bad += (indices[q1 + t] != c) + (indices[q2 + t] != c) + (indices[q3 + t] != c)
+            same = bad == 0
+        if same:
+            v0 = y[a0]
+            v1 = y[a1]
+            v2 = y[a2]
+            v3 = y[a3]
+            for t in range(n):
+                w = (data[q0 + t] * v0 + data[q1 + t] * v1) + data[q2 + t] * v2
+                acc[U(indices[q0 + t])] += w + data[q3 + t] * v3
+        else:
+            for a in (a0, a1, a2, a3):
+                v = y[a]
+                for q in range(U(indptr[a]), U(indptr[a + U(1)])):
+                    acc[U(indices[q])] += data[q] * v
+
+
 def _b_reduce(out, part, j0, j1):
     # out[j] = (((out[j] + part[0, j]) + part[1, j]) + ...): an exact kernel.
     for j in range(U(j0), U(j1)):
@@ -319,12 +362,13 @@ FASTMATH = frozenset({"reassoc", "contract"})
 
 #: Kernels compiled without FASTMATH: their order of operations is the one written, and
 #: :mod:`convmat.spmm._twins` computes the same in NumPy, bit for bit (before Numba is loaded).
-EXACT = frozenset({"fwd_vec", "tr_vec", "reduce"})
+EXACT = frozenset({"fwd_vec", "tr_vec", "tr_vec4", "reduce"})
 
 #: The kernels by name: what :func:`compile_kernels` compiles and the products call.
 KERNELS = {
     "fwd_vec": _b_fwd_vec,
     "tr_vec": _b_tr_vec,
+    "tr_vec4": _b_tr_vec4,
     "reduce": _b_reduce,
     "row_keys": _b_row_keys,
     "transpose_into": _b_transpose_into,

@@ -131,10 +131,20 @@ def _product_vec(K, indptr, indices, data, x, y, ncols, transpose, threads, zero
 
     ``K`` None: the NumPy twins of the kernels (the same blocks, the same bits).
     """
+    if transpose:
+        nblocks = _split(TRANSPOSE_BLOCKS_PER_THREAD, int(indptr[-1]))
+        P = _quarter_period(indptr, indices)
+        if P:  # slots of four rows with the same columns: bounds over slots, by the first quarter's cost
+            b = _cost_bounds(indptr[: P + 1], nblocks)
+            if K is None:
+                _twins.tr_vec4(indptr, indices, data, x, y, P, b, threads)
+            else:
+                part = np.empty((len(b) - 2, ncols), dtype=y.dtype)
+                _scatter(K, "tr_vec4", (indptr, indices, data, x), y, part, b, threads, zero, extra=(P,))
+            return
     if K is None:
         if transpose:
-            b = _cost_bounds(indptr, _split(TRANSPOSE_BLOCKS_PER_THREAD, int(indptr[-1])))
-            _twins.tr_vec(indptr, indices, data, x, y, b, threads)
+            _twins.tr_vec(indptr, indices, data, x, y, _cost_bounds(indptr, nblocks), threads)
         else:
             _twins.fwd_vec(indptr, indices, data, x, y, threads)
         return
@@ -146,6 +156,28 @@ def _product_vec(K, indptr, indices, data, x, y, ncols, transpose, threads, zero
     b = _cost_bounds(indptr, _split(TRANSPOSE_BLOCKS_PER_THREAD, int(indptr[-1])))  # block b adds into partial b
     part = np.empty((len(b) - 2, ncols), dtype=y.dtype)
     _scatter(K, "tr_vec", (indptr, indices, data, x), y, part, b, threads, zero)
+
+
+def _quarter_period(indptr, indices):
+    """``P = m // 4`` when rows ``s, s + P, s + 2P, s + 3P`` have the same columns in a few sampled slots, else 0.
+
+    The output channels of a convolution (a multiple of four of them, one group) do: the
+    transposed one-vector product then adds four rows' entries with one read-modify-write
+    (kernel ``tr_vec4``, which checks every slot).  A function of the matrix only.
+    """
+    m = indptr.size - 1
+    if m < 4 or m % 4:
+        return 0
+    P = m // 4
+    for s in sorted({0, P // 2, P - 1}):
+        q = [int(indptr[s + k * P]) for k in range(4)]
+        n = int(indptr[s + 1]) - q[0]
+        if n == 0 or any(int(indptr[s + k * P + 1]) - q[k] != n for k in range(1, 4)):
+            return 0
+        first = indices[q[0] : q[0] + n]
+        if not all(np.array_equal(first, indices[q[k] : q[k] + n]) for k in range(1, 4)):
+            return 0
+    return P
 
 
 def _row_order(K, indptr, indices, ncols, k, threads):

@@ -32,7 +32,7 @@ _STATE = {"kernels": None, "error": None, "pool": None, "pool_pid": None, "pool_
           "loader": None, "loaded": threading.Event(), "queue": [], "warm": set()}
 
 #: The kernels of a one-vector product, by direction: what :func:`ready` loads for a signature.
-VECTOR_KERNELS = {False: ("fwd_vec",), True: ("tr_vec", "reduce")}
+VECTOR_KERNELS = {False: ("fwd_vec",), True: ("tr_vec", "tr_vec4", "reduce")}
 
 
 def _import_kernels():
@@ -69,6 +69,7 @@ def _warm(kernels, key):
     zero = y.dtype.type(0)
     if transpose:
         kernels["tr_vec"](indptr, indices, data, x, y, 0, 0, zero, False)
+        kernels["tr_vec4"](indptr, indices, data, x, y, 1, 0, 0, zero, False)
         kernels["reduce"](y, np.zeros((1, y.size), y.dtype), 0, 0)
     else:
         kernels["fwd_vec"](indptr, indices, data, x, y, 0, 0, zero)

@@ -19,6 +19,10 @@ returns is not specified).
   ``data[p] * y[i]`` into its partial result at ``indices[p]``, entry after
   entry (``np.add.at`` on zeros); the result is
   ``((part[0] + part[1]) + part[2]) + ...``, as the kernel ``reduce`` adds them.
+  With four quarters of rows sharing their columns (``tr_vec4``: the blocks
+  are of slots ``s``, rows ``s + kP``), a slot whose four rows have the same
+  columns adds ``((d0 y0 + d1 y1) + d2 y2) + d3 y3`` per entry, the others
+  add their rows' entries row after row.
 * Complex products are ``(ac - bd) + (ad + bc)i`` from real ufuncs, as Numba
   computes them (no fused multiply-add in either).
 
@@ -33,7 +37,7 @@ import numpy as np
 from ._kernels import LANES
 from ._threads import parallel
 
-__all__ = ["fwd_vec", "tr_vec", "CHUNK"]
+__all__ = ["fwd_vec", "tr_vec", "tr_vec4", "CHUNK"]
 
 #: Non-zeros per chunk: temporaries of a few times CHUNK values and indices, small enough to stay
 #: in cache and be reused chunk after chunk (in a fresh process, large temporaries cost a page
@@ -122,3 +126,66 @@ def _tr_block(indptr, indices, data, y, acc, r0, r1):
         for c0, c1 in zip(rows[:-1], rows[1:]):
             p0, p1 = int(indptr[c0]), int(indptr[c1])
             np.add.at(acc, indices[p0:p1], _products(indptr, indices, data, y, c0, c1, True))
+
+
+def tr_vec4(indptr, indices, data, y, out, P, bounds, threads=1):
+    """``out = A.T @ y`` summed as the kernels ``tr_vec4`` (block ``b``: slots ``bounds[b]:bounds[b+1]``) and
+    ``reduce``."""
+    parts = [out] + [np.empty_like(out) for _ in range(len(bounds) - 2)]
+    parallel(lambda w, b: _tr4_block(indptr, indices, data, y, parts[b], P, bounds[b], bounds[b + 1]), len(parts),
+             threads)
+    with np.errstate(all="ignore"):
+        for part in parts[1:]:
+            out += part
+
+
+def _ranges(starts, lens):
+    """``concatenate([arange(s, s + n) for s, n in zip(starts, lens)])``."""
+    total = int(lens.sum())
+    before = np.zeros(lens.size, dtype=np.int64)
+    np.cumsum(lens[:-1], out=before[1:])
+    return np.repeat(starts.astype(np.int64) - before, lens) + np.arange(total, dtype=np.int64)
+
+
+def _tr4_block(indptr, indices, data, y, acc, P, s0, s1):
+    acc.fill(0)
+    with np.errstate(all="ignore"):
+        slots = _chunks(indptr, s0, s1)
+        for c0, c1 in zip(slots[:-1], slots[1:]):
+            _tr4_slots(indptr, indices, data, y, acc, P, c0, c1)
+
+
+def _tr4_slots(indptr, indices, data, y, acc, P, c0, c1):
+    """Slots ``[c0, c1)`` in order: runs of slots whose four rows share their columns, one vectorised
+    step each; the others row after row."""
+    if c1 <= c0:
+        return
+    rows = np.arange(c0, c1)
+    start = [indptr[rows + k * P].astype(np.int64) for k in range(4)]
+    lens = [indptr[rows + k * P + 1].astype(np.int64) - start[k] for k in range(4)]
+    ok = (lens[1] == lens[0]) & (lens[2] == lens[0]) & (lens[3] == lens[0])
+    same = np.flatnonzero(ok & (lens[0] > 0))
+    if same.size:
+        pos0 = _ranges(start[0][same], lens[0][same])
+        bad = np.zeros(pos0.size, dtype=bool)
+        for k in (1, 2, 3):
+            bad |= indices[pos0] != indices[pos0 + np.repeat(start[k][same] - start[0][same], lens[0][same])]
+        slot = np.repeat(np.arange(same.size), lens[0][same])
+        ok[same[np.bincount(slot[bad], minlength=same.size) > 0]] = False
+    cuts = [0, *(np.flatnonzero(np.diff(ok)) + 1).tolist(), ok.size]
+    for r0, r1 in zip(cuts[:-1], cuts[1:]):
+        if ok[r0]:
+            n = lens[0][r0:r1]
+            pos = [_ranges(start[k][r0:r1], n) for k in range(4)]
+            term = [_mul(data[pos[k]].astype(y.dtype, copy=False), np.repeat(y[c0 + r0 + k * P : c0 + r1 + k * P], n))
+                    for k in range(4)]
+            val = term[0] + term[1]
+            val += term[2]
+            val += term[3]
+            np.add.at(acc, indices[pos[0]], val)
+        else:
+            for s in range(c0 + r0, c0 + r1):
+                for k in range(4):
+                    a = s + k * P
+                    p0, p1 = int(indptr[a]), int(indptr[a + 1])
+                    np.add.at(acc, indices[p0:p1], _products(indptr, indices, data, y, a, a + 1, True))
