@@ -44,7 +44,12 @@ How the kernels work
   ``TRANSPOSE_BLOCKS_PER_THREAD * default_threads() - 1`` result-sized arrays, at
   most :data:`TRANSPOSE_MEMORY` bytes (beyond it the columns of ``X`` are
   processed in slabs).  The row order and the four-row groups apply too
-  (one read-modify-write of a result row per four non-zeros).
+  (one read-modify-write of a result row per four non-zeros).  For one
+  vector, when the four quarters of the rows share their columns (rows ``s``,
+  ``s + m/4``, ``s + m/2``, ``s + 3m/4``: the output channels of a
+  convolution, checked on a few rows and then slot by slot), blocks are of
+  such slots and an entry adds ``((d0 y0 + d1 y1) + d2 y2) + d3 y3`` with one
+  read-modify-write; without reading the rows in another order.
 * ``conjugate=True`` uses ``conj(A) @ X = conj(A @ conj(X))``: one pass over
   ``X`` and one over the result, no copy of ``A``.
 * The one-vector kernels (``A @ x``, ``A.T @ y`` and the sum of its
