@@ -139,14 +139,6 @@ def tr_vec4(indptr, indices, data, y, out, P, bounds, threads=1):
             out += part
 
 
-def _ranges(starts, lens):
-    """``concatenate([arange(s, s + n) for s, n in zip(starts, lens)])``."""
-    total = int(lens.sum())
-    before = np.zeros(lens.size, dtype=np.int64)
-    np.cumsum(lens[:-1], out=before[1:])
-    return np.repeat(starts.astype(np.int64) - before, lens) + np.arange(total, dtype=np.int64)
-
-
 def _tr4_block(indptr, indices, data, y, acc, P, s0, s1):
     acc.fill(0)
     with np.errstate(all="ignore"):
@@ -155,34 +147,42 @@ def _tr4_block(indptr, indices, data, y, acc, P, s0, s1):
             _tr4_slots(indptr, indices, data, y, acc, P, c0, c1)
 
 
+def _runs(flags):
+    """``[(start, stop, value)]`` of the maximal runs of equal values of a boolean array."""
+    cuts = [0, *(np.flatnonzero(np.diff(flags)) + 1).tolist(), flags.size]
+    return [(r0, r1, bool(flags[r0])) for r0, r1 in zip(cuts[:-1], cuts[1:])]
+
+
 def _tr4_slots(indptr, indices, data, y, acc, P, c0, c1):
     """Slots ``[c0, c1)`` in order: runs of slots whose four rows share their columns, one vectorised
-    step each; the others row after row."""
+    step each (the rows of a run are consecutive: their entries are four aligned slices); the
+    other slots row after row."""
     if c1 <= c0:
         return
-    rows = np.arange(c0, c1)
-    start = [indptr[rows + k * P].astype(np.int64) for k in range(4)]
-    lens = [indptr[rows + k * P + 1].astype(np.int64) - start[k] for k in range(4)]
-    ok = (lens[1] == lens[0]) & (lens[2] == lens[0]) & (lens[3] == lens[0])
-    same = np.flatnonzero(ok & (lens[0] > 0))
-    if same.size:
-        pos0 = _ranges(start[0][same], lens[0][same])
-        bad = np.zeros(pos0.size, dtype=bool)
-        for k in (1, 2, 3):
-            bad |= indices[pos0] != indices[pos0 + np.repeat(start[k][same] - start[0][same], lens[0][same])]
-        slot = np.repeat(np.arange(same.size), lens[0][same])
-        ok[same[np.bincount(slot[bad], minlength=same.size) > 0]] = False
-    cuts = [0, *(np.flatnonzero(np.diff(ok)) + 1).tolist(), ok.size]
-    for r0, r1 in zip(cuts[:-1], cuts[1:]):
-        if ok[r0]:
-            n = lens[0][r0:r1]
-            pos = [_ranges(start[k][r0:r1], n) for k in range(4)]
-            term = [_mul(data[pos[k]].astype(y.dtype, copy=False), np.repeat(y[c0 + r0 + k * P : c0 + r1 + k * P], n))
-                    for k in range(4)]
-            val = term[0] + term[1]
-            val += term[2]
-            val += term[3]
-            np.add.at(acc, indices[pos[0]], val)
+    ptr = [indptr[c0 + k * P : c1 + k * P + 1].astype(np.int64) for k in range(4)]
+    lens = np.diff(ptr[0])
+    ok = (np.diff(ptr[1]) == lens) & (np.diff(ptr[2]) == lens) & (np.diff(ptr[3]) == lens)
+    for r0, r1, same in _runs(ok):  # same lengths: compare the columns, slice against slice
+        if same:
+            cols = indices[ptr[0][r0] : ptr[0][r1]]
+            bad = np.zeros(cols.size, dtype=bool)
+            for k in (1, 2, 3):
+                bad |= cols != indices[ptr[k][r0] : ptr[k][r1]]
+            if bad.any():
+                slot = np.repeat(np.arange(r0, r1), lens[r0:r1])
+                ok[np.unique(slot[bad])] = False
+    for r0, r1, same in _runs(ok):
+        if same:
+            n = lens[r0:r1]
+            val = None
+            for k in range(4):
+                d = data[ptr[k][r0] : ptr[k][r1]].astype(y.dtype, copy=False)
+                term = _mul(d, np.repeat(y[c0 + r0 + k * P : c0 + r1 + k * P], n))
+                if val is None:
+                    val = term
+                else:
+                    val += term
+            np.add.at(acc, indices[ptr[0][r0] : ptr[0][r1]], val)
         else:
             for s in range(c0 + r0, c0 + r1):
                 for k in range(4):
