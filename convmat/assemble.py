@@ -248,11 +248,11 @@ def build_csr(plan, weight, *, dtype=None, flip=False, rows=None, backend="scipy
     return _assemble(plan, weight, vdtype, bool(flip), start, stop, nnz, be, threads, idt, chunks, out)
 
 
-def build_slab_csr(plan, weight, slab, idt, *, dtype=None, threads=None):
+def build_slab_csr(plan, weight, slab, idt, *, dtype=None, threads=None, out=None):
     """The slab ``(j0, j1, f0, f1)`` of ``plan``'s matrix: spatial rows ``[j0, j1)`` of every output
     channel (channel-major), columns renumbered onto input positions ``[f0, f1)`` of every input channel.
 
-    Host only; ``idt`` is the index dtype.  Every entry of those rows must lie in ``[f0, f1)``
+    Host only; ``idt`` is the index dtype; ``out``: arrays to build into, as in :func:`build_csr`.  Every entry of those rows must lie in ``[f0, f1)``
     (:func:`convmat.blocks.slab_support`).  Rows keep their entries in order: the bits of the same
     rows of :meth:`ConvPlan.build`.
     """
@@ -266,9 +266,11 @@ def build_slab_csr(plan, weight, slab, idt, *, dtype=None, threads=None):
     spans = [(c, j0, j1, c * per, c * (j1 - j0)) for c in range(R)]
     chunks = _Chunks(plan, nnz)
     need = peak_bytes(plan, chunks, vdtype, np.dtype(idt), 0, R * (j1 - j0), nnz, threads, weight)
+    if out is not None:  # built into given arrays (views of a slab buffer): no result allocated
+        need -= nnz * (vdtype.itemsize + np.dtype(idt).itemsize) + (R * (j1 - j0) + 1) * np.dtype(idt).itemsize
     check_fits(need, None, be, lambda: f"the slab of {nnz:,} non-zeros takes {human(need)}")
     return _assemble(plan, weight, vdtype, False, 0, R * (j1 - j0), nnz, be, threads, np.dtype(idt), chunks,
-                     spans=spans, cols=(f1 - f0, f0))
+                     out=out, spans=spans, cols=(f1 - f0, f0))
 
 
 def _out_index_dtype(out, plan, start, stop, nnz, vdtype, be):
@@ -358,29 +360,23 @@ def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out, cols):
             out.append((_kernel_table if small else _kernel_table.__wrapped__)(ax, *rng, T, last))
         return [x for i, t in enumerate(out) for x in t[:7] + (cs[i], ts[i])] + list(out[-1][7:])
 
-    def run(key, piece, tabs):
+    def run(key, group, tabs):
         _, a, b = key
-        c, dst, row = piece
-        kernel(W, c, (c // Rg) * Cg * N - f0, a, b, dst, row, g[1], g[2], N, Cg, KP, *tabs, *out)
-
+        pieces = np.array([(c, (c // Rg) * Cg * N - f0, dst, row) for c, dst, row in group], dtype=np.int64)
+        kernel(W, pieces, a, b, g[1], g[2], N, Cg, KP, *tabs, *out)
 
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and nnz >= _THREADED_NNZ else None
     try:
         if pool is not None and chunks.parallel(threads):  # chunks on the threads, each its own tables
-            def one_range(item):
-                key, group = item
-                tabs = tables(key[0])
-                for piece in group:
-                    run(key, piece, tabs)
-            list(pool.map(one_range, by_range.items()))
-        else:  # the output channels of a chunk on the threads
+            list(pool.map(lambda item: run(item[0], item[1], tables(item[0][0])), by_range.items()))
+        else:  # the output channels of a chunk on the threads, a contiguous share each
             for key, group in by_range.items():
                 tabs = tables(key[0])
+                shares = [group[i * len(group) // threads : (i + 1) * len(group) // threads] for i in range(threads)]
                 if pool is not None and len(group) > 1:
-                    list(pool.map(lambda piece: run(key, piece, tabs), group))
+                    list(pool.map(lambda share: run(key, share, tabs), [sh for sh in shares if sh]))
                 else:
-                    for piece in group:
-                        run(key, piece, tabs)
+                    run(key, group, tabs)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -418,10 +414,12 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
 
     # Pieces (aligned chunk, a, b, channel, dst, row): spatial rows [a, b) of one output channel,
     # written at entry dst and row pointer row.
-    pieces = []
+    pieces, cut = [], {}  # the chunks of a span's rows, shared by the spans of the same rows
     for c, a_c, b_c, dst, row in spans:
-        for a, b, ca in chunks.chunks(a_c, b_c):
-            pieces.append((ca, a, b, c, dst + spatial_before(a) - spatial_before(a_c), row + a - a_c))
+        if (a_c, b_c) not in cut:
+            cut[a_c, b_c] = [(ca, a, b, spatial_before(a) - spatial_before(a_c), a - a_c)
+                             for a, b, ca in chunks.chunks(a_c, b_c)]
+        pieces += [(ca, a, b, c, dst + de, row + dr) for ca, a, b, de, dr in cut[a_c, b_c]]
     if out is None:
         indptr = be.zeros(n_rows + 1, dtype=idt)
         indices = be.empty(nnz, dtype=idt)

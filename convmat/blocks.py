@@ -37,8 +37,7 @@ __all__ = [
     "block_index_dtype",
     "block_nbytes",
     "row_blocks",
-    "block_buffer",
-    "block_views",
+    "slab_buffer",
     "build_block",
     "slabs",
     "slab_support",
@@ -133,41 +132,30 @@ def row_blocks(plan, dtype, block_bytes) -> list[tuple[int, int]]:
     return out
 
 
-def block_buffer(plan, blocks, dtype) -> np.ndarray:
-    """Raw bytes that hold any one of ``blocks`` (see :func:`block_views`): the largest block's bytes and alignment."""
-    return np.empty(max(block_nbytes(plan.row_nnz(a, b), (b - a, plan.shape[1]), dtype) for a, b in blocks)
-                    + 3 * _ALIGN, dtype=np.uint8)
-
-
 _ALIGN = 64
 
 
-def block_views(buffer, plan, rows, dtype):
-    """``(data, indices, indptr)`` of the block ``rows`` as views of ``buffer`` (:func:`block_buffer`)."""
-    a, b = rows
-    nnz = plan.row_nnz(a, b)
-    idt = block_index_dtype(nnz, (b - a, plan.shape[1]))
-    dtype = np.dtype(dtype)
+def slab_buffer(plan, slab_list, dtype) -> np.ndarray:
+    """Raw bytes that hold any one of the slabs (:func:`build_slab` with ``buffer``)."""
+    return np.empty(max(slab_nbytes(plan, dtype, j0, j1, (f0, f1)) for j0, j1, f0, f1 in slab_list) + 3 * _ALIGN,
+                    dtype=np.uint8)
+
+
+def _views(buffer, nnz, rows, idt, dtype):
+    """``(data, indices, indptr)`` of a CSR matrix of ``nnz`` entries and ``rows`` rows, as aligned views of ``buffer``."""
     out, pos = [], 0
-    for n, dt in ((nnz, dtype), (nnz, idt), (b - a + 1, idt)):
+    for n, dt in ((nnz, np.dtype(dtype)), (nnz, idt), (rows + 1, idt)):
         pos = -(-pos // _ALIGN) * _ALIGN
         out.append(buffer[pos : pos + n * dt.itemsize].view(dt))
         pos += n * dt.itemsize
     return tuple(out)
 
 
-def build_block(plan, weight, rows, dtype, *, threads=None, buffer=None):
+def build_block(plan, weight, rows, dtype, *, threads=None):
     """Rows ``[start, stop)`` of ``plan``'s matrix as a ``scipy.sparse.csr_array``, int32 indices when they fit.
 
     The same bits as the same rows of ``plan.build(weight, dtype=dtype)``.
-    With ``buffer`` (:func:`block_buffer`), the block is built into it (its
-    arrays are views, overwritten by the next block built there).
     """
-    if buffer is not None:
-        from .assemble import build_csr
-
-        return build_csr(plan, weight, rows=rows, dtype=dtype, threads=threads,
-                         out=block_views(buffer, plan, rows, value_dtype(np.asarray(weight).dtype, dtype)))
     C = plan.build(weight, rows=rows, dtype=dtype, threads=threads)
     idt = block_index_dtype(C.nnz, C.shape)
     if C.indices.dtype != idt:
@@ -279,7 +267,7 @@ def slabs(plan, dtype, block_bytes) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def build_slab(plan, weight, slab, dtype, *, threads=None):
+def build_slab(plan, weight, slab, dtype, *, threads=None, buffer=None):
     """The rows of slab ``(j0, j1, f0, f1)``, columns renumbered onto its support: a ``csr_array``.
 
     Shape ``(R (j1 - j0), C_in (f1 - f0))``: row ``c (j1 - j0) + (j - j0)`` is
@@ -288,14 +276,20 @@ def build_slab(plan, weight, slab, dtype, *, threads=None):
     Rows keep their entries in the same order, so each row of
     ``build_slab(...) @ halo`` has the bits of the same row of ``C @ x``.
     Built by the assembler directly with the renumbered columns
-    (:func:`convmat.assemble.build_slab_csr`).
+    (:func:`convmat.assemble.build_slab_csr`); with ``buffer``
+    (:func:`slab_buffer`), into it (the arrays are views of it, overwritten by
+    the next slab built there).
     """
     from .assemble import build_slab_csr
 
     j0, j1, f0, f1 = (int(v) for v in slab)
     R, Cin = plan.output_shape[0], plan.input_shape[0]
-    idt = block_index_dtype(R * plan.row_nnz(j0, j1), (R * (j1 - j0), Cin * (f1 - f0)))
-    return build_slab_csr(plan, weight, slab, idt, dtype=dtype, threads=threads)
+    nnz, rows = R * plan.row_nnz(j0, j1), R * (j1 - j0)
+    idt = block_index_dtype(nnz, (rows, Cin * (f1 - f0)))
+    out = None
+    if buffer is not None:
+        out = _views(buffer, nnz, rows, idt, value_dtype(np.asarray(weight).dtype, dtype))
+    return build_slab_csr(plan, weight, slab, idt, dtype=dtype, threads=threads, out=out)
 
 
 def check_block_fits(need: int, limit: int, what: str, fits_bytes: int) -> None:

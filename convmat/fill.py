@@ -54,12 +54,43 @@ def _row(ptr, first, count, delta, l):
     return p, ptr[U(i + 1)] - p, shift
 
 
-def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
+def fill_rows(W, pieces, a, b, g1, g2, N, Cg, KP,
               r00, ptr0, cols0, taps0, first0, count0, delta0, cs0, ts0,
               r01, ptr1, cols1, taps1, first1, count1, delta1, cs1, ts1,
               r02, ptr2, cols2, taps2, first2, count2, delta2, cs2, ts2,
               P, key, indptr, indices, data):
-    """Rows ``[a, b)`` of output channel ``c``: entries from ``dst``, row pointers from ``indptr[row + 1]``.
+    """Spatial rows ``[a, b)`` of each output channel of ``pieces`` (rows ``(c, coff, dst, row)``, see
+    :func:`_fill_piece`), one after the other.
+
+    The channels share the rows' structure: the first piece writes it, the others copy its column
+    indices (shifted to their group's columns) and row pointers, and write only their values.
+    """
+    n = 0
+    for q in range(pieces.shape[0]):
+        c, coff, dst, row = pieces[q, 0], pieces[q, 1], pieces[q, 2], pieces[q, 3]
+        if q > 0:
+            d0, r0, shift = pieces[0, 2], pieces[0, 3], coff - pieces[0, 1]
+            for i in range(U(n)):
+                indices[U(dst) + i] = indices[U(d0) + i] + shift
+            for i in range(U(b - a)):
+                indptr[U(row + 1) + i] = indptr[U(r0 + 1) + i] - d0 + dst
+        _fill_piece(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
+                    r00, ptr0, cols0, taps0, first0, count0, delta0, cs0, ts0,
+                    r01, ptr1, cols1, taps1, first1, count1, delta1, cs1, ts1,
+                    r02, ptr2, cols2, taps2, first2, count2, delta2, cs2, ts2,
+                    P, key, indptr, indices, data, q == 0)
+        if q == 0:
+            n = indptr[U(row + b - a)] - dst  # entries of the piece (its last row pointer, less its first entry)
+
+
+def _fill_piece(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
+                r00, ptr0, cols0, taps0, first0, count0, delta0, cs0, ts0,
+                r01, ptr1, cols1, taps1, first1, count1, delta1, cs1, ts1,
+                r02, ptr2, cols2, taps2, first2, count2, delta2, cs2, ts2,
+                P, key, indptr, indices, data, structure):
+    """Rows ``[a, b)`` of output channel ``c``: entries from ``dst``, row pointers from ``indptr[row + 1]``;
+    the columns of input channel ``ci`` start at ``coff + ci * N``.  With ``structure`` False only the
+    values are written (the column indices and row pointers are there already).
 
     Spatial row ``r`` is ``(j0, j1, j2)`` in a grid ``(*, g1, g2)``; axis
     ``x`` of it is local row ``jx - r0x`` of that axis's table
@@ -92,7 +123,8 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
             n = pos - prev
             shift = delta2 * cs2
             for i in range(n):  # the first row of the run, then the rows so far doubled (long loops)
-                indices[pos + i] = indices[prev + i] + shift
+                if structure:
+                    indices[pos + i] = indices[prev + i] + shift
                 data[pos + i] = data[prev + i]
             done = 1
             while done < R:
@@ -100,7 +132,8 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
                 at = pos + U(done) * n
                 step = done * shift
                 for i in range(U(m) * n):
-                    indices[at + i] = indices[pos + i] + step
+                    if structure:
+                        indices[at + i] = indices[pos + i] + step
                     data[at + i] = data[pos + i]
                 done += m
             for i in range(R):
@@ -128,7 +161,8 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
                 ks = np.int64((done + L0) // L0) * shift
                 at = pos + done
                 for i in range(m):
-                    indices[at + i] = indices[s0 + i] + ks
+                    if structure:
+                        indices[at + i] = indices[s0 + i] + ks
                     data[at + i] = data[s0 + i]
                 done += m
             prev = U(indptr[U(q + P + R - 1)]) if R > 1 else pos
@@ -150,12 +184,14 @@ def fill_rows(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
                         if single:
                             t01 = tbase + taps0[e0, U(0)] * ts0 + taps1[e1, U(0)] * ts1
                             for e2 in range(U(s2), U(s2 + n2)):
-                                indices[pos] = col1 + cols2[e2] * cs2
+                                if structure:
+                                    indices[pos] = col1 + cols2[e2] * cs2
                                 data[pos] = w[U(t01 + taps2[e2, U(0)] * ts2)]
                                 pos += U(1)
                         else:
                             for e2 in range(U(s2), U(s2 + n2)):
-                                indices[pos] = col1 + cols2[e2] * cs2
+                                if structure:
+                                    indices[pos] = col1 + cols2[e2] * cs2
                                 v = w[U(tbase + taps0[e0, U(0)] * ts0 + taps1[e1, U(0)] * ts1 + taps2[e2, U(0)] * ts2)]
                                 first = True
                                 for q0 in range(U(m0)):
@@ -256,6 +292,7 @@ def load():
                 from numba.extending import register_jitable
 
                 register_jitable(_row)
+                register_jitable(_fill_piece)
                 opts = dict(nogil=True, error_model="numpy", boundscheck=False)
                 try:
                     _STATE["kernel"] = numba.njit(cache=True, **opts)(fill_rows)
@@ -272,7 +309,7 @@ def _prepare(key):
     if key not in _STATE["ready"]:
         vdtype, idt = key
         idx = np.zeros(1, dtype=idt)
-        kernel(np.zeros((1, 1), dtype=vdtype), 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1,  # rows [0, 0): nothing written
+        kernel(np.zeros((1, 1), dtype=vdtype), np.zeros((1, 4), dtype=np.int64), 0, 0, 1, 1, 1, 1, 1,  # no rows
                *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, 0, np.zeros(0, dtype=np.int64),
                idx, idx, np.zeros(1, dtype=vdtype))
         _STATE["ready"].add(key)

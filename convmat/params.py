@@ -61,6 +61,8 @@ def as_int(value, name: str) -> int:
     >>> as_int(np.array(2), "stride")
     2
     """
+    if type(value) is int and -MAX_INT <= value <= MAX_INT:  # the common case, without the ABC check
+        return value
     integral = isinstance(value, numbers.Integral) or (
         getattr(value, "ndim", None) == 0 and getattr(getattr(value, "dtype", None), "kind", "") in "iu"
     )

@@ -1,22 +1,27 @@
-"""StreamedConvOperator: a convolution layer whose matrix is built block by block at every product.
+"""StreamedConvOperator: a convolution layer whose matrix is built slab by slab at every product.
 
 A :class:`~convmat.ConvOperator` holds the whole CSR matrix ``C``.  A
 :class:`StreamedConvOperator` holds only the plan and the weight: each
-product builds the rows of ``C`` in blocks of at most ``block_bytes`` bytes
-(:func:`convmat.blocks.row_blocks`), multiplies each block and drops it
-before building the next.  It therefore works for matrices larger than
-memory, and past 2**31 non-zeros with int32 indices in every block.  Building
-a block costs about what writing its bytes costs, so a streamed product costs
-about a stored product plus a fill of the matrix.
+product builds ``C`` in slabs of at most ``block_bytes`` bytes
+(:func:`convmat.blocks.slabs`: the rows of every output channel at a range
+of output positions, their columns renumbered onto the input positions they
+read), multiplies each by those input positions of ``X`` and builds the next
+into the same bytes.  It therefore works for matrices larger than memory,
+and past 2**31 non-zeros with int32 indices in every slab.  A slab reads a
+small part of ``X`` (a band of every input channel), so a batch ``X`` much
+larger than the caches is read about once per product, not once per slab;
+building into the same bytes costs no page faults after the first slab, so
+a streamed product costs a stored product plus a warm write of the matrix.
 
 Same bits as the stored operator
 --------------------------------
 ``C @ X`` computes each row by one row kernel of :func:`convmat.spmm.csr_matmul`,
-whose result does not depend on the other rows in the product: a row-block
-partition gives the bits of the stored product.  The adjoint ``C^H @ Y`` is
-computed the same way, by row blocks of ``C^H`` built directly from the
-transposed plan (:meth:`convmat.ConvPlan.transpose`, with the conjugated
-weight): no sums across blocks, so the result is the bits of
+whose result does not depend on the other rows in the product, and a slab's
+rows keep their entries in order: a slab partition gives the bits of the
+stored product.  The adjoint ``C^H @ Y`` is computed the same way, by slabs
+of ``C^H`` built directly from the transposed plan
+(:meth:`convmat.ConvPlan.transpose`, with the conjugated weight): no sums
+across slabs, so the result is the bits of
 ``csr_matmul(plan.transpose().build(w.conj()), Y)`` -- the adjoint that
 ``ConvOperator`` computes on the ``'cupy'`` and ``'torch'`` backends, and the
 forward product of the transposed convolution's ``ConvOperator``.  The stored
@@ -32,7 +37,7 @@ from . import _operator_parts as parts
 from . import fill
 from ._linear_image import LinearImageOperator
 from .backends import get_backend
-from .blocks import block_buffer, block_nbytes, build_block, row_blocks
+from .blocks import build_slab, slab_buffer, slab_nbytes, slab_support, slabs
 from .geometry import positive_int
 from .memory import human
 from .weights import as_host_weight, value_dtype
@@ -59,10 +64,11 @@ class StreamedConvOperator(LinearImageOperator):
     in_shape : tuple of int
         Spatial shape of the operation's input.
     block_bytes : int
-        The most bytes of the matrix held at once: each block (values plus
-        int32 or int64 indices, :func:`convmat.blocks.block_nbytes`) fits.
-        Building a block needs a few temporaries besides (see
-        :meth:`convmat.ConvPlan.build`).
+        The most bytes of the matrix held at once: each slab (values plus
+        int32 or int64 indices, :func:`convmat.blocks.slab_nbytes`) fits.
+        Building a slab needs a few temporaries besides (see
+        :meth:`convmat.ConvPlan.build`), and a product copies the input
+        positions each slab reads.
     stride, padding, dilation, groups, padding_mode, transposed, output_padding, output_size, dtype, bias
         As :class:`~convmat.ConvOperator`.
     threads : int, optional
@@ -71,8 +77,10 @@ class StreamedConvOperator(LinearImageOperator):
     Attributes
     ----------
     plan : ConvPlan
-    blocks : list of (int, int)
-        The row ranges built at each product (of ``C^H`` for the adjoint view ``A.H``).
+    slabs : list of (int, int, int, int)
+        The slabs ``(j0, j1, f0, f1)`` built at each product (of ``C^H`` for
+        the adjoint view ``A.H``): output positions ``[j0, j1)`` of every
+        output channel, reading input positions ``[f0, f1)``.
     in_shape, out_shape : tuple of int
     shape : (int, int)
     dtype : numpy.dtype
@@ -94,7 +102,7 @@ class StreamedConvOperator(LinearImageOperator):
     >>> from convmat import ConvOperator
     >>> w = np.random.default_rng(0).standard_normal((4, 4, 3, 3))
     >>> A = StreamedConvOperator(w, (16, 16), padding=1, block_bytes=20_000)
-    >>> len(A.blocks), A.max_block_nbytes <= 20_000
+    >>> len(A.slabs), A.max_block_nbytes <= 20_000
     (21, True)
     >>> x = np.random.default_rng(1).standard_normal((2, 4, 16, 16))
     >>> bool(np.array_equal(A(x), ConvOperator(w, (16, 16), padding=1)(x)))
@@ -131,7 +139,7 @@ class StreamedConvOperator(LinearImageOperator):
         self.plan, self._w, self.threads, self.is_adjoint = plan, w, threads, is_adjoint
         self._be = get_backend("scipy")
         self.in_shape, self.out_shape = tuple(plan.input_shape), tuple(plan.output_shape)
-        self.blocks = row_blocks(plan, w.dtype, block_bytes)
+        self.slabs = slabs(plan, w.dtype, block_bytes)
         self.block_bytes = int(block_bytes)
         bias = parts.host_bias(bias, plan, self._be, w.dtype)
         self.bias = bias
@@ -144,24 +152,30 @@ class StreamedConvOperator(LinearImageOperator):
 
     @property
     def max_block_nbytes(self) -> int:
-        """Bytes of the largest block: the most of the matrix held at once."""
-        return max(block_nbytes(self.plan.row_nnz(a, b), (b - a, self.shape[1]), self.dtype) for a, b in self.blocks)
+        """Bytes of the largest slab: the most of the matrix held at once."""
+        return max(slab_nbytes(self.plan, self.dtype, j0, j1, (f0, f1)) for j0, j1, f0, f1 in self.slabs)
 
-    def build_block(self, i: int):
-        """Block ``i`` (rows ``blocks[i]``) of the matrix, a ``csr_array`` with int32 indices when they fit."""
-        return build_block(self.plan, self._w, self.blocks[i], self.dtype, threads=self.threads)
+    def build_slab(self, i: int):
+        """Slab ``i`` (``slabs[i]``) of the matrix, a ``csr_array`` with int32 indices when they fit
+        (:func:`convmat.blocks.build_slab`)."""
+        return build_slab(self.plan, self._w, self.slabs[i], self.dtype, threads=self.threads)
 
     def _own_product(self, X):
-        """This operator's matrix times columns ``X`` (``(n,)`` or ``(n, k)``), one block at a time."""
+        """This operator's matrix times columns ``X`` (``(n,)`` or ``(n, k)``), one slab at a time."""
         X = np.asarray(X)
         dtype = np.result_type(self.dtype, X.dtype)
-        X = np.ascontiguousarray(X, dtype=dtype)  # once, not at every block
-        Y = np.empty((self.shape[0],) + X.shape[1:], dtype=dtype)
-        fill.kernel(self.dtype, np.int32)  # start loading the compiled fill: blocks of any size run it once ready
-        buffer = block_buffer(self.plan, self.blocks, self.dtype)  # each block built into the same bytes
-        for rows in self.blocks:
-            C = build_block(self.plan, self._w, rows, self.dtype, threads=self.threads, buffer=buffer)
-            csr_matmul(C, X, threads=self.threads, out=Y[rows[0] : rows[1]])
+        k = X.shape[1:]
+        Cin, R = self.plan.input_shape[0], self.plan.output_shape[0]
+        X3 = np.ascontiguousarray(X, dtype=dtype).reshape((Cin, -1) + k)  # (input channel, position, k)
+        Y = np.empty((self.shape[0],) + k, dtype=dtype)
+        Y3 = Y.reshape((R, -1) + k)
+        fill.kernel(self.dtype, np.int32)  # start loading the compiled fill: slabs of any size run it once ready
+        buffer = slab_buffer(self.plan, self.slabs, self.dtype)  # every slab built into the same bytes
+        for slab in self.slabs:
+            j0, j1, f0, f1 = slab
+            B = build_slab(self.plan, self._w, slab, self.dtype, threads=self.threads, buffer=buffer)
+            halo = np.ascontiguousarray(X3[:, f0:f1]).reshape((-1,) + k)
+            Y3[:, j0:j1] = csr_matmul(B, halo, threads=self.threads).reshape((R, j1 - j0) + k)
         return Y
 
     def _product(self, X, adjoint: bool):
@@ -176,6 +190,6 @@ class StreamedConvOperator(LinearImageOperator):
         kind = "adjoint of " if self.is_adjoint else ""
         return (
             f"StreamedConvOperator({kind}{head}\n  matrix {self.shape[0]} x {self.shape[1]}, nnz {self.nnz:,}, "
-            f"{self.dtype}, {human(self.plan.nbytes(self.dtype))} if stored; built in {len(self.blocks)} blocks "
+            f"{self.dtype}, {human(self.plan.nbytes(self.dtype))} if stored; built in {len(self.slabs)} slabs "
             f"of at most {human(self.block_bytes)} per product)"
         )

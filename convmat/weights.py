@@ -26,6 +26,9 @@ __all__ = [
 VALUE_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 
 
+_ALLOWED = ", ".join(str(t) for t in VALUE_DTYPES)
+
+
 def value_dtype(weight_dtype, dtype) -> np.dtype:
     """The dtype of the matrix values, or a TypeError that lists what is allowed.
 
@@ -34,7 +37,7 @@ def value_dtype(weight_dtype, dtype) -> np.dtype:
     >>> value_dtype(np.dtype(np.int16), None)
     dtype('float64')
     """
-    allowed = ", ".join(str(t) for t in VALUE_DTYPES)
+    allowed = _ALLOWED
     weight_dtype = np.dtype(weight_dtype).newbyteorder("=")
     if dtype is not None:
         try:

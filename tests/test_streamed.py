@@ -1,4 +1,4 @@
-"""The streamed operator and the row blocks it is built from (convmat.streamed, convmat.blocks)."""
+"""The streamed operator and the row blocks and slabs it is built from (convmat.streamed, convmat.blocks)."""
 
 import math
 import tracemalloc
@@ -56,14 +56,14 @@ def test_products_have_the_bits_of_the_stored_operator(geometry, dtype):
     w, in_shape, kw = _layer(rng, geometry, dtype)
     A = ConvOperator(w, in_shape, **kw)
     S = StreamedConvOperator(w, in_shape, block_bytes=A.plan.nbytes(dtype) // 7, **kw)
-    assert len(S.blocks) >= 7 and len(S.H.blocks) >= 7
+    assert len(S.slabs) >= 7 and len(S.H.slabs) >= 7
     x = rng.standard_normal((5,) + A.in_shape).astype(dtype)
     y = rng.standard_normal((5,) + A.out_shape).astype(dtype)
     # forward: one row kernel per row, whatever the other rows of the product
     assert np.array_equal(S(x), A(x))
     assert np.array_equal(S(x[0]), A(x[0]))
     assert np.array_equal(S @ x[0].ravel(), A @ x[0].ravel())
-    # adjoint: row blocks of C^H built from the transposed plan, so the bits of C^H's CSR product
+    # adjoint: slabs of C^H built from the transposed plan, so the bits of C^H's CSR product
     CH = A.plan.transpose().build(w)
     Y = y.reshape(5, -1).T
     assert np.array_equal(S.H @ Y, csr_matmul(CH, Y))
@@ -93,7 +93,7 @@ def test_linear_operator_lsqr_and_adjoint_test():
     w = 0.05 * rng.standard_normal((4, 4, 3, 3))
     w[:, :, 1, 1] += np.eye(4)  # well conditioned: lsqr converges in a few iterations
     S = StreamedConvOperator(w, (12, 12), padding=1, block_bytes=80_000)
-    assert len(S.blocks) >= 3
+    assert len(S.slabs) >= 3
     assert S.T is S.H and S.adjoint() is S.H
     assert adjoint_test(S).passed
     x = rng.standard_normal(S.shape[1])
@@ -108,8 +108,8 @@ def test_never_holds_more_than_block_bytes():
     whole = A.plan.nbytes(np.float64)
     budget = whole // 16
     S = StreamedConvOperator(w, (32, 32), padding=1, block_bytes=budget)
-    for i in range(len(S.blocks)):
-        B = S.build_block(i)
+    for i in range(len(S.slabs)):
+        B = S.build_slab(i)
         assert B.data.nbytes + B.indices.nbytes + B.indptr.nbytes <= budget
         assert B.indices.dtype == np.int32
     x = rng.standard_normal((1, 8, 32, 32))
@@ -119,31 +119,28 @@ def test_never_holds_more_than_block_bytes():
     y = S(x)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    # operands and results are x.nbytes each; everything else is one block and its build temporaries
+    # operands and results are x.nbytes each; everything else is one slab, its halo and build temporaries
     assert peak - 3 * x.nbytes < whole / 4
     assert np.array_equal(y, A(x))
 
 
 def test_past_int32_nonzeros_with_int32_blocks():
-    # 64 -> 64 channels, 3x3 on 256^2: 2.4e9 non-zeros (int64 for the whole matrix); only a few blocks are built.
+    # 64 -> 64 channels, 3x3 on 256^2: 2.4e9 non-zeros (int64 for the whole matrix); only a few slabs are built.
     rng = np.random.default_rng(31)
     w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
     S = StreamedConvOperator(w, (256, 256), padding=1, block_bytes=64 << 20)
     assert S.nnz > 2**31 and S.plan.index_dtype == np.int64
     assert S.max_block_nbytes <= 64 << 20
-    assert all(block_index_dtype(S.plan.row_nnz(a, b), (b - a, S.shape[1])) == np.int32 for a, b in S.blocks)
     x = rng.standard_normal((64, 256, 256)).astype(np.float32)
-    O = 256 * 256
-    for i in (0, 1, len(S.blocks) - 1):
-        a, b = S.blocks[i]
-        B = S.build_block(i)
-        assert B.indices.dtype == np.int32 and B.indptr.dtype == np.int32 and B.shape == (b - a, S.shape[1])
-        got = csr_matmul(B, x.reshape(-1))
-        # oracle: the output channels these rows belong to, by scipy.signal (zero padding 1 = 'same' for 3x3)
-        for c in range(a // O, (b - 1) // O + 1):
+    for i in (0, 1, len(S.slabs) - 1):
+        j0, j1, f0, f1 = S.slabs[i]
+        B = S.build_slab(i)
+        assert B.indices.dtype == np.int32 and B.indptr.dtype == np.int32 and B.shape == (64 * (j1 - j0), 64 * (f1 - f0))
+        got = csr_matmul(B, np.ascontiguousarray(x.reshape(64, -1)[:, f0:f1]).reshape(-1)).reshape(64, -1)
+        # oracle: every output channel at these positions, by scipy.signal (zero padding 1 = 'same' for 3x3)
+        for c in (0, 63):
             ref = sum(scipy.signal.correlate(x[ci].astype(np.float64), w[c, ci], mode="same") for ci in range(64))
-            lo, hi = max(a, c * O), min(b, (c + 1) * O)
-            assert np.allclose(got[lo - a : hi - a], ref.ravel()[lo - c * O : hi - c * O], rtol=1e-4, atol=1e-3)
+            assert np.allclose(got[c], ref.ravel()[j0:j1], rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
@@ -203,7 +200,7 @@ def test_bad_input():
     assert bad.value.parameter == "threads"
     with pytest.raises(TypeError, match=r"threads must be an integer, got 1.5 of type float"):
         StreamedConvOperator(w, (8, 8), block_bytes=10_000, threads=1.5)
-    with pytest.raises(ValueError, match=r"block_bytes=100 is too small: row 0 alone takes"):
+    with pytest.raises(ValueError, match=r"block_bytes=100 is too small: the 2 rows of output position 0 take 444 bytes"):
         StreamedConvOperator(w, (8, 8), block_bytes=100)
     with pytest.raises(ValueError, match=r"block_bytes=100 is too small: the 2 rows of output position 0"):
         slabs(conv_plan(w.shape, (8, 8)), np.float64, 100)
@@ -216,7 +213,7 @@ def test_bad_input():
         StreamedConvOperator(w, (8, 8), block_bytes=10_000, bias=np.ones(3))
     with pytest.raises(ValueError, match=r"weight must have shape \(2, 2, 3, 3\)"):
         StreamedConvOperator.from_plan(conv_plan(w.shape, (8, 8)), np.ones((2, 2, 3)), block_bytes=10_000)
-    assert "StreamedConvOperator(conv2d" in repr(S) and "blocks" in repr(S)
+    assert "StreamedConvOperator(conv2d" in repr(S) and "slabs" in repr(S)
     one = StreamedConvOperator(np.ones((1, 1, 3, 3)), (8, 8), padding=1, block_bytes=2_000)
     bare = np.arange(64.0).reshape(8, 8)  # channel-less, as ConvOperator takes it
     assert np.array_equal(one(bare), ConvOperator(np.ones((1, 1, 3, 3)), (8, 8), padding=1)(bare))
@@ -235,20 +232,19 @@ def test_build_block_equals_the_rows_of_the_whole_matrix():
         assert np.array_equal(B.data, R.data)
 
 
-def test_blocks_built_into_one_buffer_have_the_bits_of_fresh_blocks():
-    """Each block built into the same bytes (block_buffer) equals the block built fresh, and is a view of them."""
-    from convmat.blocks import block_buffer
+def test_slabs_built_into_one_buffer_have_the_bits_of_fresh_slabs():
+    """Each slab built into the same bytes (slab_buffer) equals the slab built fresh, and is a view of them."""
+    from convmat.blocks import slab_buffer, slab_nbytes
 
     rng = np.random.default_rng(12)
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
     plan = conv_plan(w.shape, (20, 17), padding=1, padding_mode="reflect")
-    blocks = row_blocks(plan, np.float32, 3_000)
-    buf = block_buffer(plan, blocks, np.float32)
-    assert buf.nbytes <= max(block_nbytes(plan.row_nnz(a, b), (b - a, plan.shape[1]), np.float32)
-                             for a, b in blocks) + 3 * 64
-    for rows in blocks[::-1]:  # the last (smaller) block first: stale bytes must not leak into the next
-        B = build_block(plan, w, rows, np.float32, buffer=buf)
-        R = build_block(plan, w, rows, np.float32)
+    parts = slabs(plan, np.float32, 3_000)
+    buf = slab_buffer(plan, parts, np.float32)
+    assert buf.nbytes <= max(slab_nbytes(plan, np.float32, j0, j1, (f0, f1)) for j0, j1, f0, f1 in parts) + 3 * 64
+    for slab in parts[::-1]:  # the last (smaller) slab first: stale bytes must not leak into the next
+        B = build_slab(plan, w, slab, np.float32, buffer=buf)
+        R = build_slab(plan, w, slab, np.float32)
         assert np.shares_memory(B.data, buf) and np.shares_memory(B.indices, buf)
         assert np.array_equal(B.indptr, R.indptr) and np.array_equal(B.indices, R.indices)
         assert B.data.tobytes() == R.data.tobytes()
