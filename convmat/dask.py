@@ -9,8 +9,10 @@ renumbered onto the input positions they read.  Each slab is built on a
 worker from the plan and the weight -- the weight travels, the matrix never
 does -- and kept there (``keep=True``), or rebuilt on the workers at every
 product when the cluster's memory is smaller than the matrix
-(``keep=False``).  A kept slab lost with its worker is rebuilt from the plan
-by the scheduler.
+(``keep=False``; each worker thread then builds its slabs into one buffer of
+at most ``block_bytes`` that it keeps between products, so rebuilding costs no
+page faults).  A kept slab lost with its worker is rebuilt from the plan by
+the scheduler.
 
 Forward ``y = C x``: each slab receives only its *halo* of ``x`` (every input
 channel at the positions ``[f0, f1)`` it reads) and returns its rows; each
@@ -29,6 +31,7 @@ adjoint, the slabs of ``y`` out, the partial sums up the tree and ``x`` back.
 from __future__ import annotations
 
 import itertools
+import threading
 import uuid
 
 import numpy as np
@@ -68,8 +71,21 @@ def _forward(B, halo, R, threads):
     return _b.slab_forward(B, halo, R, threads)
 
 
+_LOCAL = threading.local()  # each worker thread's slab buffer (streamed slabs are built into it)
+
+
+def _build_streamed(plan, w, slab, threads):
+    """A slab built into this worker thread's buffer (no page faults after the first): used and dropped."""
+    need = _b.slab_buffer(plan, [slab], w.dtype).nbytes
+    buffer = getattr(_LOCAL, "buffer", None)
+    if buffer is None or buffer.nbytes < need:
+        _LOCAL.buffer = buffer = None
+        _LOCAL.buffer = buffer = np.empty(need, dtype=np.uint8)
+    return _b.build_slab(plan, w, slab, w.dtype, threads=threads, buffer=buffer)
+
+
 def _forward_streamed(plan, w, slab, halo, threads):
-    return _b.slab_forward(_build(plan, w, slab, threads), halo, plan.output_shape[0], threads)
+    return _b.slab_forward(_build_streamed(plan, w, slab, threads), halo, plan.output_shape[0], threads)
 
 
 def _adjoint(B, slab, y_part, threads):
@@ -77,7 +93,7 @@ def _adjoint(B, slab, y_part, threads):
 
 
 def _adjoint_streamed(plan, w, slab, y_part, threads):
-    return _b.slab_adjoint(_build(plan, w, slab, threads), slab, y_part, threads)
+    return _b.slab_adjoint(_build_streamed(plan, w, slab, threads), slab, y_part, threads)
 
 
 def _on(worker):
