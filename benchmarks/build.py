@@ -37,7 +37,7 @@ import tracemalloc
 
 import numpy as np
 
-from convmat import assemble, conv_plan, conv_transpose_plan, fill
+from convmat import conv_plan, conv_transpose_plan, fill
 from convmat.backends import default_threads
 
 HUGE = {
@@ -150,11 +150,11 @@ SUITE = {
 
 def array_path_build(plan, weight):
     """A build by the array path (what the GPU backends run; the compiled fill switched off)."""
-    assemble.USE_FILL_KERNEL = False
+    fill.USE_FILL_KERNEL = False
     try:
         return plan.build(weight)
     finally:
-        assemble.USE_FILL_KERNEL = True
+        fill.USE_FILL_KERNEL = True
 
 
 def run_suite(names, repeat):

@@ -11,9 +11,11 @@ entries that are not copies into a :class:`~convmat.structure.TapBuffer`
 the values of those entries from the packed weight (one gather per tap
 slot) and copies them into the shifted copies (interior rows, blocks of
 rows); the other output channels of the group copy the indices with an
-offset.  With several output channels, the channels of a chunk share a
-thread pool; with fewer channels than threads, the chunks do (each thread
-making its own tables).  Row pointers come from the tables' row pointers
+offset (the array path, which every backend runs).  On the host, once
+Numba is loaded, :func:`convmat.fill.run` writes the same bits in one pass
+instead (the compiled fill).  With several output channels, the channels of
+a chunk share a thread pool; with fewer channels than threads, the chunks do
+(each thread making its own tables).  Row pointers come from the tables' row pointers
 and the closed form offsets of :mod:`convmat.sizes`.  Nothing is allocated
 in proportion to the matrix but the result, so :func:`peak_bytes` bounds
 everything a build allocates, and the guard
@@ -22,7 +24,6 @@ everything a build allocates, and the guard
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import threading
@@ -42,14 +43,6 @@ from .weights import backend_and_weight, check_weight_shape, matrix_weight, valu
 
 __all__ = ["build_csr", "build_slab_csr", "peak_bytes"]
 
-#: Whether host builds may run the compiled fill (:mod:`convmat.fill`; tests turn it off).
-USE_FILL_KERNEL = True
-#: Host builds run the compiled fill once Numba is loaded, and load it for builds of this many non-zeros.
-FILL_KERNEL_NNZ = 1 << 20
-#: Whether a build waits for the compiled fill to load (tests do) rather than run the array path meanwhile.
-FILL_KERNEL_WAIT = False
-#: Seconds a build waits for a background load of the compiled fill before it runs the array path.
-FILL_KERNEL_PATIENCE = 1.0
 #: Below this many non-zeros a thread pool costs more than it saves.
 _THREADED_NNZ = 1 << 20
 #: The largest chunk, in entries of one output channel (bounds temporaries).
@@ -133,9 +126,11 @@ class _Chunks:
         return tables + sum(runs_bytes(ax, r, self.T) for ax, r in zip(self.axes[-2:], rows[-2:]))
 
 
-def peak_bytes(plan, chunks: _Chunks, vdtype, idt, start: int, stop: int, nnz: int, threads: int, weight) -> int:
-    """An upper bound on everything building rows ``[start, stop)`` (``nnz`` entries) allocates, the result included."""
-    result = nnz * (vdtype.itemsize + idt.itemsize) + (stop - start + 1) * idt.itemsize
+def peak_bytes(plan, chunks: _Chunks, vdtype, idt, start: int, stop: int, nnz: int, threads: int, weight,
+               result: bool = True) -> int:
+    """An upper bound on everything building rows ``[start, stop)`` (``nnz`` entries) allocates, the result
+    included unless ``result`` is False (built into given arrays)."""
+    result = (nnz * (vdtype.itemsize + idt.itemsize) + (stop - start + 1) * idt.itemsize) if result else 0
     E = chunks.entries
     per_chunk = (
         E * 8 * (2 * chunks.slots + 4)  # tap numbers of the chunk, prefix products, scatter positions and values
@@ -234,9 +229,7 @@ def build_csr(plan, weight, *, dtype=None, flip=False, rows=None, backend="scipy
     idt = _block_index_dtype(plan, start, stop, be) if out is None else _out_index_dtype(out, plan, start, stop, nnz,
                                                                                          vdtype, be)
     chunks = _Chunks(plan, nnz)
-    need = peak_bytes(plan, chunks, vdtype, idt, start, stop, nnz, threads, weight)
-    if out is not None:
-        need -= nnz * (vdtype.itemsize + idt.itemsize) + (stop - start + 1) * idt.itemsize
+    need = peak_bytes(plan, chunks, vdtype, idt, start, stop, nnz, threads, weight, result=out is None)
 
     def describe():
         block = "block " if (start, stop) != (0, plan.shape[0]) else ""
@@ -252,9 +245,10 @@ def build_slab_csr(plan, weight, slab, idt, *, dtype=None, threads=None, out=Non
     """The slab ``(j0, j1, f0, f1)`` of ``plan``'s matrix: spatial rows ``[j0, j1)`` of every output
     channel (channel-major), columns renumbered onto input positions ``[f0, f1)`` of every input channel.
 
-    Host only; ``idt`` is the index dtype; ``out``: arrays to build into, as in :func:`build_csr`.  Every entry of those rows must lie in ``[f0, f1)``
-    (:func:`convmat.blocks.slab_support`).  Rows keep their entries in order: the bits of the same
-    rows of :meth:`ConvPlan.build`.
+    Host only; ``idt`` is the index dtype; ``out``: arrays to build into, as in
+    :func:`build_csr`.  Every entry of those rows must lie in ``[f0, f1)``
+    (:func:`convmat.blocks.slab_support`).  Rows keep their entries in order:
+    the bits of the same rows of :meth:`ConvPlan.build`.
     """
     be, weight = backend_and_weight("scipy", None, weight)
     vdtype = value_dtype(weight.dtype, dtype)
@@ -265,9 +259,7 @@ def build_slab_csr(plan, weight, slab, idt, *, dtype=None, threads=None, out=Non
     nnz = R * per
     spans = [(c, j0, j1, c * per, c * (j1 - j0)) for c in range(R)]
     chunks = _Chunks(plan, nnz)
-    need = peak_bytes(plan, chunks, vdtype, np.dtype(idt), 0, R * (j1 - j0), nnz, threads, weight)
-    if out is not None:  # built into given arrays (views of a slab buffer): no result allocated
-        need -= nnz * (vdtype.itemsize + np.dtype(idt).itemsize) + (R * (j1 - j0) + 1) * np.dtype(idt).itemsize
+    need = peak_bytes(plan, chunks, vdtype, np.dtype(idt), 0, R * (j1 - j0), nnz, threads, weight, result=out is None)
     check_fits(need, None, be, lambda: f"the slab of {nnz:,} non-zeros takes {human(need)}")
     return _assemble(plan, weight, vdtype, False, 0, R * (j1 - j0), nnz, be, threads, np.dtype(idt), chunks,
                      out=out, spans=spans, cols=(f1 - f0, f0))
@@ -292,94 +284,6 @@ def _out_index_dtype(out, plan, start, stop, nnz, vdtype, be):
     if not all(a.flags.c_contiguous and a.flags.writeable for a in out):
         raise ParameterError("out", "out's arrays must be contiguous and writeable")
     return idt
-
-
-#: Tables of at most this many rows are kept (:func:`_kernel_table`'s cache) for the next chunk or build.
-_CACHED_TABLE_ROWS = 4096
-
-
-@functools.lru_cache(maxsize=64)
-def _kernel_table(ax, r0, r1, T, last):
-    """:func:`convmat.fill.table_arrays` of rows ``[r0, r1)`` of an axis, and for the last axis
-    ``(P, key)``: a transposed axis's rows are shifted copies of the row a stride ``P`` before."""
-    if not T:
-        out = fill.forward_table(ax, r0, r1)
-        return out + (0, np.zeros(0, dtype=np.int64)) if last else out
-    p = axis_table(ax, r0, r1, transposed=True)
-    out = fill.table_arrays(p)
-    if last:
-        P = ax.s if ax.s < p.n_rows else 0
-        out += (P, fill.period_key(p, P) if P else np.zeros(0, dtype=np.int64))
-    return out
-
-
-def _fill_kernel(be, nnz, vdtype, idt):
-    """The compiled fill for this build, or None for the array path (same bits either way).
-
-    The first large build in a process runs the array path and starts loading the kernel when it
-    is done (:func:`_after`), so the load overlaps whatever the caller does next; a build that
-    comes while it is loading waits for it (up to FILL_KERNEL_PATIENCE) rather than run beside it
-    (the import holds the GIL: both would crawl).  FILL_KERNEL_WAIT: always load first.
-    """
-    if not (USE_FILL_KERNEL and be.host_arrays) or (nnz < FILL_KERNEL_NNZ and fill.loaded() is None
-                                                    and not fill.loading()):
-        return None
-    kernel = fill.ready(vdtype, idt)
-    if kernel is None and FILL_KERNEL_WAIT:
-        kernel = fill.kernel(vdtype, idt, wait=True)
-    elif kernel is None and fill.loading():  # loading from Numba's cache takes well under a second;
-        fill.settle(timeout=FILL_KERNEL_PATIENCE)  # compiling (an empty cache) takes seconds: then go on
-        kernel = fill.ready(vdtype, idt)
-    return kernel
-
-
-def _after(be, nnz, vdtype, idt):
-    """After an array-path build: a large host build starts loading the compiled fill for the next ones."""
-    if USE_FILL_KERNEL and be.host_arrays and nnz >= FILL_KERNEL_NNZ:
-        fill.kernel(vdtype, idt)
-
-
-def _compiled(plan, chunks, by_range, kernel, W, threads, nnz, out, cols):
-    """The pieces of :func:`_assemble` written by the compiled fill (:mod:`convmat.fill`): same bits."""
-    axes, grid, T = plan.geometry.axes, plan.grid, plan.transposed
-    pad = 3 - len(axes)
-    g = (1,) * pad + tuple(grid)
-    N, f0 = cols
-    Cg, Rg = plan.cols_per_group, plan.row_channels // plan.groups
-    n_cols = (1,) * pad + tuple(ax.o if T else ax.n for ax in axes)
-    kp = (1,) * pad + tuple(ax.k + 1 for ax in axes)
-    cs = [math.prod(n_cols[i + 1 :]) for i in range(3)]
-    ts = [math.prod(kp[i + 1 :]) for i in range(3)]
-    KP = math.prod(kp)
-
-    def tables(ca):
-        out = [fill.TRIVIAL] * pad
-        for i, (ax, rng) in enumerate(zip(axes, chunks.ranges(ca))):
-            last = i == len(axes) - 1
-            small = rng[1] - rng[0] <= _CACHED_TABLE_ROWS
-            out.append((_kernel_table if small else _kernel_table.__wrapped__)(ax, *rng, T, last))
-        return [x for i, t in enumerate(out) for x in t[:7] + (cs[i], ts[i])] + list(out[-1][7:])
-
-    def run(key, group, tabs):
-        _, a, b = key
-        pieces = np.array([(c, (c // Rg) * Cg * N - f0, dst, row) for c, dst, row in group], dtype=np.int64)
-        kernel(W, pieces, a, b, g[1], g[2], N, Cg, KP, *tabs, *out)
-
-    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and nnz >= _THREADED_NNZ else None
-    try:
-        if pool is not None and chunks.parallel(threads):  # chunks on the threads, each its own tables
-            list(pool.map(lambda item: run(item[0], item[1], tables(item[0][0])), by_range.items()))
-        else:  # the output channels of a chunk on the threads, a contiguous share each
-            for key, group in by_range.items():
-                tabs = tables(key[0])
-                shares = [group[i * len(group) // threads : (i + 1) * len(group) // threads] for i in range(threads)]
-                if pool is not None and len(group) > 1:
-                    list(pool.map(lambda share: run(key, share, tabs), [sh for sh in shares if sh]))
-                else:
-                    run(key, group, tabs)
-    finally:
-        if pool is not None:
-            pool.shutdown()
 
 
 def _row_spans(plan, start, stop):
@@ -436,9 +340,9 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
     for piece in pieces:
         by_range.setdefault(piece[:3], []).append(piece[3:])
     del pieces
-    kernel = _fill_kernel(be, nnz, vdtype, idt)
+    kernel = fill.for_build(be, nnz, vdtype, idt)
     if kernel is not None:
-        _compiled(plan, chunks, by_range, kernel, W, threads, nnz, (indptr, indices, data), (N, f0))
+        fill.run(plan, chunks, by_range, kernel, W, threads, nnz >= _THREADED_NNZ, (indptr, indices, data), (N, f0))
         return be.csr(data, indices, indptr, (n_rows, n_cols))
 
     def channel(piece, template):
@@ -497,5 +401,5 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
     finally:
         if pool is not None:
             pool.shutdown()
-    _after(be, nnz, vdtype, idt)
+    fill.after_build(be, nnz, vdtype, idt)
     return be.csr(data, indices, indptr, (n_rows, n_cols))

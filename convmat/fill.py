@@ -13,27 +13,40 @@ path's ``take`` then ``+=``), without fast-math.
 
 A table row is described by three numbers (:func:`table_arrays`): where its
 entries are stored, how many it has, and the shift of its columns -- the
-interior rows of a compact table (``AxisPattern.copies``) are the stored row
-of their run, shifted.  Tables of fewer than three axes are padded in front
-with a trivial axis (one row, one entry, column 0, tap 0).
+interior rows of a table (``AxisPattern.copies``) are its first interior row,
+shifted, and forward tables make no other interior row at all
+(:func:`forward_table`).  Tables of fewer than three axes are padded in front
+with a trivial axis (one row, one entry, column 0, tap 0).  Interior rows are
+written as copies of the row before them (of the row a stride before, for a
+transposed axis), doubled in long loops; the output channels of a chunk
+share one structure, written once and copied.
 
-Like :mod:`convmat.spmm`, nothing here imports Numba until :func:`load` is
-called; the kernel source runs (slowly) as plain Python too, which the tests
-use.
+Nothing here imports Numba until a kernel is asked for.  A build never waits
+for it (:func:`for_build`): the first large build runs the array path and
+then starts loading the kernel of its dtypes on a daemon thread
+(:func:`after_build`, :func:`kernel`); a build that comes while it loads waits
+up to ``FILL_KERNEL_PATIENCE`` for it; a fork waits for the loader.  The
+kernel source runs (slowly) as plain Python too, which the tests use.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .pattern import axis_table
 from .sizes import interior_rows
 
-__all__ = ["fill_rows", "forward_table", "kernel", "load", "loaded", "loading", "ready", "settle", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
+__all__ = [
+    "after_build", "fill_rows", "for_build", "forward_table", "kernel", "load", "loaded", "loading", "period_key",
+    "ready", "run", "settle", "table_arrays", "NO_SHIFT", "TRIVIAL",
+]
 
 
 
@@ -269,6 +282,108 @@ def forward_table(ax, r0, r1):
 
 #: The padding axis: one row, one entry at column 0 with tap 0.
 TRIVIAL = (0, np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64), 0, 0, 0)
+
+#: Whether host builds may run the compiled fill (tests turn it off to run the array path).
+USE_FILL_KERNEL = True
+#: Host builds run the compiled fill once Numba is loaded, and load it for builds of this many non-zeros.
+FILL_KERNEL_NNZ = 1 << 20
+#: Whether a build waits for the compiled fill to load (tests do) rather than run the array path meanwhile.
+FILL_KERNEL_WAIT = False
+#: Seconds a build waits for a background load of the compiled fill before it runs the array path.
+FILL_KERNEL_PATIENCE = 1.0
+
+
+#: Tables of at most this many rows are kept (:func:`_kernel_table`'s cache) for the next chunk or build.
+_CACHED_TABLE_ROWS = 4096
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_table(ax, r0, r1, T, last):
+    """:func:`table_arrays` of rows ``[r0, r1)`` of an axis, and for the last axis
+    ``(P, key)``: a transposed axis's rows are shifted copies of the row a stride ``P`` before."""
+    if not T:
+        out = forward_table(ax, r0, r1)
+        return out + (0, np.zeros(0, dtype=np.int64)) if last else out
+    p = axis_table(ax, r0, r1, transposed=True)
+    out = table_arrays(p)
+    if last:
+        P = ax.s if ax.s < p.n_rows else 0
+        out += (P, period_key(p, P) if P else np.zeros(0, dtype=np.int64))
+    return out
+
+
+def for_build(be, nnz, vdtype, idt):
+    """The compiled fill for this build, or None for the array path (same bits either way).
+
+    The first large build in a process runs the array path and starts loading the kernel when it
+    is done (:func:`after_build`), so the load overlaps whatever the caller does next; a build that
+    comes while it is loading waits for it (up to FILL_KERNEL_PATIENCE) rather than run beside it
+    (the import holds the GIL: both would crawl).  FILL_KERNEL_WAIT: always load first.
+    """
+    if not (USE_FILL_KERNEL and be.host_arrays) or (nnz < FILL_KERNEL_NNZ and loaded() is None
+                                                    and not loading()):
+        return None
+    found = ready(vdtype, idt)
+    if found is None and FILL_KERNEL_WAIT:
+        found = kernel(vdtype, idt, wait=True)
+    elif found is None and loading():  # loading from Numba's cache takes well under a second;
+        settle(timeout=FILL_KERNEL_PATIENCE)  # compiling (an empty cache) takes seconds: then go on
+        found = ready(vdtype, idt)
+    return found
+
+
+def after_build(be, nnz, vdtype, idt):
+    """After an array-path build: a large host build starts loading the compiled fill for the next ones."""
+    if USE_FILL_KERNEL and be.host_arrays and nnz >= FILL_KERNEL_NNZ:
+        kernel(vdtype, idt)
+
+
+def run(plan, chunks, by_range, compiled, W, threads, threaded, out, cols):
+    """The pieces of :func:`convmat.assemble._assemble` written by the compiled fill ``compiled``: same bits.
+
+    ``by_range`` maps chunks ``(aligned start, a, b)`` to their pieces ``(channel, entry, row)``;
+    ``out`` is ``(indptr, indices, data)``; ``cols`` is ``(N, f0)``, the column numbering.
+    """
+    axes, grid, T = plan.geometry.axes, plan.grid, plan.transposed
+    pad = 3 - len(axes)
+    g = (1,) * pad + tuple(grid)
+    N, f0 = cols
+    Cg, Rg = plan.cols_per_group, plan.row_channels // plan.groups
+    n_cols = (1,) * pad + tuple(ax.o if T else ax.n for ax in axes)
+    kp = (1,) * pad + tuple(ax.k + 1 for ax in axes)
+    cs = [math.prod(n_cols[i + 1 :]) for i in range(3)]
+    ts = [math.prod(kp[i + 1 :]) for i in range(3)]
+    KP = math.prod(kp)
+
+    def tables(ca):
+        per_axis = [TRIVIAL] * pad
+        for i, (ax, rng) in enumerate(zip(axes, chunks.ranges(ca))):
+            last = i == len(axes) - 1
+            small = rng[1] - rng[0] <= _CACHED_TABLE_ROWS
+            per_axis.append((_kernel_table if small else _kernel_table.__wrapped__)(ax, *rng, T, last))
+        return [x for i, t in enumerate(per_axis) for x in t[:7] + (cs[i], ts[i])] + list(per_axis[-1][7:])
+
+    def one(key, group, tabs):
+        _, a, b = key
+        pieces = np.array([(c, (c // Rg) * Cg * N - f0, dst, row) for c, dst, row in group], dtype=np.int64)
+        compiled(W, pieces, a, b, g[1], g[2], N, Cg, KP, *tabs, *out)
+
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and threaded else None
+    try:
+        if pool is not None and chunks.parallel(threads):  # chunks on the threads, each its own tables
+            list(pool.map(lambda item: one(item[0], item[1], tables(item[0][0])), by_range.items()))
+        else:  # the output channels of a chunk on the threads, a contiguous share each
+            for key, group in by_range.items():
+                tabs = tables(key[0])
+                shares = [group[i * len(group) // threads : (i + 1) * len(group) // threads] for i in range(threads)]
+                if pool is not None and len(group) > 1:
+                    list(pool.map(lambda share: one(key, share, tabs), [sh for sh in shares if sh]))
+                else:
+                    one(key, group, tabs)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
 
 _LOCK = threading.Lock()
 _STATE = {"kernel": None, "error": None, "ready": set(), "pending": set(), "threads": []}

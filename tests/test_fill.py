@@ -3,7 +3,7 @@
 The array path is the one every backend runs and the one the oracles
 (PyTorch, scipy.signal, hand-worked arrays) check on small layers; the
 compiled fill takes over for host builds once Numba is loaded (a build of at
-least ``assemble.FILL_KERNEL_NNZ`` entries starts loading it).  Here both run
+least ``fill.FILL_KERNEL_NNZ`` entries starts loading it).  Here both run
 on the same plans, rows and threads, and must agree bit for bit (values
 compared as bytes, so -0.0 and NaN payloads count).
 """
@@ -33,9 +33,9 @@ def _same(A, B):
 
 
 def _build(plan, w, engine, monkeypatch, **kw):
-    monkeypatch.setattr(assemble, "FILL_KERNEL_NNZ", 0)
-    monkeypatch.setattr(assemble, "FILL_KERNEL_WAIT", True)
-    monkeypatch.setattr(assemble, "USE_FILL_KERNEL", engine == "compiled")
+    monkeypatch.setattr(fill, "FILL_KERNEL_NNZ", 0)
+    monkeypatch.setattr(fill, "FILL_KERNEL_WAIT", True)
+    monkeypatch.setattr(fill, "USE_FILL_KERNEL", engine == "compiled")
     return plan.build(w, **kw)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import convmat.memory as memory
-from convmat import MatrixTooLargeError, conv_matrix, conv_plan, conv_transpose_plan
+from convmat import MatrixTooLargeError, conv_matrix, conv_plan, conv_transpose_plan, fill
 
 MB = 2**20
 BILLION = 10**9
@@ -31,8 +31,6 @@ BILLION = 10**9
 
 def traced(fn):
     """``fn()``'s result and the peak of traced memory while it ran (no background loader running)."""
-    from convmat import fill
-
     fill.settle()  # a loader started by an earlier build would allocate while this runs
     tracemalloc.start()
     try:
@@ -142,11 +140,9 @@ def _accepts(plan, w, rows, limit):
 @pytest.mark.parametrize("engine", ["compiled", "arrays"])
 @pytest.mark.parametrize("make, rows", PEAK_CASES.values(), ids=PEAK_CASES.keys())
 def test_peak_is_within_the_smallest_accepted_max_bytes(make, rows, engine, monkeypatch):
-    import convmat.assemble as A
-
-    monkeypatch.setattr(A, "USE_FILL_KERNEL", engine == "compiled")
-    monkeypatch.setattr(A, "FILL_KERNEL_WAIT", True)
-    monkeypatch.setattr(A, "FILL_KERNEL_NNZ", 0)
+    monkeypatch.setattr(fill, "USE_FILL_KERNEL", engine == "compiled")
+    monkeypatch.setattr(fill, "FILL_KERNEL_WAIT", True)
+    monkeypatch.setattr(fill, "FILL_KERNEL_NNZ", 0)
     plan = make()
     w = np.random.default_rng(3).standard_normal(plan.weight_shape)
     plan.build(w, rows=(0, 1))  # compiles the fill for these dtypes (not traced: a one-time cost)
@@ -166,6 +162,7 @@ RSS_SCRIPT = r"""
 import json, sys
 import numpy as np
 import convmat.assemble as A
+import convmat.fill as F
 from convmat import MatrixTooLargeError, conv_plan, conv_transpose_plan
 
 def status(key):
@@ -175,7 +172,7 @@ def status(key):
 plans = [conv_plan((1, 1, 1, 1), (1500, 1500)), conv_plan((1, 1, 9), (2_000_000,), padding=4),
          conv_transpose_plan((4, 4, 3, 3), (300, 300), stride=2, padding=1, output_padding=1),
          conv_plan((1, 1, 5, 5), (700, 700), padding=2, padding_mode="reflect")]
-A.FILL_KERNEL_NNZ, A.FILL_KERNEL_WAIT, A.USE_FILL_KERNEL = 0, True, sys.argv[1] == "compiled"  # which engine
+F.FILL_KERNEL_NNZ, F.FILL_KERNEL_WAIT, F.USE_FILL_KERNEL = 0, True, sys.argv[1] == "compiled"  # which engine
 out = []
 for plan in plans:
     w = np.ones(plan.weight_shape)

@@ -278,11 +278,9 @@ def test_build_into_out_refuses_buffers_that_do_not_fit():
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_slabs_are_the_rows_and_columns_of_the_matrix(geometry, engine, monkeypatch):
     """build_slab: the slab's rows of every output channel, columns renumbered onto its support, same bits."""
-    import convmat.assemble as assemble
-
-    monkeypatch.setattr(assemble, "USE_FILL_KERNEL", engine == "compiled")
-    monkeypatch.setattr(assemble, "FILL_KERNEL_NNZ", 0)
-    monkeypatch.setattr(assemble, "FILL_KERNEL_WAIT", True)
+    monkeypatch.setattr(fill, "USE_FILL_KERNEL", engine == "compiled")
+    monkeypatch.setattr(fill, "FILL_KERNEL_NNZ", 0)
+    monkeypatch.setattr(fill, "FILL_KERNEL_WAIT", True)
     rng = np.random.default_rng(21)
     w, in_shape, kw = _layer(rng, geometry, np.float32)
     plan = ConvOperator(w, in_shape, **kw).plan
