@@ -164,9 +164,9 @@ def available() -> bool:
 def prefetch(dtype=np.float64, index_dtype=np.int32):
     """Start loading Numba and the one-vector kernels in the background; returns at once.
 
-    Call it when a product will follow soon (the builders do, see
-    Notes): the import of Numba and the loading of the kernels then overlap
-    with other work instead of delaying a product.
+    Call it when a product will follow soon (at the start of a build, say):
+    the import of Numba and the loading of the kernels then overlap with
+    other work instead of running next to the first products.
 
     Parameters
     ----------
