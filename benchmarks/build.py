@@ -172,7 +172,7 @@ def run_suite(names, repeat):
         C = plan.build(weight)
         cold = time.perf_counter() - t0
         del C
-        fill.settle()  # the compiled fill's loader, if that build started it (warm builds run the kernel)
+        fill.kernel(weight.dtype, plan.index_dtype, wait=True)  # warm builds run the compiled fill
         gc.collect()
         tracemalloc.start()
         C = plan.build(weight)

@@ -22,9 +22,10 @@ transposed axis), doubled in long loops; the output channels of a chunk
 share one structure, written once and copied.
 
 Nothing here imports Numba until a kernel is asked for.  A build never waits
-for it (:func:`for_build`): the first large build runs the array path and
-then starts loading the kernel of its dtypes on a daemon thread
-(:func:`after_build`, :func:`kernel`); a build that comes while it loads waits
+for it (:func:`for_build`): large builds run the array path and
+the second one starts loading the kernel of its dtypes on a daemon thread
+(:func:`after_build`, :func:`kernel`; one build followed by products never
+loads it); a build that comes while it loads waits
 up to ``FILL_KERNEL_PATIENCE`` for it; a fork waits for the loader.  The
 kernel source runs (slowly) as plain Python too, which the tests use.
 """
@@ -315,8 +316,9 @@ def _kernel_table(ax, r0, r1, T, last):
 def for_build(be, nnz, vdtype, idt):
     """The compiled fill for this build, or None for the array path (same bits either way).
 
-    The first large build in a process runs the array path and starts loading the kernel when it
-    is done (:func:`after_build`), so the load overlaps whatever the caller does next; a build that
+    Until the kernel of its dtypes is loaded a build runs the array path; the second large build
+    starts loading it when it is done (:func:`after_build`), so the load overlaps whatever the
+    caller does next; a build that
     comes while it is loading waits for it (up to FILL_KERNEL_PATIENCE) rather than run beside it
     (the import holds the GIL: both would crawl).  FILL_KERNEL_WAIT: always load first.
     """
@@ -333,9 +335,15 @@ def for_build(be, nnz, vdtype, idt):
 
 
 def after_build(be, nnz, vdtype, idt):
-    """After an array-path build: a large host build starts loading the compiled fill for the next ones."""
+    """After an array-path build: the second large host build in a process starts loading the compiled fill.
+
+    Not the first: a process that builds one matrix and then multiplies by it (a solver) would only
+    have the loader compete with its first products for the GIL.
+    """
     if USE_FILL_KERNEL and be.host_arrays and nnz >= FILL_KERNEL_NNZ:
-        kernel(vdtype, idt)
+        _STATE["large_builds"] += 1
+        if _STATE["large_builds"] >= 2:
+            kernel(vdtype, idt)
 
 
 def run(plan, chunks, by_range, compiled, W, threads, threaded, out, cols):
@@ -386,7 +394,7 @@ def run(plan, chunks, by_range, compiled, W, threads, threaded, out, cols):
 
 
 _LOCK = threading.Lock()
-_STATE = {"kernel": None, "error": None, "ready": set(), "pending": set(), "threads": []}
+_STATE = {"kernel": None, "error": None, "ready": set(), "pending": set(), "threads": [], "large_builds": 0}
 
 
 def loaded():

@@ -126,7 +126,7 @@ def test_without_numba_the_array_path_builds(monkeypatch, rng):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", blocked)
-    monkeypatch.setattr(fill, "_STATE", {"kernel": None, "error": None, "ready": set(), "pending": set(), "threads": []})
+    monkeypatch.setattr(fill, "_STATE", {"kernel": None, "error": None, "ready": set(), "pending": set(), "threads": [], "large_builds": 0})
     assert fill.kernel(np.float64, np.int32, wait=True) is None and fill.loaded() is None
     _same(_build(plan, w, "compiled", monkeypatch), ref)
 
