@@ -23,9 +23,9 @@ share one structure, written once and copied.
 
 Nothing here imports Numba until a kernel is asked for.  A build never waits
 for it (:func:`for_build`): large builds run the array path and
-the second one starts loading the kernel of its dtypes on a daemon thread
-(:func:`after_build`, :func:`kernel`; one build followed by products never
-loads it); a build that comes while it loads waits
+the third one starts loading the kernel of its dtypes on a daemon thread
+(:func:`after_build`, :func:`kernel`; a build or two followed by products
+never load it); a build that comes while it loads waits
 up to ``FILL_KERNEL_PATIENCE`` for it; a fork waits for the loader.  The
 kernel source runs (slowly) as plain Python too, which the tests use.
 """
@@ -316,7 +316,7 @@ def _kernel_table(ax, r0, r1, T, last):
 def for_build(be, nnz, vdtype, idt):
     """The compiled fill for this build, or None for the array path (same bits either way).
 
-    Until the kernel of its dtypes is loaded a build runs the array path; the second large build
+    Until the kernel of its dtypes is loaded a build runs the array path; the third large build
     starts loading it when it is done (:func:`after_build`), so the load overlaps whatever the
     caller does next; a build that
     comes while it is loading waits for it (up to FILL_KERNEL_PATIENCE) rather than run beside it
@@ -334,15 +334,21 @@ def for_build(be, nnz, vdtype, idt):
     return found
 
 
-def after_build(be, nnz, vdtype, idt):
-    """After an array-path build: the second large host build in a process starts loading the compiled fill.
+#: The large host builds (of FILL_KERNEL_NNZ entries or more) in a process before one starts loading the
+#: compiled fill.
+FILL_KERNEL_AFTER = 3
 
-    Not the first: a process that builds one matrix and then multiplies by it (a solver) would only
-    have the loader compete with its first products for the GIL.
+
+def after_build(be, nnz, vdtype, idt):
+    """After an array-path build: the FILL_KERNEL_AFTER-th large host build starts loading the compiled fill.
+
+    Not the first ones: a process that builds a matrix or two and then multiplies (a solver) would
+    only have the loader compete with its first products for the GIL (first product 0.32 s instead
+    of 0.07 s, ``benchmarks/cold_start.py``); a process that keeps building gets the kernel.
     """
     if USE_FILL_KERNEL and be.host_arrays and nnz >= FILL_KERNEL_NNZ:
         _STATE["large_builds"] += 1
-        if _STATE["large_builds"] >= 2:
+        if _STATE["large_builds"] >= FILL_KERNEL_AFTER:
             kernel(vdtype, idt)
 
 
