@@ -5,7 +5,7 @@ Builds a 64 -> 64 channel 3x3 convolution whose float32 matrix is
 in one run and on one machine:
 
 * the stored operator (:class:`convmat.ConvOperator`): build time, product time;
-* the streamed operator (:class:`convmat.StreamedConvOperator`, blocks of
+* the streamed operator (:class:`convmat.StreamedConvOperator`, slabs of
   ``--block-mb``): product time, and the streamed-to-stored ratio (targets:
   <= 2.5 for one vector, <= 1.3 at batch 64);
 * the distributed operator (:class:`convmat.dask.DaskConvOperator`) on a
@@ -98,7 +98,7 @@ def main(argv=None):
     assert np.array_equal(S(x1), A(x1))
     del A
     rows.append(("stored (one process)", f"{t_build:.2f}", f"{s1:.3f}", f"{sb:.3f}", "-"))
-    rows.append((f"streamed ({len(S.blocks)} blocks)", "-", f"{r1:.3f}", f"{rb:.3f}", "-"))
+    rows.append((f"streamed ({len(S.slabs)} slabs)", "-", f"{r1:.3f}", f"{rb:.3f}", "-"))
     print(rows[0], rows[1], flush=True)
 
     # ---- the cluster ----
