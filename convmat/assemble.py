@@ -286,6 +286,47 @@ def _out_index_dtype(out, plan, start, stop, nnz, vdtype, be):
     return idt
 
 
+def _by_range(plan, chunks, spans, spatial_before):
+    """The pieces of ``spans``, by chunk: ``{(aligned start, a, b): [(channel, entry, row), ...]}``.
+
+    A piece is spatial rows ``[a, b)`` of one output channel, written from entry ``entry`` and
+    row pointer ``row``; the spans of the same rows share their cut into chunks.
+    """
+    pieces, cut = [], {}
+    for c, a_c, b_c, dst, row in spans:
+        if (a_c, b_c) not in cut:
+            cut[a_c, b_c] = [(ca, a, b, spatial_before(a) - spatial_before(a_c), a - a_c)
+                             for a, b, ca in chunks.chunks(a_c, b_c)]
+        pieces += [(ca, a, b, c, dst + de, row + dr) for ca, a, b, de, dr in cut[a_c, b_c]]
+    pieces.sort(key=lambda p: p[:4])
+    by_range = {}
+    for piece in pieces:
+        by_range.setdefault(piece[:3], []).append(piece[3:])
+    return by_range
+
+
+def fused_matvec(plan, weight, x, threads, max_bytes):
+    """``C @ x`` for a vector ``x`` (of the result dtype) without storing ``C`` (:func:`convmat.fill.multiply`),
+    with the bits of ``csr_matmul(plan.build(weight), x)``; None while the compiled kernel is not loaded.
+
+    ``weight`` is a host array of the matrix's value dtype; the threads' scratch rows hold at most
+    ``max_bytes`` together (at least one row each).
+    """
+    vdtype = np.dtype(weight.dtype)
+    compiled = fill.multiplier(vdtype, x.dtype, np.int32)
+    if compiled is None or x.dtype != np.result_type(vdtype, x.dtype):
+        return None
+    chunks = _Chunks(plan, plan.nnz)
+    spans = _row_spans(plan, 0, plan.shape[0])
+    by_range = _by_range(plan, chunks, spans, plan.spatial_nnz_before)
+    W = matrix_weight(weight, vdtype, False, plan.groups, plan.transposed)
+    y = np.empty(plan.shape[0], dtype=x.dtype)
+    row_bound = plan.cols_per_group * math.prod(axis_row_bound(ax, plan.transposed) for ax in plan.geometry.axes)
+    rows = max(1, min(fill.MUL_BLOCK_ROWS, max_bytes // (threads * row_bound * (vdtype.itemsize + 8) + 8)))
+    fill.multiply(plan, chunks, by_range, compiled, W, threads, x, y, row_bound, rows)
+    return y
+
+
 def _row_spans(plan, start, stop):
     """Rows ``[start, stop)`` as spans ``(channel, a, b, entry, row)``: spatial rows ``[a, b)`` of an output
     channel, their first entry and row in the result."""
@@ -316,14 +357,6 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
             before[r] = plan.spatial_nnz_before(r)
         return before[r]
 
-    # Pieces (aligned chunk, a, b, channel, dst, row): spatial rows [a, b) of one output channel,
-    # written at entry dst and row pointer row.
-    pieces, cut = [], {}  # the chunks of a span's rows, shared by the spans of the same rows
-    for c, a_c, b_c, dst, row in spans:
-        if (a_c, b_c) not in cut:
-            cut[a_c, b_c] = [(ca, a, b, spatial_before(a) - spatial_before(a_c), a - a_c)
-                             for a, b, ca in chunks.chunks(a_c, b_c)]
-        pieces += [(ca, a, b, c, dst + de, row + dr) for ca, a, b, de, dr in cut[a_c, b_c]]
     if out is None:
         indptr = be.zeros(n_rows + 1, dtype=idt)
         indices = be.empty(nnz, dtype=idt)
@@ -335,11 +368,7 @@ def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, ch
         return be.csr(data, indices, indptr, (n_rows, n_cols))
 
     W = be.asarray(matrix_weight(weight, vdtype, flip, plan.groups, plan.transposed))
-    pieces.sort(key=lambda p: p[:4])
-    by_range = {}
-    for piece in pieces:
-        by_range.setdefault(piece[:3], []).append(piece[3:])
-    del pieces
+    by_range = _by_range(plan, chunks, spans, spatial_before)
     kernel = fill.for_build(be, nnz, vdtype, idt)
     if kernel is not None:
         fill.run(plan, chunks, by_range, kernel, W, threads, nnz >= _THREADED_NNZ, (indptr, indices, data), (N, f0))

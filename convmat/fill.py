@@ -42,11 +42,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .pattern import axis_table
+from .spmm._kernels import _b_fwd_vec
 from .sizes import interior_rows
 
 __all__ = [
-    "after_build", "fill_rows", "for_build", "forward_table", "kernel", "load", "loaded", "loading", "period_key",
-    "ready", "run", "settle", "table_arrays", "NO_SHIFT", "TRIVIAL",
+    "after_build", "fill_rows", "for_build", "forward_table", "kernel", "load", "loaded", "loading", "mul_rows",
+    "multiplier", "multiply", "period_key", "ready", "run", "settle", "table_arrays", "NO_SHIFT", "TRIVIAL",
 ]
 
 
@@ -95,6 +96,33 @@ def fill_rows(W, pieces, a, b, g1, g2, N, Cg, KP,
                     P, key, indptr, indices, data, q == 0)
         if q == 0:
             n = indptr[U(row + b - a)] - dst  # entries of the piece (its last row pointer, less its first entry)
+
+
+def mul_rows(W, pieces, a, b, g1, g2, N, Cg, KP,
+             r00, ptr0, cols0, taps0, first0, count0, delta0, cs0, ts0,
+             r01, ptr1, cols1, taps1, first1, count1, delta1, cs1, ts1,
+             r02, ptr2, cols2, taps2, first2, count2, delta2, cs2, ts2,
+             P, key, x, y, zero, sptr, sidx, sdat, block):
+    """``y[row + r - a] = (row r of channel c) @ x`` for the pieces' rows ``[a, b)``, nothing stored.
+
+    ``block`` rows at a time are written into the scratch CSR arrays ``(sptr, sidx, sdat)`` (a
+    few hundred kB: they stay in the caches) by :func:`_fill_piece` and multiplied by the
+    one-vector row kernel of :mod:`convmat.spmm` (``fwd_vec``): each ``y`` entry has the bits of
+    the same row of the stored matrix's product.
+    """
+    for q in range(pieces.shape[0]):
+        c, coff, row = pieces[q, 0], pieces[q, 1], pieces[q, 3]
+        r = a
+        while r < b:
+            e = min(b, r + block)
+            sptr[0] = 0
+            _fill_piece(W, c, coff, r, e, 0, 0, g1, g2, N, Cg, KP,
+                        r00, ptr0, cols0, taps0, first0, count0, delta0, cs0, ts0,
+                        r01, ptr1, cols1, taps1, first1, count1, delta1, cs1, ts1,
+                        r02, ptr2, cols2, taps2, first2, count2, delta2, cs2, ts2,
+                        P, key, sptr, sidx, sdat, True)
+            _b_fwd_vec(sptr, sidx, sdat, x, y[row + r - a : row + e - a], 0, e - r, zero)
+            r = e
 
 
 def _fill_piece(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,
@@ -399,8 +427,62 @@ def run(plan, chunks, by_range, compiled, W, threads, threaded, out, cols):
             pool.shutdown()
 
 
+#: Rows a fused product writes into its scratch at a time (fewer if ``block_bytes`` asks).
+MUL_BLOCK_ROWS = 64
+
+
+def multiply(plan, chunks, by_range, compiled_mul, W, threads, x, y, row_bound, block_rows):
+    """``y = C @ x`` for the rows of ``by_range`` (as :func:`run`), never storing more than a scratch
+    of ``block_rows`` rows per thread (``row_bound`` entries a row at most): :func:`mul_rows`."""
+    axes, grid, T = plan.geometry.axes, plan.grid, plan.transposed
+    pad = 3 - len(axes)
+    g = (1,) * pad + tuple(grid)
+    N = plan.shape[1] // plan.col_channels
+    Cg, Rg = plan.cols_per_group, plan.row_channels // plan.groups
+    n_cols = (1,) * pad + tuple(ax.o if T else ax.n for ax in axes)
+    kp = (1,) * pad + tuple(ax.k + 1 for ax in axes)
+    cs = [math.prod(n_cols[i + 1 :]) for i in range(3)]
+    ts = [math.prod(kp[i + 1 :]) for i in range(3)]
+    KP = math.prod(kp)
+    zero = y.dtype.type(0)
+    idt = np.int32 if max(block_rows * row_bound, plan.shape[1]) <= np.iinfo(np.int32).max else np.int64
+
+    def tables(ca):
+        per_axis = [TRIVIAL] * pad
+        for i, (ax, rng) in enumerate(zip(axes, chunks.ranges(ca))):
+            small = rng[1] - rng[0] <= _CACHED_TABLE_ROWS
+            per_axis.append((_kernel_table if small else _kernel_table.__wrapped__)(ax, *rng, T, i == len(axes) - 1))
+        return [v for i, t in enumerate(per_axis) for v in t[:7] + (cs[i], ts[i])] + list(per_axis[-1][7:])
+
+    def one(key, group, tabs):
+        _, a, b = key
+        pieces = np.array([(c, (c // Rg) * Cg * N, dst, row) for c, dst, row in group], dtype=np.int64)
+        scratch = (np.zeros(block_rows + 1, dtype=idt), np.empty(block_rows * row_bound, dtype=idt),
+                   np.empty(block_rows * row_bound, dtype=W.dtype))
+        compiled_mul(W, pieces, a, b, g[1], g[2], N, Cg, KP, *tabs, x, y, zero, *scratch, block_rows)
+
+    tasks = []
+    for key, group in by_range.items():
+        share = max(1, -(-len(group) // threads))
+        tasks += [(key, group[i : i + share]) for i in range(0, len(group), share)]
+    if threads > 1 and len(tasks) > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(lambda t: one(t[0], t[1], tables(t[0][0])), tasks))
+    else:
+        for key, group in tasks:
+            one(key, group, tables(key[0]))
+
+
+def multiplier(vdtype, xdtype, idt):
+    """The compiled :func:`mul_rows` once its kernel for these dtypes is loaded, else None (never waits)."""
+    if _STATE["mul"] is None or (np.dtype(vdtype), np.dtype(idt)) not in _STATE["ready"]:
+        return None
+    return _STATE["mul"]
+
+
 _LOCK = threading.Lock()
-_STATE = {"kernel": None, "error": None, "ready": set(), "pending": set(), "threads": [], "large_builds": 0}
+_STATE = {"kernel": None, "mul": None, "error": None, "ready": set(), "pending": set(), "threads": [],
+          "large_builds": 0}
 
 
 def loaded():
@@ -422,11 +504,14 @@ def load():
 
                 register_jitable(_row)
                 register_jitable(_fill_piece)
+                register_jitable(_b_fwd_vec)
                 opts = dict(nogil=True, error_model="numpy", boundscheck=False)
                 try:
                     _STATE["kernel"] = numba.njit(cache=True, **opts)(fill_rows)
+                    _STATE["mul"] = numba.njit(cache=True, **opts)(mul_rows)
                 except RuntimeError:  # no writable cache location
                     _STATE["kernel"] = numba.njit(**opts)(fill_rows)
+                    _STATE["mul"] = numba.njit(**opts)(mul_rows)
     return _STATE["kernel"]
 
 
@@ -438,9 +523,11 @@ def _prepare(key):
     if key not in _STATE["ready"]:
         vdtype, idt = key
         idx = np.zeros(1, dtype=idt)
-        kernel(np.zeros((1, 1), dtype=vdtype), np.zeros((1, 4), dtype=np.int64), 0, 0, 1, 1, 1, 1, 1,  # no rows
-               *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, 0, np.zeros(0, dtype=np.int64),
-               idx, idx, np.zeros(1, dtype=vdtype))
+        args = (np.zeros((1, 1), dtype=vdtype), np.zeros((1, 4), dtype=np.int64), 0, 0, 1, 1, 1, 1, 1,  # no rows
+                *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, 0, np.zeros(0, dtype=np.int64))
+        kernel(*args, idx, idx, np.zeros(1, dtype=vdtype))
+        vec = np.zeros(1, dtype=vdtype)  # the fused product of a vector of the same dtype (streamed operators)
+        _STATE["mul"](*args, vec, vec, vdtype.type(0), idx, idx, vec, 1)
         _STATE["ready"].add(key)
     return kernel
 

@@ -33,15 +33,17 @@ the streamed adjoint agrees with it to rounding, not bit for bit.
 from __future__ import annotations
 
 import numpy as np
+
 from . import _operator_parts as parts
 from . import fill
 from ._linear_image import LinearImageOperator
-from .backends import get_backend
-from .blocks import build_slab, slab_buffer, slab_nbytes, slab_support, slabs
+from .assemble import fused_matvec
+from .backends import default_threads, get_backend
+from .blocks import build_slab, slab_buffer, slab_nbytes, slabs
 from .geometry import positive_int
 from .memory import human
-from .weights import as_host_weight, value_dtype
 from .spmm import csr_matmul
+from .weights import as_host_weight, value_dtype
 
 __all__ = ["StreamedConvOperator"]
 
@@ -170,6 +172,10 @@ class StreamedConvOperator(LinearImageOperator):
         Y = np.empty((self.shape[0],) + k, dtype=dtype)
         Y3 = Y.reshape((R, -1) + k)
         fill.kernel(self.dtype, np.int32)  # start loading the compiled fill: slabs of any size run it once ready
+        if k in ((), (1,)):  # a vector: rows built into a cache-sized scratch and multiplied, when compiled
+            y = fused_matvec(self.plan, self._w, X3.reshape(-1), self.threads or default_threads(), self.block_bytes)
+            if y is not None:
+                return y.reshape((self.shape[0],) + k)
         buffer = slab_buffer(self.plan, self.slabs, self.dtype)  # every slab built into the same bytes
         for slab in self.slabs:
             j0, j1, f0, f1 = slab

@@ -20,6 +20,7 @@ from convmat.blocks import (
     row_blocks,
     slab_adjoint,
     slab_forward,
+    slab_nbytes,
     slab_support,
     slabs,
     tree_order,
@@ -295,3 +296,37 @@ def test_slabs_are_the_rows_and_columns_of_the_matrix(geometry, engine, monkeypa
         assert B.shape == ref.shape and B.nnz == C[rows].nnz  # nothing outside the support
         assert np.array_equal(B.indptr, ref.indptr) and np.array_equal(B.indices, ref.indices)
         assert B.data.tobytes() == ref.data.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_fused_vector_products_have_the_bits_of_the_stored_operator(geometry, dtype, monkeypatch):
+    """One vector: rows built into a small scratch and multiplied at once (fill.mul_rows), the bits of
+    the stored product (forward) and of C^H's CSR product (adjoint); with the smallest block_bytes the
+    slabs allow, the scratch holds a few rows."""
+    rng = np.random.default_rng(15)
+    w, in_shape, kw = _layer(rng, geometry, np.float64)
+    if np.dtype(dtype).kind == "c":
+        w = w + 1j * rng.standard_normal(w.shape)
+    w = w.astype(dtype)
+    A = ConvOperator(w, in_shape, **kw)
+    x = rng.standard_normal(A.shape[1]).astype(dtype)
+    y = rng.standard_normal(A.shape[0]).astype(dtype)
+    assert fill.kernel(dtype, np.int32, wait=True) is not None
+    calls = []
+    real = fill.multiply
+    monkeypatch.setattr(fill, "multiply", lambda *a: calls.append(a[-1]) or real(*a))
+    CH = A.plan.transpose().build(w.conj())
+    smallest = max(_one_position(plan, dtype) for plan in (A.plan, A.plan.transpose()))
+    for block_bytes in (A.plan.nbytes(dtype) // 5, smallest):
+        S = StreamedConvOperator(w, in_shape, block_bytes=block_bytes, **kw)
+        assert np.array_equal(S @ x, A @ x)
+        assert np.array_equal(S(x.reshape((1,) + A.in_shape)), A(x.reshape((1,) + A.in_shape)))
+        assert np.array_equal(S.H @ y, csr_matmul(CH, y))
+    assert len(calls) == 6 and min(calls) < fill.MUL_BLOCK_ROWS  # the fused path ran, with fewer rows at the end
+
+
+def _one_position(plan, dtype):
+    """Bytes of the largest slab of one output position (the smallest block_bytes ``slabs`` accepts)."""
+    O = math.prod(plan.output_shape[1:])
+    return max(slab_nbytes(plan, dtype, j, j + 1, slab_support(plan, j, j + 1)) for j in range(O))
