@@ -30,6 +30,9 @@ DTYPES = ("float32", "float64", "complex64", "complex128")
 # (data dtype, result dtype) pairs: the data of a matrix is read in its own dtype.
 MIXED = [(d, d) for d in DTYPES] + [("float32", "float64"), ("float32", "complex64"), ("float64", "complex128"),
                                     ("complex64", "complex128")]
+#: The twins run real results only (spmm._products.TWIN_KINDS): a complex kernel's bits depend on
+#: what the process did before it compiled, so a complex twin cannot be held to them.
+TWINNED = [p for p in MIXED if np.dtype(p[1]).kind in _products.TWIN_KINDS]
 
 
 def kernels():
@@ -99,7 +102,7 @@ def both_ways(A, v, result_dtype, transpose, nblocks, threads=1):
     m=st.integers(0, 70),
     n=st.integers(0, 70),
     density=st.floats(0.0, 1.0),
-    dtypes=st.sampled_from(MIXED),
+    dtypes=st.sampled_from(TWINNED),
     index_dtype=st.sampled_from(["int32", "int64"]),
     empty_every=st.sampled_from([0, 1, 2, 5]),
     transpose=st.booleans(),
@@ -151,7 +154,7 @@ def quarters(seed, P, n, density, data_dtype, index_dtype, broken):
     P=st.integers(1, 30),
     n=st.integers(1, 40),
     density=st.floats(0.05, 1.0),
-    dtypes=st.sampled_from(MIXED),
+    dtypes=st.sampled_from(TWINNED),
     index_dtype=st.sampled_from(["int32", "int64"]),
     broken=st.integers(0, 4),
     nblocks=st.integers(1, 5),
