@@ -313,7 +313,7 @@ def fused_matvec(plan, weight, x, threads, max_bytes):
     ``max_bytes`` together (at least one row each).
     """
     vdtype = np.dtype(weight.dtype)
-    compiled = fill.multiplier(vdtype, x.dtype, np.int32)
+    compiled = fill.multiplier(vdtype, np.int32)
     if compiled is None or x.dtype != np.result_type(vdtype, x.dtype):
         return None
     chunks = _Chunks(plan, plan.nnz)

@@ -38,6 +38,7 @@ __all__ = [
     "block_nbytes",
     "row_blocks",
     "slab_buffer",
+    "slab_buffer_nbytes",
     "build_block",
     "slabs",
     "slab_support",
@@ -135,10 +136,14 @@ def row_blocks(plan, dtype, block_bytes) -> list[tuple[int, int]]:
 _ALIGN = 64
 
 
+def slab_buffer_nbytes(plan, slab_list, dtype) -> int:
+    """Bytes of :func:`slab_buffer`: the largest slab's, and room to align its three arrays."""
+    return max(slab_nbytes(plan, dtype, j0, j1, (f0, f1)) for j0, j1, f0, f1 in slab_list) + 3 * _ALIGN
+
+
 def slab_buffer(plan, slab_list, dtype) -> np.ndarray:
     """Raw bytes that hold any one of the slabs (:func:`build_slab` with ``buffer``)."""
-    return np.empty(max(slab_nbytes(plan, dtype, j0, j1, (f0, f1)) for j0, j1, f0, f1 in slab_list) + 3 * _ALIGN,
-                    dtype=np.uint8)
+    return np.empty(slab_buffer_nbytes(plan, slab_list, dtype), dtype=np.uint8)
 
 
 def _views(buffer, nnz, rows, idt, dtype):

@@ -76,7 +76,7 @@ _LOCAL = threading.local()  # each worker thread's slab buffer (streamed slabs a
 
 def _build_streamed(plan, w, slab, threads):
     """A slab built into this worker thread's buffer (no page faults after the first): used and dropped."""
-    need = _b.slab_buffer(plan, [slab], w.dtype).nbytes
+    need = _b.slab_buffer_nbytes(plan, [slab], w.dtype)
     buffer = getattr(_LOCAL, "buffer", None)
     if buffer is None or buffer.nbytes < need:
         _LOCAL.buffer = buffer = None

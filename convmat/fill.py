@@ -214,8 +214,8 @@ def multiply(plan, chunks, by_range, compiled_mul, W, threads, x, y, row_bound, 
             one(key, group, tables(key[0]))
 
 
-def multiplier(vdtype, xdtype, idt):
-    """The compiled :func:`mul_rows` once its kernel for these dtypes is loaded, else None (never waits)."""
+def multiplier(vdtype, idt):
+    """The compiled :func:`mul_rows` once the fill of these dtypes is loaded, else None (never waits)."""
     if _STATE["mul"] is None or (np.dtype(vdtype), np.dtype(idt)) not in _STATE["ready"]:
         return None
     return _STATE["mul"]

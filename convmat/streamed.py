@@ -174,13 +174,13 @@ class StreamedConvOperator(LinearImageOperator):
         k = X.shape[1:]
         Cin, R = self.plan.input_shape[0], self.plan.output_shape[0]
         X3 = np.ascontiguousarray(X, dtype=dtype).reshape((Cin, -1) + k)  # (input channel, position, k)
-        Y = np.empty((self.shape[0],) + k, dtype=dtype)
-        Y3 = Y.reshape((R, -1) + k)
         fill.kernel(self.dtype, np.int32)  # start loading the compiled fill: slabs of any size run it once ready
         if k in ((), (1,)):  # a vector: rows built into a cache-sized scratch and multiplied, when compiled
             y = fused_matvec(self.plan, self._w, X3.reshape(-1), self.threads or default_threads(), self.block_bytes)
             if y is not None:
                 return y.reshape((self.shape[0],) + k)
+        Y = np.empty((self.shape[0],) + k, dtype=dtype)
+        Y3 = Y.reshape((R, -1) + k)
         buffer = slab_buffer(self.plan, self.slabs, self.dtype)  # every slab built into the same bytes
         for slab in self.slabs:
             j0, j1, f0, f1 = slab
