@@ -252,17 +252,22 @@ def build_slab_csr(plan, weight, slab, idt, *, dtype=None, threads=None, out=Non
     """
     be, weight = backend_and_weight("scipy", None, weight)
     vdtype = value_dtype(weight.dtype, dtype)
-    j0, j1, f0, f1 = (int(v) for v in slab)
     threads = be.threads if threads is None else positive_int(threads, "threads")
-    per = plan.row_nnz(j0, j1)
-    R = plan.row_channels
-    nnz = R * per
-    spans = [(c, j0, j1, c * per, c * (j1 - j0)) for c in range(R)]
+    spans, rows, nnz, cols = _slab_spans(plan, slab)
     chunks = _Chunks(plan, nnz)
-    need = peak_bytes(plan, chunks, vdtype, np.dtype(idt), 0, R * (j1 - j0), nnz, threads, weight, result=out is None)
+    need = peak_bytes(plan, chunks, vdtype, np.dtype(idt), 0, rows, nnz, threads, weight, result=out is None)
     check_fits(need, None, be, lambda: f"the slab of {nnz:,} non-zeros takes {human(need)}")
-    return _assemble(plan, weight, vdtype, False, 0, R * (j1 - j0), nnz, be, threads, np.dtype(idt), chunks,
-                     out=out, spans=spans, cols=(f1 - f0, f0))
+    return _assemble(plan, weight, vdtype, False, 0, rows, nnz, be, threads, np.dtype(idt), chunks,
+                     out=out, spans=spans, cols=cols)
+
+
+def _slab_spans(plan, slab):
+    """``(spans, rows, nnz, cols)`` of the slab ``(j0, j1, f0, f1)``: its row spans (as :func:`_row_spans`),
+    rows, entries and column numbering ``(N, f0)`` (see :func:`_assemble`)."""
+    j0, j1, f0, f1 = (int(v) for v in slab)
+    per, R = plan.row_nnz(j0, j1), plan.row_channels
+    spans = [(c, j0, j1, c * per, c * (j1 - j0)) for c in range(R)]
+    return spans, R * (j1 - j0), R * per, (f1 - f0, f0)
 
 
 def _out_index_dtype(out, plan, start, stop, nnz, vdtype, be):
@@ -305,25 +310,31 @@ def _by_range(plan, chunks, spans, spatial_before):
     return by_range
 
 
-def fused_matvec(plan, weight, x, threads, max_bytes):
+def fused_matvec(plan, weight, x, threads, max_bytes, slab=None):
     """``C @ x`` for a vector ``x`` (of the result dtype) without storing ``C`` (:func:`convmat.fill.multiply`),
     with the bits of ``csr_matmul(plan.build(weight), x)``; None while the compiled kernel is not loaded.
 
     ``weight`` is a host array of the matrix's value dtype; the threads' scratch rows hold at most
-    ``max_bytes`` together (at least one row each).
+    ``max_bytes`` together (at least one row each).  With ``slab`` ``(j0, j1, f0, f1)``, the product
+    of that slab (:func:`build_slab_csr`) with its halo ``x`` (every input channel at positions
+    ``[f0, f1)``): the bits of the same rows of ``C @ x``.
     """
     vdtype = np.dtype(weight.dtype)
     compiled = fill.multiplier(vdtype, np.int32)
     if compiled is None or x.dtype != np.result_type(vdtype, x.dtype):
         return None
-    chunks = _Chunks(plan, plan.nnz)
-    spans = _row_spans(plan, 0, plan.shape[0])
+    if slab is None:
+        rows, nnz = plan.shape[0], plan.nnz
+        spans, cols = _row_spans(plan, 0, rows), (plan.shape[1] // plan.col_channels, 0)
+    else:
+        spans, rows, nnz, cols = _slab_spans(plan, slab)
+    chunks = _Chunks(plan, nnz)
     by_range = _by_range(plan, chunks, spans, plan.spatial_nnz_before)
     W = matrix_weight(weight, vdtype, False, plan.groups, plan.transposed)
-    y = np.empty(plan.shape[0], dtype=x.dtype)
+    y = np.empty(rows, dtype=x.dtype)
     row_bound = plan.cols_per_group * math.prod(axis_row_bound(ax, plan.transposed) for ax in plan.geometry.axes)
-    rows = max(1, min(fill.MUL_BLOCK_ROWS, max_bytes // (threads * row_bound * (vdtype.itemsize + 8) + 8)))
-    fill.multiply(plan, chunks, by_range, compiled, W, threads, x, y, row_bound, rows)
+    block = max(1, min(fill.MUL_BLOCK_ROWS, max_bytes // (threads * row_bound * (vdtype.itemsize + 8) + 8)))
+    fill.multiply(plan, chunks, by_range, compiled, W, threads, x, y, row_bound, block, cols)
     return y
 
 

@@ -187,17 +187,18 @@ def run(plan, chunks, by_range, compiled, W, threads, threaded, out, cols):
 MUL_BLOCK_ROWS = 64
 
 
-def multiply(plan, chunks, by_range, compiled_mul, W, threads, x, y, row_bound, block_rows):
-    """``y = C @ x`` for the rows of ``by_range`` (as :func:`run`), never storing more than a scratch
-    of ``block_rows`` rows per thread (``row_bound`` entries a row at most): :func:`mul_rows`."""
+def multiply(plan, chunks, by_range, compiled_mul, W, threads, x, y, row_bound, block_rows, cols):
+    """``y = C @ x`` for the rows of ``by_range`` (as :func:`run`, columns numbered by ``cols``), never
+    storing more than a scratch of ``block_rows`` rows per thread (``row_bound`` entries a row at
+    most): :func:`mul_rows`."""
     g1, g2, Cg, Rg, KP, tables = _kernel_layout(plan, chunks)
-    N = plan.shape[1] // plan.col_channels
+    N, f0 = cols
     zero = y.dtype.type(0)
     idt = np.int32 if max(block_rows * row_bound, plan.shape[1]) <= np.iinfo(np.int32).max else np.int64
 
     def one(key, group, tabs):
         _, a, b = key
-        pieces = np.array([(c, (c // Rg) * Cg * N, dst, row) for c, dst, row in group], dtype=np.int64)
+        pieces = np.array([(c, (c // Rg) * Cg * N - f0, dst, row) for c, dst, row in group], dtype=np.int64)
         scratch = (np.zeros(block_rows + 1, dtype=idt), np.empty(block_rows * row_bound, dtype=idt),
                    np.empty(block_rows * row_bound, dtype=W.dtype))
         compiled_mul(W, pieces, a, b, g1, g2, N, Cg, KP, *tabs, x, y, zero, *scratch, block_rows)

@@ -25,6 +25,7 @@ from convmat.blocks import (
     slabs,
     tree_order,
 )
+from convmat.assemble import fused_matvec
 from convmat.spmm import csr_matmul
 from convmat.streamed import StreamedConvOperator
 
@@ -315,7 +316,7 @@ def test_fused_vector_products_have_the_bits_of_the_stored_operator(geometry, dt
     assert fill.kernel(dtype, np.int32, wait=True) is not None
     calls = []
     real = fill.multiply
-    monkeypatch.setattr(fill, "multiply", lambda *a: calls.append(a[-1]) or real(*a))
+    monkeypatch.setattr(fill, "multiply", lambda *a: calls.append(a[-2]) or real(*a))
     CH = A.plan.transpose().build(w.conj())
     smallest = max(_one_position(plan, dtype) for plan in (A.plan, A.plan.transpose()))
     for block_bytes in (A.plan.nbytes(dtype) // 5, smallest):
@@ -324,6 +325,22 @@ def test_fused_vector_products_have_the_bits_of_the_stored_operator(geometry, dt
         assert np.array_equal(S(x.reshape((1,) + A.in_shape)), A(x.reshape((1,) + A.in_shape)))
         assert np.array_equal(S.H @ y, csr_matmul(CH, y))
     assert len(calls) == 6 and min(calls) < fill.MUL_BLOCK_ROWS  # the fused path ran, with fewer rows at the end
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_fused_slab_products_have_the_bits_of_the_slabs(geometry):
+    """fused_matvec of a slab and its halo (what a Dask worker runs for one vector): the bits of
+    build_slab(...) @ halo, hence of those rows of the stored product."""
+    rng = np.random.default_rng(16)
+    w, in_shape, kw = _layer(rng, geometry, np.float32)
+    plan = ConvOperator(w, in_shape, **kw).plan
+    assert fill.kernel(np.float32, np.int32, wait=True) is not None
+    Cin = plan.input_shape[0]
+    x = rng.standard_normal((Cin, math.prod(plan.input_shape[1:]))).astype(np.float32)
+    for slab in slabs(plan, np.float32, plan.nbytes(np.float32) // 3):
+        halo = np.ascontiguousarray(x[:, slab[2] : slab[3]]).reshape(-1)
+        got = fused_matvec(plan, w, halo, 2, 1 << 16, slab=slab)
+        assert got.tobytes() == csr_matmul(build_slab(plan, w, slab, np.float32), halo).tobytes()
 
 
 def _one_position(plan, dtype):
