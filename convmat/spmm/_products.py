@@ -171,17 +171,18 @@ def _quarter_period(indptr, indices):
     transposed one-vector product then adds four rows' entries with one read-modify-write
     (kernel ``tr_vec4``, which checks every slot).  A function of the matrix only.
     """
-    m = indptr.size - 1
+    return quarter_period(indptr.size - 1, lambda i: indices[int(indptr[i]) : int(indptr[i + 1])])
+
+
+def quarter_period(m, row):
+    """:func:`_quarter_period` of a matrix of ``m`` rows whose row ``i`` has the column indices ``row(i)``
+    (the streamed operator asks it without holding the matrix)."""
     if m < 4 or m % 4:
         return 0
     P = m // 4
     for s in sorted({0, P // 2, P - 1}):
-        q = [int(indptr[s + k * P]) for k in range(4)]
-        n = int(indptr[s + 1]) - q[0]
-        if n == 0 or any(int(indptr[s + k * P + 1]) - q[k] != n for k in range(1, 4)):
-            return 0
-        first = indices[q[0] : q[0] + n]
-        if not all(np.array_equal(first, indices[q[k] : q[k] + n]) for k in range(1, 4)):
+        first, *others = (row(s + k * P) for k in range(4))
+        if first.size == 0 or not all(np.array_equal(first, other) for other in others):
             return 0
     return P
 
@@ -193,14 +194,29 @@ def _row_order(K, indptr, indices, ncols, k, threads):
     last column, the reordering costs more (a sort, scattered reads of the rows) than it saves.
     """
     m = indptr.size - 1
-    nnz = int(indptr[-1])
-    if nnz * k >= ORDER_MIN_WORK and nnz >= ORDER_MIN_ROW_NNZ * m:
+
+    def keys():
         key = np.empty(m, dtype=np.int64)
-        scale = np.int64(ncols if ncols <= np.iinfo(np.int32).max else 0)
         nc = _nchunks(threads)
         rb = _even_bounds(m, nc)
         fn = K["row_keys"]
+        scale = key_scale(ncols)
         parallel(lambda w, c: fn(indptr, indices, scale, key, rb[c], rb[c + 1]), nc, threads)
+        return key
+
+    return row_order(keys, m, int(indptr[-1]), k)
+
+
+def key_scale(ncols):
+    """The factor of a row's first column in its sort key ``first * scale + last`` (-1 for an empty row)."""
+    return np.int64(ncols if ncols <= np.iinfo(np.int32).max else 0)
+
+
+def row_order(keys, m, nnz, k):
+    """:func:`_row_order` of a matrix of ``m`` rows and ``nnz`` entries times ``k`` columns, whose row
+    keys (see :func:`key_scale`) ``keys()`` returns when they are needed."""
+    if nnz * k >= ORDER_MIN_WORK and nnz >= ORDER_MIN_ROW_NNZ * m:
+        key = keys()
         order = np.argsort(key)  # the order among equal keys does not matter
         sorted_key = key[order]
         if np.count_nonzero(sorted_key[1:] == sorted_key[:-1]) >= ORDER_MIN_SHARED * m:
