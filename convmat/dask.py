@@ -11,8 +11,16 @@ does -- and kept there (``keep=True``), or rebuilt on the workers at every
 product when the cluster's memory is smaller than the matrix
 (``keep=False``; each worker thread then builds its slabs into one buffer of
 at most ``block_bytes`` that it keeps between products, so rebuilding costs no
-page faults).  A kept slab lost with its worker is rebuilt from the plan by
-the scheduler.
+page faults; a product of one vector is fused instead, rows built into a
+cache-sized scratch and multiplied there, :func:`convmat.assemble.fused_matvec`,
+once the worker has loaded the compiled fill).
+
+A worker may die at any time: a kept slab lost with it is rebuilt from the
+plan by the scheduler, and the operands of a product it held (scattered,
+so not recomputable) are sent again by this process, which submits those
+slabs' tasks again (:mod:`convmat._dask_run`): the product completes, with
+the same bits.  A closed client, or a cluster without workers for
+``no_workers_timeout`` seconds, is a ``RuntimeError``, not a hang.
 
 Forward ``y = C x``: each slab receives only its *halo* of ``x`` (every input
 channel at the positions ``[f0, f1)`` it reads) and returns its rows; each
@@ -38,11 +46,16 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from . import blocks as _b
+from . import fill
+from ._dask_run import check_client as _check_client
+from ._dask_run import run as _run
+from ._dask_run import workers as _alive
+from .assemble import fused_matvec
 from .memory import MatrixTooLargeError, human
 from ._operator_parts import plan_from_keywords
 from .streamed import host_weight
 
-__all__ = ["DaskConvOperator", "BLOCK_FRACTION", "KEEP_FRACTION"]
+__all__ = ["DaskConvOperator", "BLOCK_FRACTION", "KEEP_FRACTION", "NO_WORKERS_TIMEOUT"]
 
 #: Default ``block_bytes``: this fraction of the smallest worker memory limit (room for the
 #: building temporaries, the halo, the result and Dask's own use).
@@ -51,6 +64,8 @@ BLOCK_FRACTION = 0.125
 KEEP_FRACTION = 0.5
 #: ``block_bytes`` when the workers have no memory limit.
 DEFAULT_BLOCK_BYTES = 256 << 20
+#: Default ``no_workers_timeout``: seconds a product waits for a cluster that has no workers.
+NO_WORKERS_TIMEOUT = 60.0
 
 _COUNTER = itertools.count()
 
@@ -84,7 +99,15 @@ def _build_streamed(plan, w, slab, threads):
     return _b.build_slab(plan, w, slab, w.dtype, threads=threads, buffer=buffer)
 
 
-def _forward_streamed(plan, w, slab, halo, threads):
+def _forward_streamed(plan, w, slab, halo, threads, max_bytes):
+    """A rebuilt slab's forward product; one vector fused (rows built in a cache-sized scratch and multiplied
+    there, the slab never stored) once this worker has loaded the compiled fill, the same bits."""
+    if halo.shape[0] == 1:
+        fill.kernel(w.dtype, np.int32)  # start loading the compiled fill on this worker (never waits)
+        x = np.ascontiguousarray(halo, dtype=np.result_type(w.dtype, halo.dtype)).reshape(-1)
+        y = fused_matvec(plan, w, x, threads, max_bytes, slab=slab)
+        if y is not None:
+            return y.reshape(1, plan.output_shape[0], -1)
     return _b.slab_forward(_build_streamed(plan, w, slab, threads), halo, plan.output_shape[0], threads)
 
 
@@ -101,28 +124,7 @@ def _on(worker):
     return {} if worker is None else {"workers": [worker], "allow_other_workers": True}
 
 
-def _check_client(client):
-    status = getattr(client, "status", None)
-    if status != "running":
-        raise RuntimeError(
-            f"the dask client is not running (status {status!r}); DaskConvOperator needs a connected "
-            f"distributed.Client: create a new one and a new operator"
-        )
-
-
-def _workers(client):
-    """``{address: memory limit in bytes or None}`` of the cluster's workers."""
-    try:
-        info = client.scheduler_info(n_workers=-1)
-    except TypeError:  # older distributed
-        info = client.scheduler_info()
-    workers = {a: (int(v.get("memory_limit") or 0) or None) for a, v in info["workers"].items()}
-    if not workers:
-        raise RuntimeError("the dask cluster has no workers")
-    return workers
-
-
-def _send(c, parts, where):
+def _send(c, parts, where, timeout):
     """Operands to the workers: NumPy arrays scattered to ``where`` (one call per worker), Dask arrays computed there."""
     out = [None] * len(parts)
     groups = {}
@@ -132,7 +134,7 @@ def _send(c, parts, where):
         else:
             groups.setdefault(w, []).append(i)
     for w, idx in groups.items():
-        futures = c.scatter([np.ascontiguousarray(parts[i]) for i in idx], hash=False,
+        futures = c.scatter([np.ascontiguousarray(parts[i]) for i in idx], hash=False, timeout=timeout,
                             **({} if w is None else {"workers": [w]}))
         for i, f in zip(idx, futures):
             out[i] = f
@@ -161,7 +163,9 @@ def _as_images(x, shape, name):
 
 def _layout(client, plan, dtype, block_bytes, keep):
     """Slabs, the worker each is built on, whether they are kept, and ``block_bytes``; refusals before building."""
-    workers = _workers(client)
+    workers = _alive(client)
+    if not workers:
+        raise RuntimeError("the dask cluster has no workers")
     limits = [v for v in workers.values() if v]
     limit = min(limits) if limits else None
     if block_bytes is None:
@@ -205,6 +209,9 @@ class DaskConvOperator(LinearOperator):
         adjoint's bits depend on it (the forward's do not).
     stride, padding, dilation, groups, padding_mode, transposed, output_padding, output_size, dtype, bias
         As :class:`~convmat.ConvOperator`.
+    no_workers_timeout : float
+        Seconds a product waits while the cluster has no workers before it
+        raises ``RuntimeError`` (default ``NO_WORKERS_TIMEOUT``).
 
     Attributes
     ----------
@@ -235,7 +242,7 @@ class DaskConvOperator(LinearOperator):
 
     def __init__(self, weight, in_shape, *, client, block_bytes=None, keep=None, threads=1, stride=1, padding=0,
                  dilation=1, groups=1, padding_mode="zeros", transposed=False, output_padding=0, output_size=None,
-                 dtype=None, bias=None):
+                 dtype=None, bias=None, no_workers_timeout=NO_WORKERS_TIMEOUT):
         dist = _distributed()
         if not isinstance(client, dist.Client):
             raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}: {client!r:.80}")
@@ -245,6 +252,10 @@ class DaskConvOperator(LinearOperator):
             raise TypeError(f"keep must be True, False or None, got {keep!r}")
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        if isinstance(no_workers_timeout, bool) or not isinstance(no_workers_timeout, (int, float, np.integer, np.floating)) \
+                or not no_workers_timeout > 0:
+            raise ValueError(f"no_workers_timeout must be a number of seconds > 0, got {no_workers_timeout!r}")
+        self.no_workers_timeout = float(no_workers_timeout)
         w = host_weight(weight, dtype)
         plan = plan_from_keywords(w, in_shape, transposed=transposed, stride=stride, padding=padding,
                                   dilation=dilation, groups=groups, padding_mode=padding_mode,
@@ -281,62 +292,102 @@ class DaskConvOperator(LinearOperator):
         return self._blocks
 
     def _where(self):
-        """The worker to send each slab's operand to: where the slab is now (or will be built)."""
+        """The worker to send each slab's operand to: where the slab is now (or will be built); None: anywhere."""
         if not self.keep:
-            alive = set(_workers(self.client))
+            alive = set(_alive(self.client))
             return [h if h in alive else None for h in self._home]
         who = self.client.who_has(self._blocks)
         return [(sorted(who.get(f.key, ())) or [None])[0] for f in self._blocks]
 
-    # ------------------------------------------------------------------ #
-    # products on images (N, C, F): NumPy or Dask in, futures out
-    # ------------------------------------------------------------------ #
-    def _forward_futures(self, x3):
-        _check_client(self.client)
-        c, R = self.client, self.out_shape[0]
-        where = self._where()
-        halos = _send(self.client, [x3[:, :, f0:f1] for _, _, f0, f1 in self.slabs], where)
-        if self.keep:
-            return [c.submit(_forward, B, h, R, self.threads, **_on(w), pure=False) for B, h, w in zip(self._blocks, halos, where)]
-        return [c.submit(_forward_streamed, self.plan, self._w, s, h, self.threads, **_on(w), pure=False) for s, h, w in zip(self.slabs, halos, where)]
+    def _tasks(self, operands, task):
+        """``submit(indices)`` for :func:`convmat._dask_run.run`: each slab's operand sent where the slab is,
+        then ``task(i, operand future, worker)`` submitted."""
 
-    def _adjoint_future(self, y3):
-        _check_client(self.client)
-        c = self.client
-        where = self._where()
-        ys = _send(self.client, [y3[:, :, j0:j1] for j0, j1, _, _ in self.slabs], where)
-        if self.keep:
-            parts = [c.submit(_adjoint, B, s, y, self.threads, **_on(w), pure=False) for B, s, y, w in zip(self._blocks, self.slabs, ys, where)]
-        else:
-            parts = [c.submit(_adjoint_streamed, self.plan, self._w, s, y, self.threads,
-                              **_on(w), pure=False)
-                     for s, y, w in zip(self.slabs, ys, where)]
-        for level in _b.tree_order(len(parts)):
-            for i, j in level:
-                parts[i] = c.submit(_b.combine, parts[i], parts[j], pure=False)
-        F = int(np.prod(self.in_shape[1:]))
-        return c.submit(_b.embed, parts[0], F, pure=False)
+        def submit(indices):
+            where = self._where()
+            sent = _send(self.client, [operands[i] for i in indices], [where[i] for i in indices],
+                         self.no_workers_timeout)
+            return [task(i, op, where[i]) for i, op in zip(indices, sent)]
 
-    def _images_out(self, futures, shape, kind, dtype):
-        """Assemble the slabs' results ``(N, R, j1 - j0)`` into images ``(N, *shape)``."""
-        N = shape[0]
+        return submit
+
+    def _run(self, n, submit, done, gather, what):
+        _run(self.client, n, submit, done, gather=gather, timeout=self.no_workers_timeout,
+             what=f"the {what} product ({len(self.slabs)} slabs)")
+
+    # ------------------------------------------------------------------ #
+    # products on images (N, C, F): NumPy or Dask in, NumPy or Dask out
+    # ------------------------------------------------------------------ #
+    def _forward_task(self, i, halo, worker):
+        if self.keep:
+            return self.client.submit(_forward, self._blocks[i], halo, self.out_shape[0], self.threads,
+                                      **_on(worker), pure=False)
+        return self.client.submit(_forward_streamed, self.plan, self._w, self.slabs[i], halo, self.threads,
+                                  self.block_bytes, **_on(worker), pure=False)
+
+    def _forward_images(self, x3, kind, dtype):
+        """``C x3``: images ``(N, R, O)``, NumPy (gathered as the slabs finish) or Dask (their futures)."""
+        _check_client(self.client)
+        N, R, O = x3.shape[0], self.out_shape[0], int(np.prod(self.out_shape[1:]))
+        submit = self._tasks([x3[:, :, f0:f1] for _, _, f0, f1 in self.slabs], self._forward_task)
         if kind == "dask":
             import dask.array as da
 
-            pieces = [da.from_delayed(f, shape=(N, shape[1], j1 - j0), dtype=dtype)
-                      for f, (j0, j1, _, _) in zip(futures, self.slabs)]
-            return da.concatenate(pieces, axis=2).reshape(shape)
-        out = np.empty((N, shape[1], int(np.prod(shape[2:]))), dtype=dtype)
-        for (j0, j1, _, _), y in zip(self.slabs, self.client.gather(futures)):
-            out[:, :, j0:j1] = y
-        return out.reshape(shape)
+            futures = [None] * len(self.slabs)
+            self._run(len(self.slabs), submit, futures.__setitem__, False, "forward")
+            return da.concatenate([da.from_delayed(f, shape=(N, R, j1 - j0), dtype=dtype)
+                                   for f, (j0, j1, _, _) in zip(futures, self.slabs)], axis=2)
+        out = np.empty((N, R, O), dtype=dtype)
+
+        def done(i, y):
+            out[:, :, self.slabs[i][0] : self.slabs[i][1]] = y
+
+        self._run(len(self.slabs), submit, done, True, "forward")
+        return out
+
+    def _adjoint_task(self, i, y_part, worker):
+        if self.keep:
+            return self.client.submit(_adjoint, self._blocks[i], self.slabs[i], y_part, self.threads,
+                                      **_on(worker), pure=False)
+        return self.client.submit(_adjoint_streamed, self.plan, self._w, self.slabs[i], y_part, self.threads,
+                                  **_on(worker), pure=False)
+
+    def _adjoint_images(self, y3, kind):
+        """``C^H y3``: images ``(N, C_in, F)``, NumPy or a Dask array of the finished root of the tree.
+
+        The partial sums are added along the fixed tree on the workers.  If the
+        root is lost with a worker, the partial sums lost (or never made) are
+        submitted again, then the tree."""
+        _check_client(self.client)
+        c, F = self.client, int(np.prod(self.in_shape[1:]))
+        submit = self._tasks([y3[:, :, j0:j1] for j0, j1, _, _ in self.slabs], self._adjoint_task)
+        leaves = [None] * len(self.slabs)
+
+        def root(_):
+            missing = [i for i, f in enumerate(leaves) if f is None or f.status not in ("pending", "finished")]
+            for i, f in zip(missing, submit(missing) if missing else ()):
+                leaves[i] = f
+            parts = list(leaves)
+            for level in _b.tree_order(len(parts)):
+                for i, j in level:
+                    parts[i] = c.submit(_b.combine, parts[i], parts[j], pure=False)
+            return [c.submit(_b.embed, parts[0], F, pure=False)]
+
+        box = [None]
+        self._run(1, root, box.__setitem__, kind != "dask", "adjoint")
+        if kind != "dask":
+            return box[0]
+        import dask.array as da
+
+        dtype = np.result_type(self.dtype, y3.dtype)
+        return da.from_delayed(box[0], shape=(y3.shape[0], self.in_shape[0], F), dtype=dtype)
 
     def apply(self, x, *, out=None):
         """``C @ x`` plus the bias, for images ``(N, *in_shape)`` or ``in_shape`` (NumPy or Dask)."""
         kind = _kind(x, out)
         x3, batched = _as_images(x, self.in_shape, "x")
         dtype = np.result_type(self.dtype, x3.dtype)
-        y = self._images_out(self._forward_futures(x3), (x3.shape[0],) + self.out_shape, kind, dtype)
+        y = self._forward_images(x3, kind, dtype).reshape((x3.shape[0],) + self.out_shape)
         if self.bias is not None:
             y = y + self.bias.reshape((-1,) + (1,) * (len(self.out_shape) - 1))
         return y if batched else y[0]
@@ -347,15 +398,7 @@ class DaskConvOperator(LinearOperator):
         """``C^H @ y`` for images ``(N, *out_shape)`` or ``out_shape`` (NumPy or Dask)."""
         kind = _kind(y, out)
         y3, batched = _as_images(y, self.out_shape, "y")
-        dtype = np.result_type(self.dtype, y3.dtype)
-        fut = self._adjoint_future(y3)
-        shape = (y3.shape[0],) + self.in_shape
-        if kind == "dask":
-            import dask.array as da
-
-            x = da.from_delayed(fut, shape=(shape[0], shape[1], int(np.prod(shape[2:]))), dtype=dtype).reshape(shape)
-        else:
-            x = fut.result().reshape(shape)
+        x = self._adjoint_images(y3, kind).reshape((y3.shape[0],) + self.in_shape)
         return x if batched else x[0]
 
     # ------------------------------------------------------------------ #
@@ -366,11 +409,9 @@ class DaskConvOperator(LinearOperator):
         k = 1 if X.ndim == 1 else X.shape[1]
         x3 = X.reshape(shape[0], -1, k).transpose(2, 0, 1)  # (k, C, F)
         if adjoint:
-            out = self._adjoint_future(x3).result()
+            out = self._adjoint_images(x3, "numpy")
         else:
-            dtype = np.result_type(self.dtype, X.dtype)
-            out = self._images_out(self._forward_futures(x3), (k, self.out_shape[0], int(np.prod(self.out_shape[1:]))),
-                                   "numpy", dtype)
+            out = self._forward_images(x3, "numpy", np.result_type(self.dtype, X.dtype))
         cols = out.reshape(k, -1).T
         return np.ascontiguousarray(cols[:, 0] if X.ndim == 1 else cols)
 

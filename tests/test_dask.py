@@ -2,14 +2,16 @@
 
 import os
 import signal
+import tempfile
 import time
 
 import numpy as np
 import pytest
 from scipy.sparse.linalg import lsqr
 
-from convmat import ConvOperator, MatrixTooLargeError, adjoint_test
-from convmat.blocks import build_slab, embed, reduce_partials, slab_adjoint
+from convmat import ConvOperator, MatrixTooLargeError, adjoint_test, fill
+from convmat.blocks import build_slab, embed, reduce_partials, slab_adjoint, slabs
+from convmat.streamed import host_weight
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +158,116 @@ def test_a_closed_client_is_an_error_not_a_hang(client):
     with pytest.raises(RuntimeError, match="not running"):
         _op(weight=w, in_shape=(8, 8), client=second)
     assert time.perf_counter() - t < 5
+
+
+def test_rebuilt_one_vector_products_are_fused(monkeypatch):
+    """In rebuild mode a worker computes one vector's slab product without building the slab
+    (assemble.fused_matvec, once the compiled fill is loaded), with the bits of the stored product;
+    batches, and vectors before the fill is loaded, build the slab."""
+    from convmat import dask as cd
+
+    rng, w, n = _layer(5, cin=6, cout=5, n=(12, 10))
+    A = ConvOperator(w, n, padding=1, stride=(2, 1))
+    plan, hw = A.plan, host_weight(w, None)
+    assert fill.kernel(np.float64, np.int32, wait=True) is not None
+    built, build = [], cd._build_streamed
+    monkeypatch.setattr(cd, "_build_streamed", lambda *a: built.append(a[2]) or build(*a))
+    x = rng.standard_normal((2,) + A.in_shape)
+    ref = A(x).reshape(2, A.out_shape[0], -1)
+    ref1 = A(x[:1]).reshape(1, A.out_shape[0], -1)  # one vector: the bits of the stored one-vector product
+    x3 = x.reshape(2, A.in_shape[0], -1)
+    parts = slabs(plan, np.float64, plan.nbytes(np.float64) // 4)
+    assert len(parts) >= 4
+    for s in parts:
+        y = cd._forward_streamed(plan, hw, s, x3[:1, :, s[2] : s[3]], 1, 1 << 12)
+        assert y.tobytes() == ref1[:, :, s[0] : s[1]].tobytes()
+    assert built == []  # one vector: fused, no slab built
+    for s in parts:
+        assert np.array_equal(cd._forward_streamed(plan, hw, s, x3[:, :, s[2] : s[3]], 1, 1 << 12), ref[:, :, s[0] : s[1]])
+    assert built == parts  # a batch: built and multiplied
+    monkeypatch.setattr(cd, "fused_matvec", lambda *a, **k: None)  # the fill not loaded yet: built
+    y = cd._forward_streamed(plan, hw, parts[1], x3[:1, :, parts[1][2] : parts[1][3]], 1, 1 << 12)
+    assert y.tobytes() == ref1[:, :, parts[1][0] : parts[1][1]].tobytes() and built[-1] == parts[1]
+
+
+def _kill_once(flag, names):
+    """A worker plugin that kills its worker process (SIGKILL) when a task named in ``names`` has finished
+    there, once for all workers (the first to create ``flag``).  Defined here so that it is pickled by value."""
+    from dask.utils import key_split
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class KillOnce(WorkerPlugin):
+        def transition(self, key, start, finish, **kwargs):
+            if finish == "memory" and key_split(key) in names:
+                try:
+                    os.close(os.open(flag, os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    return
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return KillOnce()
+
+
+@pytest.mark.parametrize("keep, product, N", [(True, "forward", 2), (False, "forward", 1), (False, "forward", 3),
+                                              (True, "adjoint", 1), (False, "adjoint", 2)])
+def test_a_worker_killed_during_a_product_loses_nothing(client, keep, product, N):
+    """A worker process killed while a product runs (after its first slab's task has finished there,
+    with the operands of its other slabs in its memory): the product completes, with the same bits."""
+    client.wait_for_workers(2, timeout=60)
+    rng, w, n = _layer(6, cin=6, cout=6, n=(24, 16))
+    A = ConvOperator(w, n, padding=1)
+    D = _op(weight=w, in_shape=n, padding=1, client=client, keep=keep, block_bytes=A.plan.nbytes(w.dtype) // 24)
+    assert len(D.slabs) >= 20 and D.keep == keep
+    if N == 1:  # the fused path on the workers
+        assert all(client.run(lambda: fill.kernel(np.float64, np.int32, wait=True) is not None).values())
+    x = rng.standard_normal((N,) + A.in_shape)
+    y = rng.standard_normal((N,) + A.out_shape)
+    run = (lambda: D(x)) if product == "forward" else (lambda: D.apply_adjoint(y))
+    expected = A(x) if product == "forward" else _local_adjoint(D, y)
+    assert np.array_equal(run(), expected)  # kept slabs built, before the kill
+    flag = os.path.join(tempfile.mkdtemp(), "killed")
+    client.register_plugin(_kill_once(flag, {product, f"{product}_streamed"}), name="kill-once")
+    try:
+        before = set(client.scheduler_info()["workers"])
+        t = time.perf_counter()
+        got = run()
+        assert os.path.exists(flag)  # a worker was killed during the product
+        assert np.array_equal(got, expected)
+        assert time.perf_counter() - t < 30
+        deadline = time.monotonic() + 30
+        while set(client.scheduler_info()["workers"]) >= before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not set(client.scheduler_info()["workers"]) >= before  # the victim is gone
+        assert np.array_equal(run(), expected)
+    finally:
+        client.unregister_worker_plugin("kill-once")
+    D.close()
+
+
+def test_a_cluster_without_workers_is_an_error_not_a_hang():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
+        w = np.ones((2, 2, 3, 3))
+        with pytest.raises(ValueError, match=r"no_workers_timeout must be a number of seconds > 0, got -1"):
+            _op(weight=w, in_shape=(8, 8), client=c, no_workers_timeout=-1)
+        kept = _op(weight=w, in_shape=(8, 8), padding=1, client=c, block_bytes=10_000, no_workers_timeout=1.0, keep=True)
+        rebuilt = _op(weight=w, in_shape=(8, 8), padding=1, client=c, block_bytes=10_000, no_workers_timeout=1.0, keep=False)
+        x = np.ones((2, 8, 8))
+        assert np.array_equal(kept(x), rebuilt(x))
+        cluster.scale(0)
+        deadline = time.monotonic() + 30
+        while c.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for D in (kept, rebuilt):
+            for product, operand in ((D.apply, x), (D.apply_adjoint, x)):
+                t = time.perf_counter()
+                with pytest.raises(RuntimeError, match=r"the dask cluster has had no workers for 1 s \(no_workers_timeout\): "
+                                   r"the (forward|adjoint) product \([0-9]+ slabs\) cannot run"):
+                    product(operand)
+                assert time.perf_counter() - t < 10
+        with pytest.raises(RuntimeError, match="the dask cluster has no workers"):
+            _op(weight=w, in_shape=(8, 8), client=c)
 
 
 def test_a_killed_worker_loses_no_product(client):
