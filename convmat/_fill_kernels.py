@@ -1,6 +1,6 @@
 """The source of the compiled fill: Numba kernels written as plain Python, and the tables they read.
 
-:mod:`convmat.fill` compiles :func:`fill_rows` and :func:`mul_rows` (when
+:mod:`convmat.fill` compiles :func:`fill_rows`, :func:`mul_rows` and :func:`scatter_rows` (when
 Numba imports; this module never imports it) and drives them; the functions
 here also run, slowly, as plain Python, which the tests use.  Kept apart from
 the driver so that Numba's on-disk cache, keyed by this file, survives edits
@@ -13,9 +13,9 @@ import numpy as np
 
 from .pattern import axis_table
 from .sizes import interior_rows
-from .spmm._kernels import _b_fwd_vec
+from .spmm._kernels import _b_fwd_vec, _b_tr_vec, _b_tr_vec4
 
-__all__ = ["fill_rows", "forward_table", "mul_rows", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
+__all__ = ["fill_rows", "forward_table", "mul_rows", "scatter_rows", "period_key", "table_arrays", "NO_SHIFT", "TRIVIAL"]
 
 
 U = np.uint64  # unsigned indices: Numba skips negative-index wraparound for them
@@ -89,6 +89,42 @@ def mul_rows(W, pieces, a, b, g1, g2, N, Cg, KP,
                         P, key, sptr, sidx, sdat, True)
             _b_fwd_vec(sptr, sidx, sdat, x, y[row + r - a : row + e - a], 0, e - r, zero)
             r = e
+
+
+def scatter_rows(W, pieces, a, b, g1, g2, N, Cg, KP,
+                 r00, ptr0, cols0, taps0, first0, count0, delta0, cs0, ts0,
+                 r01, ptr1, cols1, taps1, first1, count1, delta1, cs1, ts1,
+                 r02, ptr2, cols2, taps2, first2, count2, delta2, cs2, ts2,
+                 P, key, y, acc, zero, sptr, sidx, sdat, ys, block):
+    """``acc += (rows [a, b) of the pieces' channels)^T y``, nothing stored: the transposed one-vector
+    kernels of :mod:`convmat.spmm` on rows written ``block`` at a time into a scratch.
+
+    One piece ``(c, coff, _, row)``: its rows one after the other (``tr_vec``).  Four pieces (the
+    rows of four channels a quarter of the matrix apart, at the same positions): slot by slot, the
+    four rows of a slot together (``tr_vec4``).  ``y[row + r - a]`` multiplies row ``r`` of a piece.
+    Each entry of ``acc`` receives the same terms in the same order as from the stored matrix's
+    rows, visited in the same order: the same bits.
+    """
+    nq = pieces.shape[0]
+    r = a
+    while r < b:
+        e = min(b, r + block)
+        L = e - r
+        sptr[0] = 0
+        for q in range(nq):
+            c, coff, row = pieces[q, 0], pieces[q, 1], pieces[q, 3]
+            _fill_piece(W, c, coff, r, e, sptr[q * L], q * L, g1, g2, N, Cg, KP,
+                        r00, ptr0, cols0, taps0, first0, count0, delta0, cs0, ts0,
+                        r01, ptr1, cols1, taps1, first1, count1, delta1, cs1, ts1,
+                        r02, ptr2, cols2, taps2, first2, count2, delta2, cs2, ts2,
+                        P, key, sptr, sidx, sdat, True)
+            for t in range(L):
+                ys[q * L + t] = y[row + r - a + t]
+        if nq == 4:
+            _b_tr_vec4(sptr, sidx, sdat, ys, acc, L, 0, L, zero, False)
+        else:
+            _b_tr_vec(sptr, sidx, sdat, ys, acc, 0, L, zero, False)
+        r = e
 
 
 def _fill_piece(W, c, coff, a, b, dst, row, g1, g2, N, Cg, KP,

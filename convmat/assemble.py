@@ -33,6 +33,7 @@ import numpy as np
 
 from . import fill
 from .errors import ParameterError, ParameterTypeError
+from .backends import get_backend
 from .geometry import positive_int
 from .memory import MatrixTooLargeError, check_fits, human
 from .pattern import axis_table, table_bytes
@@ -259,6 +260,20 @@ def build_slab_csr(plan, weight, slab, idt, *, dtype=None, threads=None, out=Non
     check_fits(need, None, be, lambda: f"the slab of {nnz:,} non-zeros takes {human(need)}")
     return _assemble(plan, weight, vdtype, False, 0, rows, nnz, be, threads, np.dtype(idt), chunks,
                      out=out, spans=spans, cols=cols)
+
+
+def build_ranges_csr(plan, weight, ranges, out):
+    """The rows of ``ranges`` ``[(channel, a, b), ...]`` (spatial rows ``[a, b)`` of that output channel), one
+    range after the other, into the host arrays ``out`` (as :func:`build_csr`, unchecked: the caller
+    sizes them), on the calling thread: the bits of the same rows of :meth:`ConvPlan.build`."""
+    vdtype = np.dtype(weight.dtype)
+    spans, nnz, rows = [], 0, 0
+    for c, a, b in ranges:
+        spans.append((c, a, b, nnz, rows))
+        nnz += plan.row_nnz(a, b)
+        rows += b - a
+    return _assemble(plan, weight, vdtype, False, 0, rows, nnz, get_backend("scipy"), 1, out[1].dtype,
+                     _Chunks(plan, nnz), out=out, spans=spans)
 
 
 def _slab_spans(plan, slab):

@@ -48,19 +48,23 @@ from ._fill_kernels import (  # noqa: F401  (re-exported: the kernels' source an
     NO_SHIFT,
     TRIVIAL,
     _b_fwd_vec,
+    _b_tr_vec,
+    _b_tr_vec4,
     _fill_piece,
     _row,
     fill_rows,
     forward_table,
     mul_rows,
     period_key,
+    scatter_rows,
     table_arrays,
 )
 from .pattern import axis_table
 
 __all__ = [
     "after_build", "fill_rows", "for_build", "forward_table", "kernel", "load", "loaded", "loading", "mul_rows",
-    "multiplier", "multiply", "period_key", "ready", "run", "settle", "table_arrays", "NO_SHIFT", "TRIVIAL",
+    "multiplier", "multiply", "period_key", "ready", "run", "scatter_rows", "scatterer", "settle", "table_arrays",
+    "NO_SHIFT", "TRIVIAL",
 ]
 
 #: Whether host builds may run the compiled fill (tests turn it off to run the array path).
@@ -215,6 +219,27 @@ def multiply(plan, chunks, by_range, compiled_mul, W, threads, x, y, row_bound, 
             one(key, group, tables(key[0]))
 
 
+def scatter(plan, chunks, ranges, compiled_scatter, W, y, acc, scratch, quarter=0):
+    """``acc += R^T y`` for the rows ``R`` of ``ranges`` ``[(channel, a, b), ...]``, visited in that order,
+    never storing them (:func:`scatter_rows`; ``scratch`` is ``(sptr, sidx, sdat, ys, block rows)``).
+
+    With ``quarter``, each range stands for its rows and those of channels ``c + quarter``,
+    ``c + 2 quarter``, ``c + 3 quarter`` at the same positions, visited slot by slot (``tr_vec4``).
+    """
+    g1, g2, Cg, Rg, KP, tables = _kernel_layout(plan, chunks)
+    N, O = plan.shape[1] // plan.col_channels, math.prod(plan.grid)
+    zero = acc.dtype.type(0)
+    cached = {}
+    for c, a_c, b_c in ranges:
+        channels = [c + q * quarter for q in range(4)] if quarter else [c]
+        for a, b, ca in chunks.chunks(a_c, b_c):
+            if ca not in cached:
+                cached.clear()  # one chunk's tables at a time: the ranges visit chunks in order
+                cached[ca] = tables(ca)
+            pieces = np.array([(ch, (ch // Rg) * Cg * N, 0, ch * O + a) for ch in channels], dtype=np.int64)
+            compiled_scatter(W, pieces, a, b, g1, g2, N, Cg, KP, *cached[ca], y, acc, zero, *scratch)
+
+
 def multiplier(vdtype, idt):
     """The compiled :func:`mul_rows` once the fill of these dtypes is loaded, else None (never waits)."""
     if _STATE["mul"] is None or (np.dtype(vdtype), np.dtype(idt)) not in _STATE["ready"]:
@@ -222,8 +247,15 @@ def multiplier(vdtype, idt):
     return _STATE["mul"]
 
 
+def scatterer(vdtype, idt):
+    """The compiled :func:`scatter_rows` once the fill of these dtypes is loaded, else None (never waits)."""
+    if _STATE["scatter"] is None or (np.dtype(vdtype), np.dtype(idt)) not in _STATE["ready"]:
+        return None
+    return _STATE["scatter"]
+
+
 _LOCK = threading.Lock()
-_STATE = {"kernel": None, "mul": None, "error": None, "ready": set(), "pending": set(), "threads": [],
+_STATE = {"kernel": None, "mul": None, "scatter": None, "error": None, "ready": set(), "pending": set(), "threads": [],
           "large_builds": 0}
 
 
@@ -247,13 +279,17 @@ def load():
                 register_jitable(_row)
                 register_jitable(_fill_piece)
                 register_jitable(_b_fwd_vec)
+                register_jitable(_b_tr_vec)
+                register_jitable(_b_tr_vec4)
                 opts = dict(nogil=True, error_model="numpy", boundscheck=False)
                 try:
                     _STATE["kernel"] = numba.njit(cache=True, **opts)(fill_rows)
                     _STATE["mul"] = numba.njit(cache=True, **opts)(mul_rows)
+                    _STATE["scatter"] = numba.njit(cache=True, **opts)(scatter_rows)
                 except RuntimeError:  # no writable cache location
                     _STATE["kernel"] = numba.njit(**opts)(fill_rows)
                     _STATE["mul"] = numba.njit(**opts)(mul_rows)
+                    _STATE["scatter"] = numba.njit(**opts)(scatter_rows)
     return _STATE["kernel"]
 
 
@@ -270,6 +306,7 @@ def _prepare(key):
         kernel(*args, idx, idx, np.zeros(1, dtype=vdtype))
         vec = np.zeros(1, dtype=vdtype)  # the fused product of a vector of the same dtype (streamed operators)
         _STATE["mul"](*args, vec, vec, vdtype.type(0), idx, idx, vec, 1)
+        _STATE["scatter"](*args, vec, vec, vdtype.type(0), idx, idx, vec, vec, 1)  # the fused adjoint's
         _STATE["ready"].add(key)
     return kernel
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from . import _operator_parts as parts
 from . import fill
+from ._stream_adjoint import AdjointStream
 from ._linear_image import LinearImageOperator
 from .assemble import fused_matvec
 from .backends import default_threads, get_backend
@@ -150,6 +151,7 @@ class StreamedConvOperator(LinearImageOperator):
         self.block_bytes = int(block_bytes)
         bias = parts.host_bias(bias, plan, self._be, w.dtype)
         self.bias = bias
+        self._adjoint_stream = None if is_adjoint else AdjointStream(plan, w, block_bytes, threads or default_threads())
         super().__init__(w.dtype, plan.shape)
 
     # ------------------------------------------------------------------ #
@@ -192,8 +194,15 @@ class StreamedConvOperator(LinearImageOperator):
     def _product(self, X, adjoint: bool):
         """``C @ X`` (``adjoint=False``) or ``C^H @ X`` of the pair's forward matrix ``C`` (LinearImageOperator's hook).
 
-        Each view builds its own matrix: ``C`` from the plan, ``C^H`` from the transposed plan.
+        ``C @ X`` builds ``C`` from the plan; ``C^H @ X`` builds ``C``'s rows again and adds them up as
+        the stored operator does (:class:`~convmat._stream_adjoint.AdjointStream`), or, without Numba,
+        builds ``C^H`` from the transposed plan.
         """
+        fwd = self._H if self.is_adjoint else self
+        if adjoint:
+            Y = fwd._adjoint_stream.product(np.asarray(X))
+            if Y is not None:
+                return Y
         return (self if adjoint == self.is_adjoint else self._H)._own_product(X)
 
     def __repr__(self) -> str:

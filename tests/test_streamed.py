@@ -26,7 +26,8 @@ from convmat.blocks import (
     tree_order,
 )
 from convmat.assemble import fused_matvec
-from convmat.spmm import csr_matmul
+from convmat import _stream_adjoint as stream_adjoint
+from convmat.spmm import _products, csr_matmul
 from convmat.streamed import StreamedConvOperator
 
 GEOMETRIES = [
@@ -51,9 +52,26 @@ def _layer(rng, geometry, dtype, cin=6, cout=8):
     return w.astype(dtype), in_shape, g
 
 
+@pytest.fixture(params=["defaults", "many blocks"])
+def partition(request, monkeypatch):
+    """The stored transposed product's tunables: as shipped, or small layers cut into many blocks,
+    four-row slots and a sorted row order for batches (as large layers are)."""
+    if request.param == "many blocks":
+        monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 1)
+        monkeypatch.setattr(_products, "TRANSPOSE_BLOCKS_PER_THREAD", 3)
+        monkeypatch.setattr(_products, "ORDER_MIN_WORK", 1)
+        monkeypatch.setattr(_products, "ORDER_MIN_ROW_NNZ", 1)
+    return request.param
+
+
+@pytest.mark.parametrize("engine", ["fused", "built rows"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_products_have_the_bits_of_the_stored_operator(geometry, dtype):
+def test_products_have_the_bits_of_the_stored_operator(geometry, dtype, partition, engine, monkeypatch):
+    if engine == "fused":
+        assert fill.kernel(dtype, np.int32, wait=True) is not None
+    else:  # the adjoint's one-vector products build rows into buffers and scatter them from there
+        monkeypatch.setattr(fill, "scatterer", lambda *a: None)
     rng = np.random.default_rng(14)
     w, in_shape, kw = _layer(rng, geometry, dtype)
     A = ConvOperator(w, in_shape, **kw)
@@ -65,15 +83,26 @@ def test_products_have_the_bits_of_the_stored_operator(geometry, dtype):
     assert np.array_equal(S(x), A(x))
     assert np.array_equal(S(x[0]), A(x[0]))
     assert np.array_equal(S @ x[0].ravel(), A @ x[0].ravel())
-    # adjoint: slabs of C^H built from the transposed plan, so the bits of C^H's CSR product
-    CH = A.plan.transpose().build(w)
+    # adjoint: C's rows built again and added up in the blocks, order and kernels of the stored scatter
     Y = y.reshape(5, -1).T
+    assert (S.H @ Y).tobytes() == (A.H @ Y).tobytes()
+    assert S.rmatvec(Y[:, 0]).tobytes() == A.rmatvec(Y[:, 0]).tobytes()
+    assert (S.H @ Y[:, :1]).tobytes() == (A.H @ Y[:, :1]).tobytes()
+    assert S.apply_adjoint(y).tobytes() == A.apply_adjoint(y).tobytes()
+
+
+def test_adjoint_without_numba_builds_the_transposed_plan(monkeypatch):
+    """Without the kernels (SciPy's product then runs the stored adjoint) the streamed adjoint is
+    the CSR product of C^H, built from the transposed plan."""
+    rng = np.random.default_rng(17)
+    w, in_shape, kw = _layer(rng, GEOMETRIES[1], np.float64)
+    A = ConvOperator(w, in_shape, **kw)
+    S = StreamedConvOperator(w, in_shape, block_bytes=A.plan.nbytes(np.float64) // 7, **kw)
+    monkeypatch.setattr(stream_adjoint, "_load", lambda: None)
+    Y = rng.standard_normal((A.shape[0], 3))
+    CH = A.plan.transpose().build(w)
     assert np.array_equal(S.H @ Y, csr_matmul(CH, Y))
-    assert np.array_equal(S.rmatvec(Y[:, 0]), csr_matmul(CH, np.ascontiguousarray(Y[:, 0])))
-    # ... and the stored operator's scatter to rounding
-    tol = 1e-4 if dtype == np.float32 else 1e-12
-    ref = A.apply_adjoint(y)
-    assert np.abs(S.apply_adjoint(y) - ref).max() <= tol * np.abs(ref).max()
+    assert np.allclose(S.H @ Y, A.H @ Y, rtol=0, atol=1e-12)
 
 
 def test_complex_adjoint_conjugates_and_bias_is_forward_only():
@@ -85,7 +114,8 @@ def test_complex_adjoint_conjugates_and_bias_is_forward_only():
     x = rng.standard_normal((2, 2, 17)) + 1j * rng.standard_normal((2, 2, 17))
     y = rng.standard_normal((2, 3, 17)) + 1j * rng.standard_normal((2, 3, 17))
     assert np.array_equal(S(x), A(x))
-    assert np.allclose(S.apply_adjoint(y), A.apply_adjoint(y), rtol=0, atol=1e-12)
+    assert np.array_equal(S.apply_adjoint(y), A.apply_adjoint(y))
+    assert np.array_equal(S.H @ y[0].ravel(), A.H @ y[0].ravel())
     assert S.H.H is S and S.H.bias is None
     assert adjoint_test(S).passed
 
@@ -103,7 +133,7 @@ def test_linear_operator_lsqr_and_adjoint_test():
     assert stop in (1, 2) and np.abs(sol - x).max() < 1e-8
 
 
-def test_never_holds_more_than_block_bytes():
+def test_never_holds_more_than_block_bytes(monkeypatch):
     rng = np.random.default_rng(7)
     w = rng.standard_normal((8, 8, 3, 3))
     A = ConvOperator(w, (32, 32), padding=1)
@@ -124,6 +154,20 @@ def test_never_holds_more_than_block_bytes():
     # operands and results are x.nbytes each; everything else is one slab, its halo and build temporaries
     assert peak - 3 * x.nbytes < whole / 4
     assert np.array_equal(y, A(x))
+    # the adjoint: rows built at most block_bytes at a time, partial sums as the stored product's
+    built = []
+    real = stream_adjoint.build_ranges_csr
+    monkeypatch.setattr(stream_adjoint, "build_ranges_csr",
+                        lambda p, w, r, out: built.append(sum(a.nbytes for a in out)) or real(p, w, r, out))
+    S.apply_adjoint(y)
+    tracemalloc.start()
+    x2 = S.apply_adjoint(y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    parts = _products._split(_products.TRANSPOSE_BLOCKS_PER_THREAD, A.plan.nnz) - 1
+    assert peak - (3 + parts) * x.nbytes < whole / 4
+    assert 1 < len(built) and max(built) <= budget
+    assert np.array_equal(x2, A.apply_adjoint(y))
 
 
 def test_past_int32_nonzeros_with_int32_blocks():
@@ -303,8 +347,7 @@ def test_slabs_are_the_rows_and_columns_of_the_matrix(geometry, engine, monkeypa
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_fused_vector_products_have_the_bits_of_the_stored_operator(geometry, dtype, monkeypatch):
     """One vector: rows built into a small scratch and multiplied at once (fill.mul_rows), the bits of
-    the stored product (forward) and of C^H's CSR product (adjoint); with the smallest block_bytes the
-    slabs allow, the scratch holds a few rows."""
+    the stored product; with the smallest block_bytes the slabs allow, the scratch holds a few rows."""
     rng = np.random.default_rng(15)
     w, in_shape, kw = _layer(rng, geometry, np.float64)
     if np.dtype(dtype).kind == "c":
@@ -314,17 +357,18 @@ def test_fused_vector_products_have_the_bits_of_the_stored_operator(geometry, dt
     x = rng.standard_normal(A.shape[1]).astype(dtype)
     y = rng.standard_normal(A.shape[0]).astype(dtype)
     assert fill.kernel(dtype, np.int32, wait=True) is not None
-    calls = []
-    real = fill.multiply
+    calls, scatters = [], []
+    real, real_scatter = fill.multiply, fill.scatter
     monkeypatch.setattr(fill, "multiply", lambda *a: calls.append(a[-2]) or real(*a))
-    CH = A.plan.transpose().build(w.conj())
+    monkeypatch.setattr(fill, "scatter", lambda *a: scatters.append(a[-2][-1]) or real_scatter(*a))
     smallest = max(_one_position(plan, dtype) for plan in (A.plan, A.plan.transpose()))
     for block_bytes in (A.plan.nbytes(dtype) // 5, smallest):
         S = StreamedConvOperator(w, in_shape, block_bytes=block_bytes, **kw)
         assert np.array_equal(S @ x, A @ x)
         assert np.array_equal(S(x.reshape((1,) + A.in_shape)), A(x.reshape((1,) + A.in_shape)))
-        assert np.array_equal(S.H @ y, csr_matmul(CH, y))
-    assert len(calls) == 6 and min(calls) < fill.MUL_BLOCK_ROWS  # the fused path ran, with fewer rows at the end
+        assert np.array_equal(S.H @ y, A.H @ y)
+    assert len(calls) == 4 and min(calls) < fill.MUL_BLOCK_ROWS  # the fused path ran, with fewer rows at the end
+    assert scatters and min(scatters) < fill.MUL_BLOCK_ROWS  # the fused adjoint ran, with small scratches too
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
