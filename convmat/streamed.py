@@ -23,16 +23,14 @@ Same bits as the stored operator
 ``C @ X`` computes each row by one row kernel of :func:`convmat.spmm.csr_matmul`,
 whose result does not depend on the other rows in the product, and a slab's
 rows keep their entries in order: a slab partition gives the bits of the
-stored product.  The adjoint ``C^H @ Y`` is computed the same way, by slabs
-of ``C^H`` built directly from the transposed plan
-(:meth:`convmat.ConvPlan.transpose`, with the conjugated weight): no sums
-across slabs, so the result is the bits of
-``csr_matmul(plan.transpose().build(w.conj()), Y)`` -- the adjoint that
-``ConvOperator`` computes on the ``'cupy'`` and ``'torch'`` backends, and the
-forward product of the transposed convolution's ``ConvOperator``.  The stored
-``'scipy'`` operator instead scatters ``C``'s rows into per-thread partial
-sums (it never builds ``C^H``); those sums are associated differently, so
-the streamed adjoint agrees with it to rounding, not bit for bit.
+stored product.  The adjoint ``C^H @ Y`` is a sum across rows: the stored
+``'scipy'`` operator scatters ``C``'s rows into per-block partial sums
+(``csr_matmul(C, Y, transpose=True, conjugate=True)``), and the streamed one
+builds ``C``'s rows again and feeds them to the same kernels in the same
+blocks and order (``convmat._stream_adjoint``): the same bits.  Without
+Numba (the stored product is then SciPy's) it builds slabs of ``C^H`` from
+the transposed plan (:meth:`convmat.ConvPlan.transpose`, with the conjugated
+weight) instead, which agrees to rounding.
 """
 
 from __future__ import annotations
