@@ -74,7 +74,11 @@ class StreamedConvOperator(LinearImageOperator):
         int32 or int64 indices, :func:`convmat.blocks.slab_nbytes`) fits.
         Building a slab needs a few temporaries besides (see
         :meth:`convmat.ConvPlan.build`), and a product copies the input
-        positions each slab reads.
+        positions each slab reads.  The adjoint keeps the stored product's
+        partial sums (one result per block of rows but the first) and a
+        profile of one output channel (24 bytes per output position); for a
+        batch of layers with 32 or more entries per row it sorts the rows as
+        the stored product does (about 40 bytes per row of ``C`` at the peak).
     stride, padding, dilation, groups, padding_mode, transposed, output_padding, output_size, dtype, bias
         As :class:`~convmat.ConvOperator`.
     threads : int, optional
