@@ -42,8 +42,8 @@ class AdjointStream:
         self.O = math.prod(plan.grid)
         self.shift = plan.cols_per_group * (self.n // plan.col_channels)  # column offset of each group
         self.Rg = plan.row_channels // plan.groups
-        idt = np.int32 if max(self.n, plan.nnz) <= np.iinfo(np.int32).max else np.int64
-        self.idt = np.dtype(idt)
+        big = np.iinfo(np.int32).max  # pieces hold column numbers and at most block_bytes of entries
+        self.idt = np.dtype(np.int32 if max(self.n, self.block_bytes // 5) <= big else np.int64)
         self.unit = np.dtype(weight.dtype).itemsize + self.idt.itemsize  # bytes per entry
         self._profile = None
         self._P = None
@@ -161,7 +161,8 @@ class AdjointStream:
         return out
 
     def _run(self, K, out, part, bounds, threads, block):
-        """``block(b, acc, cap)`` for every block ``b`` into ``[out, *part][b]``, then the fixed reduction."""
+        """``block(b, acc, buffer)`` for every block ``b`` into ``[out, *part][b]`` (each worker with its
+        :class:`_Buffer`), then the fixed reduction."""
         accs = [out, *part]
         workers, cap = self._cap(max(1, min(threads, len(accs))))
         free = queue.SimpleQueue()  # each worker builds into one buffer of ``cap`` entries
@@ -189,7 +190,8 @@ class AdjointStream:
         P = self.quarter_period()
         R = self.plan.row_channels
         fused = fill.scatterer(self.w.dtype, np.int32)
-        if fused is not None and (not P or P == (R // 4) * self.O) and max(self.n, self._row_bound) < 1 << 24:
+        small = max(self.n, 4 * fill.MUL_BLOCK_ROWS * self._row_bound) <= np.iinfo(np.int32).max  # int32 scratch
+        if fused is not None and small and (not P or P == (R // 4) * self.O):
             # rows built a few dozen at a time into a scratch in the caches and added up there
             bounds = self._cost_bounds(P or self.m, nblocks)
 
