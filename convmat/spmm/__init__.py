@@ -449,8 +449,7 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
                 y = Y.reshape(-1)
                 key = _threads.signature(kernel_transpose, indptr, indices, data, x, y)
                 K = _threads.ready(key)
-                # Numba loads faster than the twins compute; complex results wait too (see TWIN_KINDS)
-                if K is None and (nnz >= _products.TWIN_MAX_NNZ or dtype.kind not in _products.TWIN_KINDS):
+                if K is None and nnz >= _products.TWIN_MAX_NNZ:  # Numba loads faster than the twins compute
                     K = _threads.wait(key)
                 _products._product_vec(K, indptr, indices, data, x, y, ncols, kernel_transpose, threads, zero)
                 if K is None:  # computed by the NumPy twins: load the kernels for the next products

@@ -12,12 +12,25 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["KERNELS", "FASTMATH", "EXACT", "LANES", "jit", "compile_kernels"]
+__all__ = ["KERNELS", "FASTMATH", "EXACT", "LANES", "jit", "compile_kernels", "register"]
 
 #: Partial sums per row of the one-vector product ``fwd_vec`` (written out in the kernel).
 LANES = 8
 
 U = np.uint64  # unsigned indices: Numba skips negative-index wraparound for them (and vectorises)
+
+
+def _mul(a, b):
+    """``a * b`` (plain Python); compiled, a complex product is written out in the kernel (:func:`register`).
+
+    Numba compiles its own complex multiplication once per process and signature, with the
+    ``fastmath`` flags of the first function that needs it, and links that copy into every
+    later one: an exact kernel compiled after a ``fastmath`` function of the same complex dtype
+    (``fwd_mat``, or any user function) inherited its fused multiply-adds, and the on-disk cache
+    kept them.  Written out in each kernel, ``(ac - bd) + (ad + bc)i`` carries the kernel's own
+    flags: its bits depend on the kernel and its inputs only.
+    """
+    return a * b
 
 
 def _b_fwd_vec(indptr, indices, data, x, y, r0, r1, zero):
@@ -37,30 +50,30 @@ def _b_fwd_vec(indptr, indices, data, x, y, r0, r1, zero):
         p = U(indptr[i])
         e = U(indptr[i + U(1)])
         while p + U(8) <= e:
-            a0 += data[p] * x[U(indices[p])]
-            a1 += data[p + U(1)] * x[U(indices[p + U(1)])]
-            a2 += data[p + U(2)] * x[U(indices[p + U(2)])]
-            a3 += data[p + U(3)] * x[U(indices[p + U(3)])]
-            a4 += data[p + U(4)] * x[U(indices[p + U(4)])]
-            a5 += data[p + U(5)] * x[U(indices[p + U(5)])]
-            a6 += data[p + U(6)] * x[U(indices[p + U(6)])]
-            a7 += data[p + U(7)] * x[U(indices[p + U(7)])]
+            a0 += _mul(data[p], x[U(indices[p])])
+            a1 += _mul(data[p + U(1)], x[U(indices[p + U(1)])])
+            a2 += _mul(data[p + U(2)], x[U(indices[p + U(2)])])
+            a3 += _mul(data[p + U(3)], x[U(indices[p + U(3)])])
+            a4 += _mul(data[p + U(4)], x[U(indices[p + U(4)])])
+            a5 += _mul(data[p + U(5)], x[U(indices[p + U(5)])])
+            a6 += _mul(data[p + U(6)], x[U(indices[p + U(6)])])
+            a7 += _mul(data[p + U(7)], x[U(indices[p + U(7)])])
             p += U(8)
         n = e - p if e > p else U(0)  # 0 to 7 products left, into lanes 0 to n - 1
         if n > U(0):
-            a0 += data[p] * x[U(indices[p])]
+            a0 += _mul(data[p], x[U(indices[p])])
         if n > U(1):
-            a1 += data[p + U(1)] * x[U(indices[p + U(1)])]
+            a1 += _mul(data[p + U(1)], x[U(indices[p + U(1)])])
         if n > U(2):
-            a2 += data[p + U(2)] * x[U(indices[p + U(2)])]
+            a2 += _mul(data[p + U(2)], x[U(indices[p + U(2)])])
         if n > U(3):
-            a3 += data[p + U(3)] * x[U(indices[p + U(3)])]
+            a3 += _mul(data[p + U(3)], x[U(indices[p + U(3)])])
         if n > U(4):
-            a4 += data[p + U(4)] * x[U(indices[p + U(4)])]
+            a4 += _mul(data[p + U(4)], x[U(indices[p + U(4)])])
         if n > U(5):
-            a5 += data[p + U(5)] * x[U(indices[p + U(5)])]
+            a5 += _mul(data[p + U(5)], x[U(indices[p + U(5)])])
         if n > U(6):
-            a6 += data[p + U(6)] * x[U(indices[p + U(6)])]
+            a6 += _mul(data[p + U(6)], x[U(indices[p + U(6)])])
         y[i] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
@@ -79,17 +92,17 @@ def _b_tr_vec(indptr, indices, data, y, acc, r0, r1, zero, clear):
             j1 = U(indices[p + U(1)])
             j2 = U(indices[p + U(2)])
             j3 = U(indices[p + U(3)])
-            d0 = data[p] * v
-            d1 = data[p + U(1)] * v
-            d2 = data[p + U(2)] * v
-            d3 = data[p + U(3)] * v
+            d0 = _mul(data[p], v)
+            d1 = _mul(data[p + U(1)], v)
+            d2 = _mul(data[p + U(2)], v)
+            d3 = _mul(data[p + U(3)], v)
             acc[j0] += d0
             acc[j1] += d1
             acc[j2] += d2
             acc[j3] += d3
             p += U(4)
         while p < e:
-            acc[U(indices[p])] += data[p] * v
+            acc[U(indices[p])] += _mul(data[p], v)
             p += U(1)
 
 
@@ -127,13 +140,13 @@ def _b_tr_vec4(indptr, indices, data, y, acc, P, s0, s1, zero, clear):
             v2 = y[a2]
             v3 = y[a3]
             for t in range(n):
-                w = (data[q0 + t] * v0 + data[q1 + t] * v1) + data[q2 + t] * v2
-                acc[U(indices[q0 + t])] += w + data[q3 + t] * v3
+                w = (_mul(data[q0 + t], v0) + _mul(data[q1 + t], v1)) + _mul(data[q2 + t], v2)
+                acc[U(indices[q0 + t])] += w + _mul(data[q3 + t], v3)
         else:
             for a in (a0, a1, a2, a3):
                 v = y[a]
                 for q in range(U(indptr[a]), U(indptr[a + U(1)])):
-                    acc[U(indices[q])] += data[q] * v
+                    acc[U(indices[q])] += _mul(data[q], v)
 
 
 def _b_reduce(out, part, j0, j1):
@@ -247,10 +260,10 @@ def _b_fwd_mat(indptr, indices, data, X, Y, order, r0, r1, zero):
                     u1 = x1[t]
                     u2 = x2[t]
                     u3 = x3[t]
-                    y0[t] += a00 * u0 + a01 * u1 + a02 * u2 + a03 * u3
-                    y1[t] += a10 * u0 + a11 * u1 + a12 * u2 + a13 * u3
-                    y2[t] += a20 * u0 + a21 * u1 + a22 * u2 + a23 * u3
-                    y3[t] += a30 * u0 + a31 * u1 + a32 * u2 + a33 * u3
+                    y0[t] += _mul(a00, u0) + _mul(a01, u1) + _mul(a02, u2) + _mul(a03, u3)
+                    y1[t] += _mul(a10, u0) + _mul(a11, u1) + _mul(a12, u2) + _mul(a13, u3)
+                    y2[t] += _mul(a20, u0) + _mul(a21, u1) + _mul(a22, u2) + _mul(a23, u3)
+                    y3[t] += _mul(a30, u0) + _mul(a31, u1) + _mul(a32, u2) + _mul(a33, u3)
                 p += U(4)
             while p < L:
                 x0 = X[U(indices[q0 + p])]
@@ -260,10 +273,10 @@ def _b_fwd_mat(indptr, indices, data, X, Y, order, r0, r1, zero):
                 a30 = data[q3 + p]
                 for t in range(k):
                     u0 = x0[t]
-                    y0[t] += a00 * u0
-                    y1[t] += a10 * u0
-                    y2[t] += a20 * u0
-                    y3[t] += a30 * u0
+                    y0[t] += _mul(a00, u0)
+                    y1[t] += _mul(a10, u0)
+                    y2[t] += _mul(a20, u0)
+                    y3[t] += _mul(a30, u0)
                 p += U(1)
             r += U(4)
         else:
@@ -282,13 +295,13 @@ def _b_fwd_mat(indptr, indices, data, X, Y, order, r0, r1, zero):
                 x2 = X[U(indices[p + U(2)])]
                 x3 = X[U(indices[p + U(3)])]
                 for t in range(k):
-                    yr[t] += a0 * x0[t] + a1 * x1[t] + a2 * x2[t] + a3 * x3[t]
+                    yr[t] += _mul(a0, x0[t]) + _mul(a1, x1[t]) + _mul(a2, x2[t]) + _mul(a3, x3[t])
                 p += U(4)
             while p < p1:
                 a0 = data[p]
                 x0 = X[U(indices[p])]
                 for t in range(k):
-                    yr[t] += a0 * x0[t]
+                    yr[t] += _mul(a0, x0[t])
                 p += U(1)
             r += U(1)
 
@@ -332,8 +345,8 @@ def _b_tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
                     v1 = y1[t]
                     v2 = y2[t]
                     v3 = y3[t]
-                    z0[t] += a00 * v0 + a10 * v1 + a20 * v2 + a30 * v3
-                    z1[t] += a01 * v0 + a11 * v1 + a21 * v2 + a31 * v3
+                    z0[t] += _mul(a00, v0) + _mul(a10, v1) + _mul(a20, v2) + _mul(a30, v3)
+                    z1[t] += _mul(a01, v0) + _mul(a11, v1) + _mul(a21, v2) + _mul(a31, v3)
                 p += U(2)
             if p < L:
                 z0 = acc[U(indices[q0 + p])]
@@ -342,7 +355,7 @@ def _b_tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
                 a20 = data[q2 + p]
                 a30 = data[q3 + p]
                 for t in range(k):
-                    z0[t] += a00 * y0[t] + a10 * y1[t] + a20 * y2[t] + a30 * y3[t]
+                    z0[t] += _mul(a00, y0[t]) + _mul(a10, y1[t]) + _mul(a20, y2[t]) + _mul(a30, y3[t])
             r += U(4)
         else:
             yr = Y[i0]
@@ -350,7 +363,7 @@ def _b_tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
                 a0 = data[p]
                 zr = acc[U(indices[p])]
                 for t in range(k):
-                    zr[t] += a0 * yr[t]
+                    zr[t] += _mul(a0, yr[t])
             r += U(1)
 
 
@@ -378,6 +391,51 @@ KERNELS = {
 
 #: Helpers the kernels call: compiled into them (inline), callable from Python as they are.
 INLINED = (_b_group4,)
+
+_REGISTERED = []
+
+
+def register(numba):
+    """Make the kernels' helpers known to Numba (once per process): :func:`_mul` and :data:`INLINED`.
+
+    Called before anything that compiles a kernel's source (:func:`compile_kernels`, and
+    :mod:`convmat.fill`, which inlines ``fwd_vec``).  ``_mul`` of a complex operand is an
+    intrinsic that writes ``(ac - bd) + (ad + bc)i`` (operands first converted to the result
+    dtype, as Numba and NumPy do) into the calling kernel, where the kernel's ``fastmath``
+    flags apply; of real operands it is ``a * b``.
+    """
+    from numba.core import types
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.extending import intrinsic, overload, register_jitable
+    from numba.np.numpy_support import as_dtype, from_dtype
+
+    with global_compiler_lock:
+        if _REGISTERED:
+            return
+
+        @intrinsic
+        def cmul(typingctx, a, b):
+            rt = from_dtype(np.result_type(as_dtype(a), as_dtype(b)))
+
+            def codegen(context, builder, sig, args):
+                z, w = (context.make_complex(builder, rt, value=context.cast(builder, v, t, rt))
+                        for v, t in zip(args, sig.args))
+                r = context.make_complex(builder, rt)
+                r.real = builder.fsub(builder.fmul(z.real, w.real), builder.fmul(z.imag, w.imag))
+                r.imag = builder.fadd(builder.fmul(z.real, w.imag), builder.fmul(z.imag, w.real))
+                return r._getvalue()
+
+            return rt(a, b), codegen
+
+        @overload(_mul, inline="always")
+        def _mul_impl(a, b):
+            if isinstance(a, types.Complex) or isinstance(b, types.Complex):
+                return lambda a, b: cmul(a, b)
+            return lambda a, b: a * b
+
+        for fn in INLINED:
+            register_jitable(inline="always")(fn)
+        _REGISTERED.append(True)
 
 
 def jit(numba, fn, cache, fastmath=FASTMATH):
@@ -425,8 +483,5 @@ def _with_slp(compile_):
 
 def compile_kernels(numba, cache=True):
     """Numba dispatchers of :data:`KERNELS` (each compiled on its first call, per signature)."""
-    from numba.extending import register_jitable
-
-    for fn in INLINED:
-        register_jitable(inline="always")(fn)
+    register(numba)
     return {name: jit(numba, fn, cache, () if name in EXACT else FASTMATH) for name, fn in KERNELS.items()}

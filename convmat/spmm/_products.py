@@ -18,12 +18,6 @@ TRANSPOSE_MEMORY = 1 << 30
 #: Products with fewer non-zeros times columns run on the calling thread only.
 PARALLEL_MIN_WORK = 1 << 16
 
-#: Result kinds the NumPy twins compute before Numba is loaded: real only.  A complex kernel's
-#: last bits were seen to depend on what the process had done before it compiled (after
-#: tests/test_backends.py: not explained yet), so the twins cannot promise its bits; complex
-#: one-vector products wait for the kernels instead.
-TWIN_KINDS = "f"
-
 #: One-vector products of at least this many non-zeros wait for Numba instead of running on the
 #: NumPy twins before it is loaded: the twins take about 8 ns per non-zero on two cores (0.9 s at
 #: 115 M), loading Numba and a kernel from its cache about 0.3-0.6 s.
