@@ -276,6 +276,9 @@ def load():
                     return None
                 from numba.extending import register_jitable
 
+                from .spmm._kernels import register
+
+                register(numba)  # the spmm kernels' helpers, which the fused products inline
                 register_jitable(_row)
                 register_jitable(_fill_piece)
                 register_jitable(_b_fwd_vec)
