@@ -529,3 +529,70 @@ def test_same_bits_in_forked_and_spawned_children(monkeypatch):
     ).stdout.strip()
     assert forked == parent
     assert spawned == parent
+
+
+def test_cost_bounds_are_the_first_rows_reaching_each_target():
+    """The bisection gives ``np.searchsorted(indptr + arange(m + 1), np.linspace(0, total, n + 1))``."""
+    rng = np.random.default_rng(SEED)
+    for trial in range(400):
+        m = int(rng.integers(0, 700))
+        lens = rng.integers(0, (2, 40, 900, 3)[trial % 4], m)
+        if trial % 4 == 3:
+            lens[rng.random(m) < 0.9] = 0  # mostly empty rows
+        indptr = np.concatenate([[0], np.cumsum(lens)]).astype((np.int32, np.int64)[trial % 2])
+        cost = indptr.astype(np.int64) + np.arange(m + 1)
+        for n in (1, 2, 3, 8, 17):
+            want = np.searchsorted(cost, np.linspace(0, float(cost[-1]), n + 1)).tolist()
+            want[0], want[-1] = 0, m
+            assert _products._cost_bounds(indptr, n) == want, (trial, n)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_blocks_run_each_blocks_pieces_in_order_and_one_at_a_time(threads):
+    from convmat.spmm._threads import parallel_blocks
+
+    bounds = [0, 0, 37, 40, 41, 200, 1000]  # an empty block, small ones, a large one
+    seen = {b: [] for b in range(len(bounds) - 1)}
+    active = set()
+    lock = threading.Lock()
+
+    def task(b, r0, r1, first):
+        with lock:
+            assert b not in active, f"two pieces of block {b} at once"
+            active.add(b)
+        busy = np.random.default_rng(r0).standard_normal(2000 * (r1 - r0 + 1)).sum()  # noqa: F841 (some work)
+        seen[b].append((r0, r1, first))
+        with lock:
+            active.remove(b)
+
+    parallel_blocks(task, bounds, threads)
+    for b, pieces in seen.items():
+        if bounds[b + 1] == bounds[b]:
+            assert pieces == []
+            continue
+        assert [p[0] for p in pieces] == [bounds[b]] + [p[1] for p in pieces[:-1]]  # consecutive, in order
+        assert pieces[-1][1] == bounds[b + 1] and all(p[1] > p[0] for p in pieces)
+        assert [p[2] for p in pieces] == [True] + [False] * (len(pieces) - 1)
+    assert len(seen[5]) > 1  # the large block ran in pieces
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sum_of_partial_results_in_its_fixed_order(monkeypatch, dtype):
+    """``reduce`` adds ``out + part[0] + part[1] + ...`` entry by entry, however it is split."""
+    K = spmm._load()
+    if K is None:
+        pytest.skip("numba does not import")
+    rng = np.random.default_rng(SEED)
+    n = 5000
+    out0 = rng.standard_normal(n).astype(dtype) * 1e8
+    parts = (rng.standard_normal((3, n)) * 10.0 ** rng.integers(-8, 8, (3, n))).astype(dtype)
+    want = out0.copy()
+    for p in parts:
+        want = want + p
+    got = []
+    for least in (1 << 30, 0):  # on the calling thread, then split between threads
+        monkeypatch.setattr(_products, "REDUCE_PARALLEL_MIN", least)
+        out = out0.copy()
+        _products._reduce(K, out, parts, 3)
+        got.append(out)
+    assert np.array_equal(got[0], want) and np.array_equal(got[1], want)

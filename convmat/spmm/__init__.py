@@ -40,7 +40,10 @@ How the kernels work
   partial results are summed in parallel, each entry in the fixed order
   ``out + part[0] + part[1] + ...``.  Rows are assigned to partial sums by
   their position only, so the result is the same bits on every run, while
-  threads still take the next block when free.  The extra memory is
+  threads still take the next block when free.  For one vector a block runs
+  as a few consecutive pieces, in order and one at a time, so that a free
+  thread can take over part of another block (the same bits, and threads
+  that end together).  The extra memory is
   ``TRANSPOSE_BLOCKS_PER_THREAD * default_threads() - 1`` result-sized arrays, at
   most :data:`TRANSPOSE_MEMORY` bytes (beyond it the columns of ``X`` are
   processed in slabs).  The row order and the four-row groups apply too

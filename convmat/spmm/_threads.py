@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["load", "ready", "wait", "prefetch", "default_threads", "parallel"]
+__all__ = ["load", "ready", "wait", "prefetch", "default_threads", "parallel", "parallel_blocks"]
 
 _LOCK = threading.Lock()
 _STATE = {"kernels": None, "error": None, "pool": None, "pool_pid": None, "pool_size": 0,
@@ -206,6 +206,46 @@ def _run(work, threads):
     finally:
         for f in futures:  # wait for every worker (they write into our arrays) before returning or raising
             f.result()
+
+
+def parallel_blocks(task, bounds, threads, smallest=4):
+    """``task(b, r0, r1, first)`` over consecutive pieces ``[r0, r1)`` of every block ``[bounds[b], bounds[b+1])``.
+
+    The pieces of a block run in order and never two at once, whichever worker runs them, so a
+    task that adds a block's rows into the block's own result gives the bits of one call over
+    the block (``first`` marks its first piece).  A free worker takes the next piece of the free
+    block with the most rows left, half of them, at least ``1 / smallest`` of the block: the
+    blocks end nearly together instead of one worker finishing the last block alone.
+    """
+    nb = len(bounds) - 1
+    threads = max(1, min(threads, nb))
+    if threads == 1:
+        for b in range(nb):
+            task(b, bounds[b], bounds[b + 1], True)
+        return
+    nxt = list(bounds[:-1])
+    least = [max(1, (bounds[b + 1] - bounds[b]) // smallest) for b in range(nb)]
+    busy = [False] * nb
+    lock = threading.Lock()
+
+    def work(w):
+        b = None
+        while True:
+            with lock:
+                if b is not None:
+                    busy[b] = False
+                b, left = None, 0
+                for c in range(nb):
+                    if not busy[c] and bounds[c + 1] - nxt[c] > left:
+                        b, left = c, bounds[c + 1] - nxt[c]
+                if b is None:
+                    return
+                busy[b] = True
+                r0 = nxt[b]
+                r1 = nxt[b] = r0 + min(left, max(least[b], left // 2))
+            task(b, r0, r1, r0 == bounds[b])
+
+    _run(work, threads)
 
 
 def parallel(task, nchunks, threads):
