@@ -11,7 +11,9 @@ in one run and on one machine:
 * the distributed operator (:class:`convmat.dask.DaskConvOperator`) on a
   ``LocalCluster`` of ``--workers`` processes with one thread each: it cannot
   keep the matrix, so the slabs are rebuilt on the workers at every product;
-  build time of all slabs, product times and each worker's peak memory.
+  build time of all slabs, product times and each worker's peak memory; one
+  vector's product fused on the workers (the default once their compiled fill
+  is loaded) against building and multiplying each slab, alternated.
 
 Per-worker rates (GB of matrix built or applied per second and per worker)
 are printed for the estimates of ``docs/beyond.rst``.  Timings are the best of
@@ -47,6 +49,20 @@ def best(fn, repeat):
 def _peak_rss(dask_worker):
     """The largest RSS the worker's own system monitor sampled (every 0.5 s, the last hour)."""
     return max(dask_worker.monitor.quantities["memory"])
+
+
+def _fused_on_workers(on):
+    """Let the workers' one-vector products run fused (``on``) or build and multiply each slab (the peer)."""
+    import convmat.assemble
+    import convmat.dask
+
+    convmat.dask.fused_matvec = convmat.assemble.fused_matvec if on else (lambda *args, **kwargs: None)
+
+
+def _load_fill():
+    from convmat import fill
+
+    return fill.kernel(np.float32, np.int32, wait=True) is not None
 
 
 def _build_all(plan, w, slab, threads):
@@ -109,13 +125,19 @@ def main(argv=None):
         D = DaskConvOperator(w, (side, side), padding=1, client=client, block_bytes=block)
         assert not D.keep, "the matrix should not fit in the cluster"
         D(x1)  # compile the kernels on the workers
+        assert all(client.run(_load_fill).values()), "the compiled fill did not load on the workers"
         base = client.run(_peak_rss)
         t = time.perf_counter()
         client.gather(client.map(_build_all, [plan] * len(D.slabs), [w] * len(D.slabs), D.slabs,
                                  [1] * len(D.slabs), pure=False))
         d_build = time.perf_counter() - t
         d1, db = best(lambda: D(x1), args.repeat), best(lambda: D(xb), args.repeat)
-        ok = np.array_equal(D(x1), S(x1))
+        ok = np.array_equal(D(x1), S(x1)) and np.array_equal(D(xb[:2]), S(xb[:2]))
+        client.run(_fused_on_workers, False)  # the peer: one vector's slabs built and multiplied
+        d1_built = best(lambda: D(x1), args.repeat)
+        ok = ok and np.array_equal(D(x1), S(x1))
+        client.run(_fused_on_workers, True)
+        d1_again = best(lambda: D(x1), args.repeat)  # fused again: alternated, for the noise
         peaks = client.run(_peak_rss)
     finally:
         client.close()
@@ -132,6 +154,8 @@ def main(argv=None):
           f"target <= 1.3)")
     print(f"dask / stored product time: {d1 / s1:.2f} (N=1), {db / sb:.2f} (N={args.batch}); "
           f"dask products equal the streamed operator's bits: {ok}")
+    print(f"dask N=1, fused on the workers / slabs built and multiplied: {d1:.3f} s, {d1_again:.3f} s / "
+          f"{d1_built:.3f} s = {min(d1, d1_again) / d1_built:.2f}")
     print("worker peak RSS / memory_limit: " + ", ".join(f"{p / limit:.2f}" for p in peaks.values())
           + " (before the timed products: " + ", ".join(f"{p / 1e6:.0f} MB" for p in base.values()) + ")")
     gb = matrix / 1e9

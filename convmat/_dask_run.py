@@ -92,8 +92,8 @@ def run(client, n, submit, done, *, gather, timeout, what):
         may raise ``KeyError``, ``OSError`` or ``TimeoutError`` when a worker dies under it (it is called
         again).
     done : callable
-        ``done(i, value)`` for each task, once: its result (``gather=True``, fetched to this process as
-        it arrives) or its finished future.
+        ``done(i, value)`` for each task, once all have finished: its result (``gather=True``, fetched
+        to this process in one call) or its finished future.
     timeout : float
         Seconds to wait while the cluster has no workers.
     what : str
@@ -125,34 +125,41 @@ def run(client, n, submit, done, *, gather, timeout, what):
         for i, f in zip(indices, futures):
             f.add_done_callback(lambda f, i=i: arrived.put((i, f)))
 
-    start(list(range(n)))
-    left = n
-    while left:
-        try:
-            batch = [arrived.get(timeout=POLL)]
-        except queue.Empty:
-            since = _still_running(client, since, timeout, what)
-            continue
-        while not arrived.empty():
-            batch.append(arrived.get())
-        ok, lost = [], []
-        for i, f in batch:
-            if f.status == "finished":
-                ok.append((i, f))
-            elif f.status == "error":
-                f.result()  # the task's own exception
-            else:
-                lost.append(i)
-        values = _values(client, [f for _, f in ok]) if gather and ok else [f for _, f in ok]
-        for (i, _), v in zip(ok, values):
-            if v is _LOST:
-                lost.append(i)
-            else:
-                done(i, v)
-                left -= 1
-        for i in lost:
+    def lose(indices):
+        for i in indices:
             tries[i] += 1
             if tries[i] > RESUBMITS:
                 raise RuntimeError(f"{what}: task {i} lost its operands with a worker {tries[i]} times; giving up")
-        if lost:
-            start(sorted(lost))
+        start(sorted(indices))
+
+    finished = {}
+    start(list(range(n)))
+    while True:
+        while len(finished) < n:  # every task finished (its future), resubmitting the lost ones
+            try:
+                batch = [arrived.get(timeout=POLL)]
+            except queue.Empty:
+                since = _still_running(client, since, timeout, what)
+                continue
+            while not arrived.empty():
+                batch.append(arrived.get())
+            lost = []
+            for i, f in batch:
+                if f.status == "finished":
+                    finished[i] = f
+                elif f.status == "error":
+                    f.result()  # the task's own exception
+                else:
+                    lost.append(i)
+            if lost:
+                lose(lost)
+        order = sorted(finished)
+        values = _values(client, [finished[i] for i in order]) if gather else [finished[i] for i in order]
+        lost = [i for i, v in zip(order, values) if v is _LOST]
+        if not lost:
+            break
+        for i in lost:  # their data went with a worker after they finished
+            del finished[i]
+        lose(lost)
+    for i, v in zip(order, values):
+        done(i, v)

@@ -78,7 +78,13 @@ def _distributed():
     return distributed
 
 
-def _build(plan, w, slab, threads):
+def _recipe(plan, w):
+    """What a worker builds slabs from: a task (recomputed if lost), fetched once by each worker."""
+    return plan, w
+
+
+def _build(recipe, slab, threads):
+    plan, w = recipe
     return _b.build_slab(plan, w, slab, w.dtype, threads=threads)
 
 
@@ -99,9 +105,10 @@ def _build_streamed(plan, w, slab, threads):
     return _b.build_slab(plan, w, slab, w.dtype, threads=threads, buffer=buffer)
 
 
-def _forward_streamed(plan, w, slab, halo, threads, max_bytes):
+def _forward_streamed(recipe, slab, halo, threads, max_bytes):
     """A rebuilt slab's forward product; one vector fused (rows built in a cache-sized scratch and multiplied
     there, the slab never stored) once this worker has loaded the compiled fill, the same bits."""
+    plan, w = recipe
     if halo.shape[0] == 1:
         fill.kernel(w.dtype, np.int32)  # start loading the compiled fill on this worker (never waits)
         x = np.ascontiguousarray(halo, dtype=np.result_type(w.dtype, halo.dtype)).reshape(-1)
@@ -115,7 +122,8 @@ def _adjoint(B, slab, y_part, threads):
     return _b.slab_adjoint(B, slab, y_part, threads)
 
 
-def _adjoint_streamed(plan, w, slab, y_part, threads):
+def _adjoint_streamed(recipe, slab, y_part, threads):
+    plan, w = recipe
     return _b.slab_adjoint(_build_streamed(plan, w, slab, threads), slab, y_part, threads)
 
 
@@ -274,9 +282,10 @@ class DaskConvOperator(LinearOperator):
         self.slabs, self._home, self.keep, self.block_bytes = _layout(client, plan, w.dtype, block_bytes, keep)
         self._tag = f"convmat-{uuid.uuid4().hex[:8]}-{next(_COUNTER)}"
         self._blocks = None
+        self._recipe = client.submit(_recipe, plan, w, key=f"{self._tag}-recipe")  # the weight travels once
         if self.keep:
             self._blocks = [
-                client.submit(_build, plan, w, slab, self.threads, key=f"{self._tag}-slab-{i}",
+                client.submit(_build, self._recipe, slab, self.threads, key=f"{self._tag}-slab-{i}",
                               workers=[self._home[i]], allow_other_workers=True)
                 for i, slab in enumerate(self.slabs)
             ]
@@ -322,7 +331,7 @@ class DaskConvOperator(LinearOperator):
         if self.keep:
             return self.client.submit(_forward, self._blocks[i], halo, self.out_shape[0], self.threads,
                                       **_on(worker), pure=False)
-        return self.client.submit(_forward_streamed, self.plan, self._w, self.slabs[i], halo, self.threads,
+        return self.client.submit(_forward_streamed, self._recipe, self.slabs[i], halo, self.threads,
                                   self.block_bytes, **_on(worker), pure=False)
 
     def _forward_images(self, x3, kind, dtype):
@@ -349,7 +358,7 @@ class DaskConvOperator(LinearOperator):
         if self.keep:
             return self.client.submit(_adjoint, self._blocks[i], self.slabs[i], y_part, self.threads,
                                       **_on(worker), pure=False)
-        return self.client.submit(_adjoint_streamed, self.plan, self._w, self.slabs[i], y_part, self.threads,
+        return self.client.submit(_adjoint_streamed, self._recipe, self.slabs[i], y_part, self.threads,
                                   **_on(worker), pure=False)
 
     def _adjoint_images(self, y3, kind):

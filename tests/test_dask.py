@@ -179,14 +179,14 @@ def test_rebuilt_one_vector_products_are_fused(monkeypatch):
     parts = slabs(plan, np.float64, plan.nbytes(np.float64) // 4)
     assert len(parts) >= 4
     for s in parts:
-        y = cd._forward_streamed(plan, hw, s, x3[:1, :, s[2] : s[3]], 1, 1 << 12)
+        y = cd._forward_streamed((plan, hw), s, x3[:1, :, s[2] : s[3]], 1, 1 << 12)
         assert y.tobytes() == ref1[:, :, s[0] : s[1]].tobytes()
     assert built == []  # one vector: fused, no slab built
     for s in parts:
-        assert np.array_equal(cd._forward_streamed(plan, hw, s, x3[:, :, s[2] : s[3]], 1, 1 << 12), ref[:, :, s[0] : s[1]])
+        assert np.array_equal(cd._forward_streamed((plan, hw), s, x3[:, :, s[2] : s[3]], 1, 1 << 12), ref[:, :, s[0] : s[1]])
     assert built == parts  # a batch: built and multiplied
     monkeypatch.setattr(cd, "fused_matvec", lambda *a, **k: None)  # the fill not loaded yet: built
-    y = cd._forward_streamed(plan, hw, parts[1], x3[:1, :, parts[1][2] : parts[1][3]], 1, 1 << 12)
+    y = cd._forward_streamed((plan, hw), parts[1], x3[:1, :, parts[1][2] : parts[1][3]], 1, 1 << 12)
     assert y.tobytes() == ref1[:, :, parts[1][0] : parts[1][1]].tobytes() and built[-1] == parts[1]
 
 
