@@ -568,7 +568,7 @@ def test_parallel_blocks_run_each_blocks_pieces_in_order_and_one_at_a_time(threa
     parallel_blocks(task, bounds, threads)
     for b, pieces in seen.items():
         if bounds[b + 1] == bounds[b]:
-            assert pieces == []
+            assert pieces == [(bounds[b], bounds[b], True)]  # run once: it may have a result to clear
             continue
         assert [p[0] for p in pieces] == [bounds[b]] + [p[1] for p in pieces[:-1]]  # consecutive, in order
         assert pieces[-1][1] == bounds[b + 1] and all(p[1] > p[0] for p in pieces)
@@ -596,3 +596,36 @@ def test_sum_of_partial_results_in_its_fixed_order(monkeypatch, dtype):
         _products._reduce(K, out, parts, 3)
         got.append(out)
     assert np.array_equal(got[0], want) and np.array_equal(got[1], want)
+
+
+def test_transposed_vector_product_with_empty_blocks(monkeypatch):
+    """A row heavier than a block leaves blocks without rows: their partial results are cleared all the same."""
+    empty = np.empty
+
+    def garbage(*args, **kwargs):  # np.empty promises no values: NaN where the product's buffers start
+        out = empty(*args, **kwargs)
+        if out.dtype.kind in "fc":
+            out.fill(np.nan)
+        return out
+
+    K = spmm._load()
+    if K is None:
+        pytest.skip("numba does not import")
+    from convmat.spmm import _threads
+
+    monkeypatch.setattr(_threads, "ready", lambda key: K)  # the kernels, not the twins
+    monkeypatch.setattr(np, "empty", garbage)
+    rng = np.random.default_rng(SEED)
+    m, n = 50, 3000
+    dense = np.zeros((m, n))
+    dense[7] = rng.standard_normal(n)  # one row holds most of the matrix's entries
+    dense[rng.random((m, n)) < 0.01] = 1.0
+    A = sp.csr_array(dense)
+    nblocks = _products._split(_products.TRANSPOSE_BLOCKS_PER_THREAD, A.nnz)
+    bounds = _products._cost_bounds(A.indptr, nblocks)
+    assert nblocks > 2 and len(set(bounds)) < len(bounds)  # empty blocks
+    y = rng.standard_normal(m)
+    for threads in (1, 2, 3):
+        got = csr_matmul(A, y, transpose=True, threads=threads)
+        np.testing.assert_allclose(got, A.T @ y, rtol=1e-12, atol=1e-12)
+        assert np.array_equal(got, csr_matmul(A, y, transpose=True, threads=1))

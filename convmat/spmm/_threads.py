@@ -215,7 +215,8 @@ def parallel_blocks(task, bounds, threads, smallest=4):
     task that adds a block's rows into the block's own result gives the bits of one call over
     the block (``first`` marks its first piece).  A free worker takes the next piece of the free
     block with the most rows left, half of them, at least ``1 / smallest`` of the block: the
-    blocks end nearly together instead of one worker finishing the last block alone.
+    blocks end nearly together instead of one worker finishing the last block alone.  An empty
+    block runs once too, ``task(b, r, r, True)``: it may have a result to clear.
     """
     nb = len(bounds) - 1
     threads = max(1, min(threads, nb))
@@ -223,6 +224,9 @@ def parallel_blocks(task, bounds, threads, smallest=4):
         for b in range(nb):
             task(b, bounds[b], bounds[b + 1], True)
         return
+    for b in range(nb):
+        if bounds[b + 1] == bounds[b]:
+            task(b, bounds[b], bounds[b], True)
     nxt = list(bounds[:-1])
     least = [max(1, (bounds[b + 1] - bounds[b]) // smallest) for b in range(nb)]
     busy = [False] * nb
