@@ -81,7 +81,7 @@ def both_ways(A, v, result_dtype, transpose, nblocks, threads=1):
     if transpose:
         got = np.empty(n, result_dtype)
         part = np.empty((len(bounds) - 2, n), result_dtype)
-        _products._scatter(K, "tr_vec", (indptr, indices, data, v), got, part, bounds, 2, zero)
+        _products._scatter(K, "tr_vec", (indptr, indices, data, v), got, part, bounds, 2, zero, pieces=True)
         twin = np.empty(n, result_dtype)
         _twins.tr_vec(indptr, indices, data, v, twin, bounds, threads)
     else:
@@ -168,7 +168,8 @@ def test_grouped_transposed_twin_gives_the_kernels_bits(seed, P, n, density, dty
     zero = np.dtype(result_dtype).type(0)
     got = np.empty(n, result_dtype)
     part = np.empty((len(bounds) - 2, n), result_dtype)
-    _products._scatter(K, "tr_vec4", (A.indptr, A.indices, A.data, y), got, part, bounds, threads, zero, extra=(P,))
+    _products._scatter(K, "tr_vec4", (A.indptr, A.indices, A.data, y), got, part, bounds, threads, zero, extra=(P,),
+                       pieces=True)
     twin = np.empty(n, result_dtype)
     _twins.tr_vec4(A.indptr, A.indices, A.data, y, twin, P, bounds, threads)
     assert same_bits(got, twin)
