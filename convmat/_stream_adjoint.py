@@ -111,24 +111,9 @@ class AdjointStream:
         return self._P
 
     def _cost_bounds(self, rows, nchunks):
-        """:func:`convmat.spmm._products._cost_bounds` of rows ``[0, rows)`` in the natural order, in closed
-        form: the first row whose cost (entries + rows before it) reaches each target."""
-        if nchunks == 1:
-            return [0, rows]
-        cost = lambda i: self.nnz_before(i) + i  # noqa: E731
-        targets = np.linspace(0, float(cost(rows)), nchunks + 1)
-        bounds = []
-        for t in targets:
-            lo, hi = 0, rows + 1  # the first i in [0, rows] with cost(i) >= t, rows + 1 if none
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if float(cost(mid)) >= t:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            bounds.append(lo)
-        bounds[0], bounds[-1] = 0, rows
-        return bounds
+        """:func:`convmat.spmm._products._cost_bounds` of rows ``[0, rows)`` in the natural order, asked of
+        the row pointers the profile gives (it reads ``size``, ``[-1]`` and ``item(i)`` only)."""
+        return SP._cost_bounds(_RowPointers(self.nnz_before, rows), nchunks)
 
     # ---------------------------------------------------------------- the product
     def product(self, Y):
@@ -363,6 +348,16 @@ def _advance(nnz_to, start, stop, cap):
         else:
             hi = mid - 1
     return lo
+
+
+class _RowPointers:
+    """The row pointers ``indptr[: rows + 1]`` of ``C``, computed on demand from ``nnz_before``."""
+
+    def __init__(self, nnz_before, rows):
+        self.size, self.item = rows + 1, nnz_before
+
+    def __getitem__(self, i):
+        return self.item(range(self.size)[i])
 
 
 class _Buffer:
