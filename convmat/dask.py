@@ -234,7 +234,8 @@ class DaskConvOperator(LinearOperator):
     TypeError
         ``client`` is not a ``distributed.Client``.
     RuntimeError
-        The client is closed (here and at every product).
+        The client is closed (here and at every product); the cluster has had
+        no workers for ``no_workers_timeout`` seconds during a product.
     MatrixTooLargeError
         A slab would be larger than a worker's memory limit (before anything
         is built); ``keep=True`` for a matrix larger than the cluster holds.
@@ -310,13 +311,20 @@ class DaskConvOperator(LinearOperator):
 
     def _tasks(self, operands, task):
         """``submit(indices)`` for :func:`convmat._dask_run.run`: each slab's operand sent where the slab is,
-        then ``task(i, operand future, worker)`` submitted."""
+        then ``fn(*args)`` for ``fn, args = task(i, operand future)``, one ``Client.map`` per worker."""
 
         def submit(indices):
             where = self._where()
             sent = _send(self.client, [operands[i] for i in indices], [where[i] for i in indices],
                          self.no_workers_timeout)
-            return [task(i, op, where[i]) for i, op in zip(indices, sent)]
+            groups, out = {}, {}
+            for i, op in zip(indices, sent):
+                fn, args = task(i, op)
+                groups.setdefault((fn, where[i]), []).append((i, args))
+            for (fn, w), items in groups.items():
+                futures = self.client.map(fn, *zip(*[args for _, args in items]), pure=False, **_on(w))
+                out.update(zip([i for i, _ in items], futures))
+            return [out[i] for i in indices]
 
         return submit
 
@@ -327,15 +335,13 @@ class DaskConvOperator(LinearOperator):
     # ------------------------------------------------------------------ #
     # products on images (N, C, F): NumPy or Dask in, NumPy or Dask out
     # ------------------------------------------------------------------ #
-    def _forward_task(self, i, halo, worker):
+    def _forward_task(self, i, halo):
         if self.keep:
-            return self.client.submit(_forward, self._blocks[i], halo, self.out_shape[0], self.threads,
-                                      **_on(worker), pure=False)
-        return self.client.submit(_forward_streamed, self._recipe, self.slabs[i], halo, self.threads,
-                                  self.block_bytes, **_on(worker), pure=False)
+            return _forward, (self._blocks[i], halo, self.out_shape[0], self.threads)
+        return _forward_streamed, (self._recipe, self.slabs[i], halo, self.threads, self.block_bytes)
 
     def _forward_images(self, x3, kind, dtype):
-        """``C x3``: images ``(N, R, O)``, NumPy (gathered as the slabs finish) or Dask (their futures)."""
+        """``C x3``: images ``(N, R, O)``, NumPy (gathered once all slabs finished) or Dask (their futures)."""
         _check_client(self.client)
         N, R, O = x3.shape[0], self.out_shape[0], int(np.prod(self.out_shape[1:]))
         submit = self._tasks([x3[:, :, f0:f1] for _, _, f0, f1 in self.slabs], self._forward_task)
@@ -354,12 +360,10 @@ class DaskConvOperator(LinearOperator):
         self._run(len(self.slabs), submit, done, True, "forward")
         return out
 
-    def _adjoint_task(self, i, y_part, worker):
+    def _adjoint_task(self, i, y_part):
         if self.keep:
-            return self.client.submit(_adjoint, self._blocks[i], self.slabs[i], y_part, self.threads,
-                                      **_on(worker), pure=False)
-        return self.client.submit(_adjoint_streamed, self._recipe, self.slabs[i], y_part, self.threads,
-                                  **_on(worker), pure=False)
+            return _adjoint, (self._blocks[i], self.slabs[i], y_part, self.threads)
+        return _adjoint_streamed, (self._recipe, self.slabs[i], y_part, self.threads)
 
     def _adjoint_images(self, y3, kind):
         """``C^H y3``: images ``(N, C_in, F)``, NumPy or a Dask array of the finished root of the tree.
