@@ -47,7 +47,10 @@ def check_client(client):
 
 def workers(client):
     """``{address: memory limit in bytes or None}`` of the cluster's workers (may be empty)."""
-    info = client.scheduler_info(n_workers=-1)
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # distributed before 2025.x: every worker, always
+        info = client.scheduler_info()
     return {a: (int(v.get("memory_limit") or 0) or None) for a, v in info["workers"].items()}
 
 

@@ -246,6 +246,9 @@ class DaskConvOperator(LinearOperator):
     images and return the same kind (``out='numpy'`` or ``out='dask'`` to
     choose); ``matvec``/``matmat``/``rmatvec``/``rmatmat`` take NumPy columns,
     so ``scipy.sparse.linalg.lsqr`` and :func:`convmat.adjoint_test` run on it.
+    A Dask array returned for NumPy input holds results on the workers
+    computed from scattered operands: a worker lost after the product
+    returned takes its pieces with it (``out='numpy'`` is safe from that).
     The client process holds halos and results, never a slab.
     """
 
