@@ -219,6 +219,10 @@ def multiply(plan, chunks, by_range, compiled_mul, W, threads, x, y, row_bound, 
             one(key, group, tables(key[0]))
 
 
+#: Chunks whose tables :func:`scatter` keeps (the rows of a block are visited channel after channel).
+SCATTER_TABLES = 32
+
+
 def scatter(plan, chunks, ranges, compiled_scatter, W, y, acc, scratch, quarter=0):
     """``acc += R^T y`` for the rows ``R`` of ``ranges`` ``[(channel, a, b), ...]``, visited in that order,
     never storing them (:func:`scatter_rows`; ``scratch`` is ``(sptr, sidx, sdat, ys, block rows)``).
@@ -229,12 +233,13 @@ def scatter(plan, chunks, ranges, compiled_scatter, W, y, acc, scratch, quarter=
     g1, g2, Cg, Rg, KP, tables = _kernel_layout(plan, chunks)
     N, O = plan.shape[1] // plan.col_channels, math.prod(plan.grid)
     zero = acc.dtype.type(0)
-    cached = {}
+    cached = {}  # the tables of the last SCATTER_TABLES chunks: each channel visits its chunks again
     for c, a_c, b_c in ranges:
         channels = [c + q * quarter for q in range(4)] if quarter else [c]
         for a, b, ca in chunks.chunks(a_c, b_c):
             if ca not in cached:
-                cached.clear()  # one chunk's tables at a time: the ranges visit chunks in order
+                if len(cached) >= SCATTER_TABLES:
+                    del cached[next(iter(cached))]
                 cached[ca] = tables(ca)
             pieces = np.array([(ch, (ch // Rg) * Cg * N, 0, ch * O + a) for ch in channels], dtype=np.int64)
             compiled_scatter(W, pieces, a, b, g1, g2, N, Cg, KP, *cached[ca], y, acc, zero, *scratch)
