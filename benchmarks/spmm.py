@@ -23,7 +23,11 @@ For a few layers (float32) and batch sizes, times ``Y = C @ X`` and
 
 and, for one vector, the bandwidth bound ``bytes(C) + bytes(x) + bytes(y)``
 over the copy bandwidth measured with a 1 GiB ``np.copyto`` (1 thread, and 2
-threads each copying half).  Torch runs with the same number of threads.
+threads each copying half).  On a shared machine the load changes between
+that measurement and a layer's, so for one vector ``cm/copyA`` also times the
+product in alternation with a 2-thread copy of the same bytes (read + write),
+and ``T/fwd A`` the transposed product in alternation with the forward one
+(best of 5 rounds each).  Torch runs with the same number of threads.
 Times are medians of ``--repeat`` runs after a warm-up run (which also
 compiles the Numba kernels, and lets torch's OpenMP threads, which spin for a
 while after each torch call, go idle); slow products are repeated fewer
@@ -219,6 +223,19 @@ def run_layer(name, spec, batches, args, torch, bw1, bw2, rows):
         if N == 1:
             moved = cbytes + X.nbytes + Y.nbytes
             r["bound1"], r["bound2"] = moved / bw1, moved / bw2
+            # The same ratios measured in alternation (ABAB..., best round of each: on a shared machine
+            # the load changes between the start of the run and this layer): a 2-thread copy of half
+            # the bytes (read + write = the bytes the product moves), and C^H y against C x.
+            copy_in = np.ones(moved // 8, dtype=np.float32)
+            copy_out = np.zeros_like(copy_in)
+            halves = [slice(0, copy_in.size // 2), slice(copy_in.size // 2, None)]
+            with ThreadPoolExecutor(2) as pool:
+                r["cmA"], r["copyA"] = alternating(
+                    lambda: csr_matmul(C, X, threads=T),
+                    lambda: list(pool.map(lambda h: np.copyto(copy_out[h], copy_in[h]), halves)), rep, bud, rounds=5)
+            del copy_in, copy_out
+            r["cmTA"], r["cmA2"] = alternating(lambda: csr_matmul(C, Y, transpose=True, threads=T),
+                                               lambda: csr_matmul(C, X, threads=T), rep, bud, rounds=5)
         rows.append(r)
         print("  " + "  ".join(f"{key} {fmt(v)}" for key, v in r.items() if key not in ("layer", "N", "distinct"))
               + f"  (N={N})", flush=True)
@@ -240,8 +257,11 @@ def print_tables(rows, threads):
           "only; cm/bound1 from the 1-thread one, which flatters a 2-thread product); "
           "cm/conv and cmT/convT (to torch conv); T/fwd = cmT/cm; Tc/fwd = cmTc/cm; sp/cm = scipy/convmat "
           "(forward, transposed); ts/cm = torch sparse/convmat; 1t/2t = cm1/cm; "
-          "tw/cm, twT/cmT = NumPy twins / kernels.")
-    cols2 = [("cm/bound2", "cm", "bound2"), ("cmT/bound2", "cmT", "bound2"), ("cm/bound1", "cm", "bound1"),
+          "tw/cm, twT/cmT = NumPy twins / kernels; cm/copyA = cm against a 2-thread copy of the same bytes "
+          "and T/fwd A = cmT/cm, each pair timed in alternation (best of 5 rounds each: robust to a "
+          "changing load).")
+    cols2 = [("cm/bound2", "cm", "bound2"), ("cmT/bound2", "cmT", "bound2"), ("cm/copyA", "cmA", "copyA"),
+             ("T/fwd A", "cmTA", "cmA2"), ("cm/bound1", "cm", "bound1"),
              ("cm/conv", "cm", "conv"), ("cmT/convT", "cmT", "convT"), ("T/fwd", "cmT", "cm"),
              ("Tc/fwd", "cmTc", "cm"), ("sp/cm", "sp", "cm"), ("spT/cmT", "spT", "cmT"), ("ts/cm", "ts", "cm"),
              ("1t/2t", "cm1", "cm"), ("T/Td", "cmT", "cmTd"), ("tw/cm", "tw", "cm"), ("twT/cmT", "twT", "cmT")]
