@@ -560,7 +560,7 @@ def test_parallel_blocks_run_each_blocks_pieces_in_order_and_one_at_a_time(threa
         with lock:
             assert b not in active, f"two pieces of block {b} at once"
             active.add(b)
-        busy = np.random.default_rng(r0).standard_normal(2000 * (r1 - r0 + 1)).sum()  # noqa: F841 (some work)
+        assert np.isfinite(np.random.default_rng(r0).standard_normal(2000 * (r1 - r0 + 1)).sum())  # some work
         seen[b].append((r0, r1, first))
         with lock:
             active.remove(b)
