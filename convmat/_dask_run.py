@@ -21,6 +21,7 @@ closed client raises at once.
 
 from __future__ import annotations
 
+import collections
 import queue
 import time
 from concurrent.futures import CancelledError
@@ -83,7 +84,7 @@ def _values(client, futures):
         return out
 
 
-def run(client, n, submit, done, *, gather, timeout, what):
+def run(client, n, submit, done, *, gather, timeout, what, order=None, window=None):
     """Run tasks ``0 .. n-1`` until each is done, submitting again those whose operands a dead worker took.
 
     Parameters
@@ -95,12 +96,17 @@ def run(client, n, submit, done, *, gather, timeout, what):
         may raise ``KeyError``, ``OSError`` or ``TimeoutError`` when a worker dies under it (it is called
         again).
     done : callable
-        ``done(i, value)`` for each task, once all have finished: its result (``gather=True``, fetched
-        to this process in one call) or its finished future.
+        ``done(i, value)`` for each task, once: its result (``gather=True``, fetched to this process
+        ``window`` results per call) or its finished future (once all have finished).
     timeout : float
         Seconds to wait while the cluster has no workers.
     what : str
         The product, for messages.
+    order : sequence of int, optional
+        The order to submit the tasks in (default ``0 .. n-1``).
+    window : int, optional
+        The most tasks submitted and not finished at once (default ``n``): bounds the operands
+        (and, with ``gather``, the results) that the workers hold.
 
     Raises
     ------
@@ -113,6 +119,10 @@ def run(client, n, submit, done, *, gather, timeout, what):
     arrived = queue.SimpleQueue()
     tries = [0] * n
     since = None
+    waiting = collections.deque(range(n) if order is None else order)  # not submitted yet, or lost
+    window = n if window is None else max(1, int(window))
+    finished = {}  # finished, not handed to ``done`` yet
+    flying, left = 0, n
 
     def start(indices):
         nonlocal since
@@ -128,41 +138,45 @@ def run(client, n, submit, done, *, gather, timeout, what):
         for i, f in zip(indices, futures):
             f.add_done_callback(lambda f, i=i: arrived.put((i, f)))
 
-    def lose(indices):
-        for i in indices:
-            tries[i] += 1
-            if tries[i] > RESUBMITS:
-                raise RuntimeError(f"{what}: task {i} lost its operands with a worker {tries[i]} times; giving up")
-        start(sorted(indices))
+    def lose(i):
+        tries[i] += 1
+        if tries[i] > RESUBMITS:
+            raise RuntimeError(f"{what}: task {i} lost its operands with a worker {tries[i]} times; giving up")
+        waiting.appendleft(i)
 
-    finished = {}
-    start(list(range(n)))
-    while True:
-        while len(finished) < n:  # every task finished (its future), resubmitting the lost ones
-            try:
-                batch = [arrived.get(timeout=POLL)]
-            except queue.Empty:
-                since = _still_running(client, since, timeout, what)
-                continue
-            while not arrived.empty():
-                batch.append(arrived.get())
-            lost = []
-            for i, f in batch:
-                if f.status == "finished":
-                    finished[i] = f
-                elif f.status == "error":
-                    f.result()  # the task's own exception
-                else:
-                    lost.append(i)
-            if lost:
-                lose(lost)
-        order = sorted(finished)
-        values = _values(client, [finished[i] for i in order]) if gather else [finished[i] for i in order]
-        lost = [i for i, v in zip(order, values) if v is _LOST]
-        if not lost:
-            break
-        for i in lost:  # their data went with a worker after they finished
-            del finished[i]
-        lose(lost)
-    for i, v in zip(order, values):
-        done(i, v)
+    def hand_on():
+        nonlocal left
+        idx = sorted(finished)
+        futures = [finished.pop(i) for i in idx]
+        for i, v in zip(idx, _values(client, futures) if gather else futures):
+            if v is _LOST:  # its data went with a worker after it finished
+                lose(i)
+            else:
+                done(i, v)
+                left -= 1
+
+    while left:
+        if waiting and flying < window:
+            indices = [waiting.popleft() for _ in range(min(window - flying, len(waiting)))]
+            start(indices)
+            flying += len(indices)
+        if not flying:
+            hand_on()
+            continue
+        try:
+            batch = [arrived.get(timeout=POLL)]
+        except queue.Empty:
+            since = _still_running(client, since, timeout, what)
+            continue
+        while not arrived.empty():
+            batch.append(arrived.get())
+        for i, f in batch:
+            flying -= 1
+            if f.status == "finished":
+                finished[i] = f
+            elif f.status == "error":
+                f.result()  # the task's own exception
+            else:
+                lose(i)
+        if gather and len(finished) >= window:  # results fetched a window at a time, not piled up on the workers
+            hand_on()

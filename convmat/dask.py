@@ -331,9 +331,17 @@ class DaskConvOperator(LinearOperator):
 
         return submit
 
-    def _run(self, n, submit, done, gather, what):
+    def _run(self, n, submit, done, gather, what, operand_bytes=None):
+        """Run a product's tasks; with ``operand_bytes`` (of each slab's operand), at most about
+        ``block_bytes`` of operands per worker at once, the slabs submitted a few of each worker's at a time."""
+        order = window = None
+        if operand_bytes is not None:
+            homes = sorted(set(self._home))
+            first = {h: self._home.index(h) for h in homes}
+            order = sorted(range(n), key=lambda i: (i - first[self._home[i]], homes.index(self._home[i])))
+            window = len(homes) * max(2, self.block_bytes // max(1, max(operand_bytes)))
         _run(self.client, n, submit, done, gather=gather, timeout=self.no_workers_timeout,
-             what=f"the {what} product ({len(self.slabs)} slabs)")
+             what=f"the {what} product ({len(self.slabs)} slabs)", order=order, window=window)
 
     # ------------------------------------------------------------------ #
     # products on images (N, C, F): NumPy or Dask in, NumPy or Dask out
@@ -360,7 +368,8 @@ class DaskConvOperator(LinearOperator):
         def done(i, y):
             out[:, :, self.slabs[i][0] : self.slabs[i][1]] = y
 
-        self._run(len(self.slabs), submit, done, True, "forward")
+        halo = [N * x3.shape[1] * (f1 - f0) * x3.dtype.itemsize for _, _, f0, f1 in self.slabs]
+        self._run(len(self.slabs), submit, done, True, "forward", halo)
         return out
 
     def _adjoint_task(self, i, y_part):
