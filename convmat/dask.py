@@ -28,12 +28,17 @@ row is one row kernel of :func:`convmat.spmm.csr_matmul`, so ``y`` has the
 bits of the stored operator's product.  Adjoint ``x = C^H y``: each slab
 returns its partial sum on its own input range, and the partial sums are
 added along a fixed tree (:func:`convmat.blocks.tree_order`), whatever worker
-finishes first: the same bits as :func:`convmat.blocks.reduce_partials`
-computes in one process, on every run.
+finishes first: on the workers within groups of consecutive slabs (subtrees
+of about ``block_bytes``), in this process above them -- the same bits as
+:func:`convmat.blocks.reduce_partials` computes in one process, on every run.
+A forward product sends its halos a few slabs per worker at a time (about
+``block_bytes`` of them per worker), so the workers' memory holds a
+product's operands whatever the batch.
 
 Communication per product, ``N`` columns of ``itemsize`` bytes: forward, the
 halos ``sum_slabs C_in (f1 - f0) N itemsize`` to the workers and ``y`` back;
-adjoint, the slabs of ``y`` out, the partial sums up the tree and ``x`` back.
+adjoint, the slabs of ``y`` out and the groups' partial sums back
+(``sum_groups C_in (f1 - f0) N itemsize``, about ``x``).
 """
 
 from __future__ import annotations
@@ -125,6 +130,16 @@ def _adjoint(B, slab, y_part, threads):
 def _adjoint_streamed(recipe, slab, y_part, threads):
     plan, w = recipe
     return _b.slab_adjoint(_build_streamed(plan, w, slab, threads), slab, y_part, threads)
+
+
+def _tree(parts, n, combine):
+    """The pairs of :func:`convmat.blocks.tree_order` ``(n)`` with both sides in ``parts`` (``{slab: partial sum}``),
+    each ``parts[i] = combine(parts[i], parts[j])``, in its order: a subtree's (or the tree above them) share of it."""
+    for level in _b.tree_order(n):
+        for i, j in level:
+            if i in parts and j in parts:
+                parts[i] = combine(parts[i], parts.pop(j))
+    return parts
 
 
 def _on(worker):
@@ -246,9 +261,11 @@ class DaskConvOperator(LinearOperator):
     images and return the same kind (``out='numpy'`` or ``out='dask'`` to
     choose); ``matvec``/``matmat``/``rmatvec``/``rmatmat`` take NumPy columns,
     so ``scipy.sparse.linalg.lsqr`` and :func:`convmat.adjoint_test` run on it.
-    A Dask array returned for NumPy input holds results on the workers
-    computed from scattered operands: a worker lost after the product
-    returned takes its pieces with it (``out='numpy'`` is safe from that).
+    A forward product's Dask array for NumPy input holds results on the
+    workers computed from scattered operands: a worker lost after the
+    product returned takes its pieces with it (``out='numpy'`` is safe from
+    that).  The adjoint's result is made in this process (its Dask array
+    wraps it).
     The client process holds halos and results, never a slab.
     """
 
@@ -331,15 +348,15 @@ class DaskConvOperator(LinearOperator):
 
         return submit
 
-    def _run(self, n, submit, done, gather, what, operand_bytes=None):
-        """Run a product's tasks; with ``operand_bytes`` (of each slab's operand), at most about
-        ``block_bytes`` of operands per worker at once, the slabs submitted a few of each worker's at a time."""
+    def _run(self, n, submit, done, gather, what, home=None, per_worker=None):
+        """Run a product's tasks; with ``home`` (each task's worker), at most ``per_worker`` tasks of
+        each worker submitted and not finished at once, the workers' tasks interleaved."""
         order = window = None
-        if operand_bytes is not None:
-            homes = sorted(set(self._home))
-            first = {h: self._home.index(h) for h in homes}
-            order = sorted(range(n), key=lambda i: (i - first[self._home[i]], homes.index(self._home[i])))
-            window = len(homes) * max(2, self.block_bytes // max(1, max(operand_bytes)))
+        if home is not None:
+            homes = sorted(set(home))
+            first = {h: home.index(h) for h in homes}
+            order = sorted(range(n), key=lambda i: (i - first[home[i]], homes.index(home[i])))
+            window = len(homes) * per_worker
         _run(self.client, n, submit, done, gather=gather, timeout=self.no_workers_timeout,
              what=f"the {what} product ({len(self.slabs)} slabs)", order=order, window=window)
 
@@ -369,7 +386,7 @@ class DaskConvOperator(LinearOperator):
             out[:, :, self.slabs[i][0] : self.slabs[i][1]] = y
 
         halo = [N * x3.shape[1] * (f1 - f0) * x3.dtype.itemsize for _, _, f0, f1 in self.slabs]
-        self._run(len(self.slabs), submit, done, True, "forward", halo)
+        self._run(len(self.slabs), submit, done, True, "forward", self._home, max(2, self.block_bytes // max(halo)))
         return out
 
     def _adjoint_task(self, i, y_part):
@@ -378,34 +395,40 @@ class DaskConvOperator(LinearOperator):
         return _adjoint_streamed, (self._recipe, self.slabs[i], y_part, self.threads)
 
     def _adjoint_images(self, y3, kind):
-        """``C^H y3``: images ``(N, C_in, F)``, NumPy or a Dask array of the finished root of the tree.
+        """``C^H y3``: images ``(N, C_in, F)``, NumPy (or a Dask array of it).
 
-        The partial sums are added along the fixed tree on the workers.  If the
-        root is lost with a worker, the partial sums lost (or never made) are
-        submitted again, then the tree."""
+        The partial sums are added along the fixed tree
+        (:func:`convmat.blocks.tree_order`): on the workers within groups of
+        ``G`` consecutive slabs (``G`` a power of two: each group is a subtree),
+        sized so that a group's slabs of ``y`` and partial sums take about
+        ``block_bytes``, one group per worker at a time; the groups' sums are
+        gathered and added up the rest of the tree here, where ``x`` is made
+        anyway.  The same pairs, in the same order: the bits of
+        :func:`convmat.blocks.reduce_partials`.  A group lost with a worker is
+        submitted again."""
         _check_client(self.client)
-        c, F = self.client, int(np.prod(self.in_shape[1:]))
-        submit = self._tasks([y3[:, :, j0:j1] for j0, j1, _, _ in self.slabs], self._adjoint_task)
-        leaves = [None] * len(self.slabs)
+        c, S, F = self.client, len(self.slabs), int(np.prod(self.in_shape[1:]))
+        leaves = self._tasks([y3[:, :, j0:j1] for j0, j1, _, _ in self.slabs], self._adjoint_task)
+        item = np.result_type(self.dtype, y3.dtype).itemsize
+        held = max(y3.shape[0] * item * (self.out_shape[0] * (j1 - j0) + self.in_shape[0] * (f1 - f0))
+                   for j0, j1, f0, f1 in self.slabs)
+        G = 1 << (max(1, self.block_bytes // held).bit_length() - 1)
+        groups = [list(range(g, min(g + G, S))) for g in range(0, S, G)]
 
-        def root(_):
-            missing = [i for i, f in enumerate(leaves) if f is None or f.status not in ("pending", "finished")]
-            for i, f in zip(missing, submit(missing) if missing else ()):
-                leaves[i] = f
-            parts = list(leaves)
-            for level in _b.tree_order(len(parts)):
-                for i, j in level:
-                    parts[i] = c.submit(_b.combine, parts[i], parts[j], pure=False)
-            return [c.submit(_b.embed, parts[0], F, pure=False)]
+        def on_workers(a, b):
+            return c.submit(_b.combine, a, b, pure=False)
 
-        box = [None]
-        self._run(1, root, box.__setitem__, kind != "dask", "adjoint")
+        def subtrees(ks):
+            return [_tree(dict(zip(groups[k], leaves(groups[k]))), S, on_workers)[groups[k][0]] for k in ks]
+
+        sums = [None] * len(groups)
+        self._run(len(groups), subtrees, sums.__setitem__, True, "adjoint", [self._home[g[0]] for g in groups], 1)
+        x = _b.embed(_tree({g[0]: v for g, v in zip(groups, sums)}, S, _b.combine)[0], F)
         if kind != "dask":
-            return box[0]
+            return x
         import dask.array as da
 
-        dtype = np.result_type(self.dtype, y3.dtype)
-        return da.from_delayed(box[0], shape=(y3.shape[0], self.in_shape[0], F), dtype=dtype)
+        return da.from_array(x, chunks=x.shape)
 
     def apply(self, x, *, out=None):
         """``C @ x`` plus the bias, for images ``(N, *in_shape)`` or ``in_shape`` (NumPy or Dask)."""

@@ -239,6 +239,8 @@ def test_a_worker_killed_during_a_product_loses_nothing(client, keep, product, N
         assert np.array_equal(got, expected)
         if product == "forward" and N == 3:  # halos sent a few slabs per worker at a time
             assert runs[-1]["window"] < len(D.slabs)
+        if product == "adjoint" and N == 2:  # subtrees of the fixed tree, one group per worker at a time
+            assert 2 < len(runs[-1]["order"]) < len(D.slabs) and runs[-1]["window"] == 2
         assert time.perf_counter() - t < 30
         deadline = time.monotonic() + 30
         while set(client.scheduler_info()["workers"]) >= before and time.monotonic() < deadline:
