@@ -11,7 +11,8 @@ in one run and on one machine:
 * the distributed operator (:class:`convmat.dask.DaskConvOperator`) on a
   ``LocalCluster`` of ``--workers`` processes with one thread each: it cannot
   keep the matrix, so the slabs are rebuilt on the workers at every product;
-  build time of all slabs, product times and each worker's peak memory; one
+  build time of all slabs, forward and adjoint product times and each worker's
+  peak memory; one
   vector's product fused on the workers (the default once their compiled fill
   is loaded) against building and multiplying each slab, alternated.
 
@@ -100,6 +101,7 @@ def main(argv=None):
           f"{matrix / 1e9:.2f} GB as float32 = {matrix / limit:.2f} x the worker memory_limit ({limit / 1e6:.0f} MB)")
     x1 = rng.standard_normal((1, 64, side, side)).astype(np.float32)
     xb = rng.standard_normal((args.batch, 64, side, side)).astype(np.float32)
+    yb = rng.standard_normal((args.batch, 64, side, side)).astype(np.float32)  # the output has the input's shape
     rows = []
 
     # ---- one machine: stored and streamed ----
@@ -108,6 +110,8 @@ def main(argv=None):
     t_build = time.perf_counter() - t
     A(x1)
     s1, sb = best(lambda: A(x1), args.repeat), best(lambda: A(xb), args.repeat)
+    A.apply_adjoint(yb[:1])
+    sa1, sab = best(lambda: A.apply_adjoint(yb[:1]), args.repeat), best(lambda: A.apply_adjoint(yb), args.repeat)
     S = convmat.StreamedConvOperator(w, (side, side), padding=1, block_bytes=block)
     S(x1)
     r1, rb = best(lambda: S(x1), args.repeat), best(lambda: S(xb), args.repeat)
@@ -132,6 +136,8 @@ def main(argv=None):
                                  [1] * len(D.slabs), pure=False))
         d_build = time.perf_counter() - t
         db = best(lambda: D(xb), args.repeat)
+        D.apply_adjoint(yb[:1])
+        da1, dab = best(lambda: D.apply_adjoint(yb[:1]), args.repeat), best(lambda: D.apply_adjoint(yb), args.repeat)
         ok = np.array_equal(D(x1), S(x1)) and np.array_equal(D(xb[:2]), S(xb[:2]))
         one = {True: [], False: []}  # one vector fused on the workers, or (the peer) slabs built and multiplied
         for fused in [True, False] * args.repeat:  # alternated, for the noise of a shared machine
@@ -156,6 +162,8 @@ def main(argv=None):
           f"target <= 1.3)")
     print(f"dask / stored product time: {d1 / s1:.2f} (N=1), {db / sb:.2f} (N={args.batch}); "
           f"dask products equal the streamed operator's bits: {ok}")
+    print(f"adjoint products: stored {sa1:.3f} s (N=1), {sab:.3f} s (N={args.batch}); dask {da1:.3f} s, {dab:.3f} s "
+          f"= {da1 / sa1:.2f}, {dab / sab:.2f} x stored")
     print(f"dask N=1, fused on the workers / slabs built and multiplied (best of {args.repeat}, alternated): "
           f"{d1:.3f} s / {d1_built:.3f} s = {d1 / d1_built:.2f}; each run: "
           + ", ".join(f"{a:.3f} / {b:.3f}" for a, b in zip(one[True], one[False])))
