@@ -36,8 +36,10 @@ kernel source runs (slowly) as plain Python too, which the tests use.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
+import pathlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -294,11 +296,32 @@ def load():
                     _STATE["kernel"] = numba.njit(cache=True, **opts)(fill_rows)
                     _STATE["mul"] = numba.njit(cache=True, **opts)(mul_rows)
                     _STATE["scatter"] = numba.njit(cache=True, **opts)(scatter_rows)
+                    _drop_stale_cache(_STATE["mul"], _STATE["scatter"])
                 except RuntimeError:  # no writable cache location
                     _STATE["kernel"] = numba.njit(**opts)(fill_rows)
                     _STATE["mul"] = numba.njit(**opts)(mul_rows)
                     _STATE["scatter"] = numba.njit(**opts)(scatter_rows)
     return _STATE["kernel"]
+
+
+def _drop_stale_cache(*dispatchers):
+    """Drop the disk cache of the fused kernels when ``convmat/spmm/_kernels.py`` has changed.
+
+    Numba checks a cached function against its own source file only, and the fused products
+    inline spmm's row kernels from that other file: a cache made before an edit there would give
+    other bits than the stored product.  A digest of it is kept beside the cache.
+    """
+    from .spmm import _kernels
+
+    try:
+        digest = hashlib.sha256(pathlib.Path(_kernels.__file__).read_bytes()).hexdigest()
+        stamp = pathlib.Path(dispatchers[0]._cache.cache_path) / "convmat-fill-inlined.sha256"
+        if not stamp.is_file() or stamp.read_text() != digest:
+            for dispatcher in dispatchers:
+                dispatcher._cache.flush()
+            stamp.write_text(digest)
+    except (AttributeError, OSError):  # another Numba, or a read-only cache: nothing to compare with
+        pass
 
 
 def _prepare(key):

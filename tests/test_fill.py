@@ -181,3 +181,27 @@ def test_a_fork_waits_for_the_loader_and_the_child_builds(rng):
 
 def _build_in_child(plan, w):
     return plan.build(w)
+
+
+def test_fused_kernels_cache_is_dropped_when_spmm_kernels_change(tmp_path):
+    """Numba checks a cached function against its own file only; the fused kernels inline spmm's
+    row kernels, so their cache is flushed when convmat/spmm/_kernels.py differs from the last load."""
+
+    class Cache:
+        cache_path = str(tmp_path)
+        flushed = 0
+
+        def flush(self):
+            self.flushed += 1
+
+    class Dispatcher:
+        _cache = Cache()
+
+    d = Dispatcher()
+    fill._drop_stale_cache(d)  # no digest yet: flushed, digest written
+    assert d._cache.flushed == 1
+    fill._drop_stale_cache(d)  # the same file: the cache is kept
+    assert d._cache.flushed == 1
+    (tmp_path / "convmat-fill-inlined.sha256").write_text("a digest of another _kernels.py")
+    fill._drop_stale_cache(d)
+    assert d._cache.flushed == 2
