@@ -179,7 +179,7 @@ def _as_images(x, shape, name):
     if tuple(x.shape) == tuple(shape):
         return x.reshape((1, shape[0], -1)), False
     if len(x.shape) == len(shape) + 1 and tuple(x.shape[1:]) == tuple(shape):
-        return x.reshape((x.shape[0], shape[0], -1)), True
+        return x.reshape((x.shape[0], shape[0], int(np.prod(shape[1:])))), True
     raise ValueError(f"{name} must have shape {tuple(shape)} or (N, {', '.join(map(str, shape))}), "
                      f"got {tuple(x.shape)}")
 
@@ -386,7 +386,7 @@ class DaskConvOperator(LinearOperator):
             out[:, :, self.slabs[i][0] : self.slabs[i][1]] = y
 
         halo = [N * x3.shape[1] * (f1 - f0) * x3.dtype.itemsize for _, _, f0, f1 in self.slabs]
-        self._run(len(self.slabs), submit, done, True, "forward", self._home, max(2, self.block_bytes // max(halo)))
+        self._run(len(self.slabs), submit, done, True, "forward", self._home, max(2, self.block_bytes // max(1, *halo)))
         return out
 
     def _adjoint_task(self, i, y_part):
@@ -410,8 +410,8 @@ class DaskConvOperator(LinearOperator):
         c, S, F = self.client, len(self.slabs), int(np.prod(self.in_shape[1:]))
         leaves = self._tasks([y3[:, :, j0:j1] for j0, j1, _, _ in self.slabs], self._adjoint_task)
         item = np.result_type(self.dtype, y3.dtype).itemsize
-        held = max(y3.shape[0] * item * (self.out_shape[0] * (j1 - j0) + self.in_shape[0] * (f1 - f0))
-                   for j0, j1, f0, f1 in self.slabs)
+        held = max(1, *(y3.shape[0] * item * (self.out_shape[0] * (j1 - j0) + self.in_shape[0] * (f1 - f0))
+                        for j0, j1, f0, f1 in self.slabs))
         G = 1 << (max(1, self.block_bytes // held).bit_length() - 1)
         groups = [list(range(g, min(g + G, S))) for g in range(0, S, G)]
 
