@@ -350,7 +350,7 @@ def slab_forward(B, halo, R, threads=1):
     N, C, L = halo.shape
     H = np.ascontiguousarray(np.transpose(halo, (1, 2, 0))).reshape(C * L, N)
     Y = csr_matmul(B, H, threads=threads)  # (R (j1 - j0), N)
-    return np.ascontiguousarray(Y.T).reshape(N, R, -1)
+    return np.ascontiguousarray(Y.T).reshape(N, R, B.shape[0] // R)
 
 
 def slab_adjoint(B, slab, y_part, threads=1):

@@ -177,19 +177,20 @@ class StreamedConvOperator(LinearImageOperator):
         dtype = np.result_type(self.dtype, X.dtype)
         k = X.shape[1:]
         Cin, R = self.plan.input_shape[0], self.plan.output_shape[0]
-        X3 = np.ascontiguousarray(X, dtype=dtype).reshape((Cin, -1) + k)  # (input channel, position, k)
+        F, O = self.shape[1] // Cin, self.shape[0] // R
+        X3 = np.ascontiguousarray(X, dtype=dtype).reshape((Cin, F) + k)  # (input channel, position, k)
         fill.kernel(self.dtype, np.int32)  # start loading the compiled fill: slabs of any size run it once ready
         if k in ((), (1,)):  # a vector: rows built into a cache-sized scratch and multiplied, when compiled
             y = fused_matvec(self.plan, self._w, X3.reshape(-1), self.threads or default_threads(), self.block_bytes)
             if y is not None:
                 return y.reshape((self.shape[0],) + k)
         Y = np.empty((self.shape[0],) + k, dtype=dtype)
-        Y3 = Y.reshape((R, -1) + k)
+        Y3 = Y.reshape((R, O) + k)
         buffer = slab_buffer(self.plan, self.slabs, self.dtype)  # every slab built into the same bytes
         for slab in self.slabs:
             j0, j1, f0, f1 = slab
             B = build_slab(self.plan, self._w, slab, self.dtype, threads=self.threads, buffer=buffer)
-            halo = np.ascontiguousarray(X3[:, f0:f1]).reshape((-1,) + k)
+            halo = np.ascontiguousarray(X3[:, f0:f1]).reshape((Cin * (f1 - f0),) + k)
             Y3[:, j0:j1] = csr_matmul(B, halo, threads=self.threads).reshape((R, j1 - j0) + k)
         return Y
 

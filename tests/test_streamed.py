@@ -394,3 +394,17 @@ def _one_position(plan, dtype):
     """Bytes of the largest slab of one output position (the smallest block_bytes ``slabs`` accepts)."""
     O = math.prod(plan.output_shape[1:])
     return max(slab_nbytes(plan, dtype, j, j + 1, slab_support(plan, j, j + 1)) for j in range(O))
+
+
+def test_empty_batches():
+    """N = 0 images or columns: empty results of the right shapes, as ConvOperator gives."""
+    w = np.random.default_rng(18).standard_normal((4, 2, 3, 3))
+    A = ConvOperator(w, (8, 8), padding=1)
+    S = StreamedConvOperator(w, (8, 8), padding=1, block_bytes=A.plan.nbytes() // 3)
+    assert len(S.slabs) > 1
+    for op in (A, S):
+        assert op(np.zeros((0, 2, 8, 8))).shape == (0, 4, 8, 8)
+        assert op.apply_adjoint(np.zeros((0, 4, 8, 8))).shape == (0, 2, 8, 8)
+        assert (op @ np.zeros((128, 0))).shape == (256, 0) and (op.H @ np.zeros((256, 0))).shape == (128, 0)
+    slab = S.slabs[0]
+    assert slab_forward(S.build_slab(0), np.zeros((0, 2, slab[3] - slab[2])), 4).shape == (0, 4, slab[1] - slab[0])
