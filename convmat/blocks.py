@@ -356,10 +356,10 @@ def slab_forward(B, halo, R, threads=1):
 def slab_adjoint(B, slab, y_part, threads=1):
     """The partial sum ``(f0, f1, B^H y_part)``: ``y_part`` ``(N, R, j1 - j0)`` -> array ``(C_in, f1 - f0, N)``."""
     N = y_part.shape[0]
-    Y = np.ascontiguousarray(np.transpose(y_part, (1, 2, 0))).reshape(-1, N)
+    Y = np.ascontiguousarray(np.transpose(y_part, (1, 2, 0))).reshape(B.shape[0], N)
     X = csr_matmul(B, Y, transpose=True, conjugate=True, threads=threads)
     f0, f1 = int(slab[2]), int(slab[3])
-    return f0, f1, X.reshape(-1, f1 - f0, N)
+    return f0, f1, X.reshape(B.shape[1] // (f1 - f0), f1 - f0, N)
 
 
 def embed(part, F):

@@ -75,6 +75,16 @@ def test_products_equal_the_single_machine_operator(client):
     D.close()
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_empty_batches(client, keep):
+    """N = 0 images: empty results of the right shapes, as ConvOperator gives."""
+    w = np.ones((4, 2, 3, 3))
+    D = _op(weight=w, in_shape=(8, 8), padding=1, client=client, block_bytes=3000, keep=keep)
+    assert len(D.slabs) > 1
+    assert D(np.zeros((0, 2, 8, 8))).shape == (0, 4, 8, 8)
+    assert D.apply_adjoint(np.zeros((0, 4, 8, 8))).shape == (0, 2, 8, 8)
+
+
 def test_dask_arrays_in_and_out(client):
     import dask.array as da
 
