@@ -353,6 +353,30 @@ def fused_matvec(plan, weight, x, threads, max_bytes, slab=None):
     return y
 
 
+def fused_matmat(plan, weight, X, threads, max_bytes):
+    """``C @ X`` for columns ``X`` ``(n, k)`` (of the result dtype, C-contiguous) without storing ``C``
+    (:func:`convmat.fill.multiply_batch`), with the bits of ``csr_matmul(plan.build(weight), X)``; None
+    while the compiled fill or spmm's kernels are not loaded.
+
+    The threads' scratches hold at most ``max_bytes`` together (at least one spatial row each).
+    """
+    from .spmm import _load
+
+    vdtype = np.dtype(weight.dtype)
+    compiled = fill.ready(vdtype, np.int32)
+    K = _load() if compiled is not None else None
+    if K is None or X.dtype != np.result_type(vdtype, X.dtype) or not X.flags.c_contiguous:
+        return None
+    chunks = _Chunks(plan, plan.nnz)
+    W = matrix_weight(weight, vdtype, False, plan.groups, plan.transposed)
+    Y = np.empty((plan.shape[0], X.shape[1]), dtype=X.dtype)
+    row_bound = plan.cols_per_group * math.prod(axis_row_bound(ax, plan.transposed) for ax in plan.geometry.axes)
+    per_row = 4 * (row_bound * (vdtype.itemsize + 8) + X.shape[1] * X.dtype.itemsize + 8)
+    block = max(1, min(fill.MUL_BLOCK_ROWS, max_bytes // (threads * per_row)))
+    fill.multiply_batch(plan, chunks, compiled, K["fwd_mat"], W, threads, X, Y, row_bound, block)
+    return Y
+
+
 def _row_spans(plan, start, stop):
     """Rows ``[start, stop)`` as spans ``(channel, a, b, entry, row)``: spatial rows ``[a, b)`` of an output
     channel, their first entry and row in the result."""

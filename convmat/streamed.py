@@ -41,7 +41,7 @@ from . import _operator_parts as parts
 from . import fill
 from ._stream_adjoint import AdjointStream
 from ._linear_image import LinearImageOperator
-from .assemble import fused_matvec
+from .assemble import fused_matmat, fused_matvec
 from .backends import default_threads, get_backend
 from .blocks import build_slab, slab_buffer, slab_nbytes, slabs
 from .geometry import positive_int
@@ -184,6 +184,11 @@ class StreamedConvOperator(LinearImageOperator):
             y = fused_matvec(self.plan, self._w, X3.reshape(-1), self.threads or default_threads(), self.block_bytes)
             if y is not None:
                 return y.reshape((self.shape[0],) + k)
+        elif k[0] > 0:  # a batch: rows of four channels built into a cache-sized scratch and multiplied there
+            Y = fused_matmat(self.plan, self._w, X3.reshape(-1, k[0]), self.threads or default_threads(),
+                             self.block_bytes)
+            if Y is not None:
+                return Y
         Y = np.empty((self.shape[0],) + k, dtype=dtype)
         Y3 = Y.reshape((R, O) + k)
         buffer = slab_buffer(self.plan, self.slabs, self.dtype)  # every slab built into the same bytes

@@ -28,6 +28,7 @@ from convmat.blocks import (
 from convmat.assemble import fused_matvec
 from convmat import _stream_adjoint as stream_adjoint
 from convmat.spmm import _products, csr_matmul
+from convmat import streamed
 from convmat.streamed import StreamedConvOperator
 
 GEOMETRIES = [
@@ -68,10 +69,14 @@ def partition(request, monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_products_have_the_bits_of_the_stored_operator(geometry, dtype, partition, engine, monkeypatch):
+    batches = []
     if engine == "fused":
         assert fill.kernel(dtype, np.int32, wait=True) is not None
-    else:  # the adjoint's one-vector products build rows into buffers and scatter them from there
+        real = fill.multiply_batch
+        monkeypatch.setattr(fill, "multiply_batch", lambda *a: batches.append(a[-1]) or real(*a))
+    else:  # slabs of the matrix for a batch; the adjoint's one-vector rows built into buffers, scattered there
         monkeypatch.setattr(fill, "scatterer", lambda *a: None)
+        monkeypatch.setattr(streamed, "fused_matmat", lambda *a: None)
     rng = np.random.default_rng(14)
     w, in_shape, kw = _layer(rng, geometry, dtype)
     A = ConvOperator(w, in_shape, **kw)
@@ -89,6 +94,7 @@ def test_products_have_the_bits_of_the_stored_operator(geometry, dtype, partitio
     assert S.rmatvec(Y[:, 0]).tobytes() == A.rmatvec(Y[:, 0]).tobytes()
     assert (S.H @ Y[:, :1]).tobytes() == (A.H @ Y[:, :1]).tobytes()
     assert S.apply_adjoint(y).tobytes() == A.apply_adjoint(y).tobytes()
+    assert bool(batches) == (engine == "fused")  # the fused batch product ran (or the slabs did)
 
 
 def test_adjoint_without_numba_builds_the_transposed_plan(monkeypatch):
@@ -157,6 +163,15 @@ def test_never_holds_more_than_block_bytes(monkeypatch):
     # operands and results are x.nbytes each; everything else is one slab, its halo and build temporaries
     assert peak - 3 * x.nbytes < whole / 4
     assert np.array_equal(y, A(x))
+    # a batch: four channels' rows built into a scratch within block_bytes and multiplied there
+    xb = rng.standard_normal((4, 8, 32, 32))
+    S(xb)
+    tracemalloc.start()
+    yb = S(xb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak - 4 * xb.nbytes < whole / 4  # operands, results and their column copies
+    assert np.array_equal(yb, A(xb))
     # the adjoint: rows built at most block_bytes at a time, partial sums as the stored product's
     built = []
     real = stream_adjoint.build_ranges_csr
@@ -370,6 +385,8 @@ def test_fused_vector_products_have_the_bits_of_the_stored_operator(geometry, dt
         assert np.array_equal(S @ x, A @ x)
         assert np.array_equal(S(x.reshape((1,) + A.in_shape)), A(x.reshape((1,) + A.in_shape)))
         assert np.array_equal(S.H @ y, A.H @ y)
+        X = rng.standard_normal((A.shape[1], 3)).astype(dtype)  # a batch: fill.multiply_batch
+        assert (S @ X).tobytes() == (A @ X).tobytes()
     assert len(calls) == 4 and min(calls) < fill.MUL_BLOCK_ROWS  # the fused path ran, with fewer rows at the end
     assert scatters and min(scatters) < fill.MUL_BLOCK_ROWS  # the fused adjoint ran, with small scratches too
 
