@@ -12,11 +12,13 @@ small part of ``X`` (a band of every input channel), so a batch ``X`` much
 larger than the caches is read about once per product, not once per slab;
 building into the same bytes costs no page faults after the first slab, so
 a streamed product costs a stored product plus a warm write of the matrix.
-A single vector does not go through slabs when the compiled fill is loaded:
-rows are built a few dozen at a time into a scratch that stays in the caches
-and multiplied at once by the one-vector row kernel of :mod:`convmat.spmm`
-(:func:`convmat.assemble.fused_matvec`), so the matrix never reaches memory
-and the product costs about what the stored one does.
+Once the compiled fill is loaded, products do not go through slabs: rows
+are built a few dozen at a time into a scratch that stays in the caches and
+multiplied there by the row kernels of :mod:`convmat.spmm` -- a vector's
+(:func:`convmat.assemble.fused_matvec`), a batch's four output channels at a
+time (:func:`convmat.assemble.fused_matmat`), the adjoint's in the stored
+scatter's order -- so the matrix never reaches memory and a product costs
+about what the stored one does.
 
 Same bits as the stored operator
 --------------------------------
