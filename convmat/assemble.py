@@ -353,12 +353,14 @@ def fused_matvec(plan, weight, x, threads, max_bytes, slab=None):
     return y
 
 
-def fused_matmat(plan, weight, X, threads, max_bytes):
+def fused_matmat(plan, weight, X, threads, max_bytes, slab=None):
     """``C @ X`` for columns ``X`` ``(n, k)`` (of the result dtype, C-contiguous) without storing ``C``
     (:func:`convmat.fill.multiply_batch`), with the bits of ``csr_matmul(plan.build(weight), X)``; None
     while the compiled fill or spmm's kernels are not loaded.
 
     The threads' scratches hold at most ``max_bytes`` together (at least one spatial row each).
+    With ``slab`` ``(j0, j1, f0, f1)``, the product of that slab (:func:`build_slab_csr`) with its halo
+    ``X``: the bits of the same rows of ``C @ X``.
     """
     from .spmm import _load
 
@@ -369,11 +371,13 @@ def fused_matmat(plan, weight, X, threads, max_bytes):
         return None
     chunks = _Chunks(plan, plan.nnz)
     W = matrix_weight(weight, vdtype, False, plan.groups, plan.transposed)
-    Y = np.empty((plan.shape[0], X.shape[1]), dtype=X.dtype)
+    rows = plan.shape[0] if slab is None else _slab_spans(plan, slab)[1]
+    Y = np.empty((rows, X.shape[1]), dtype=X.dtype)
     row_bound = plan.cols_per_group * math.prod(axis_row_bound(ax, plan.transposed) for ax in plan.geometry.axes)
     per_row = 4 * (row_bound * (vdtype.itemsize + 8) + X.shape[1] * X.dtype.itemsize + 8)
     block = max(1, min(fill.MUL_BLOCK_ROWS, max_bytes // (threads * per_row)))
-    fill.multiply_batch(plan, chunks, compiled, K["fwd_mat"], W, threads, X, Y, row_bound, block)
+    fill.multiply_batch(plan, chunks, compiled, K["fwd_mat"], W, threads, X, Y, row_bound, block,
+                        None if slab is None else tuple(int(v) for v in slab))
     return Y
 
 

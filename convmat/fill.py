@@ -221,20 +221,24 @@ def multiply(plan, chunks, by_range, compiled_mul, W, threads, x, y, row_bound, 
             one(key, group, tables(key[0]))
 
 
-def multiply_batch(plan, chunks, compiled_fill, fwd_mat, W, threads, X, Y, row_bound, block_rows):
+def multiply_batch(plan, chunks, compiled_fill, fwd_mat, W, threads, X, Y, row_bound, block_rows, slab=None):
     """``Y = C @ X`` for columns ``X`` ``(n, k)``, never storing ``C``: spatial rows ``block_rows`` at a time
     of four output channels at once are written into a scratch by :func:`fill_rows` and multiplied there
     by spmm's ``fwd_mat`` (the compiled kernel the stored product runs), visiting the four channels'
     rows at each position together, as the stored product's row order does.  Each row of ``Y`` has
     the bits of the same row of ``csr_matmul(C, X)`` (a row's sum does not depend on the rows beside it).
+    With ``slab`` ``(j0, j1, f0, f1)``: the rows of that slab (``Y`` ``(R (j1 - j0), k)``) times its
+    halo ``X`` (every input channel at positions ``[f0, f1)``).
     """
     g1, g2, Cg, Rg, KP, tables = _kernel_layout(plan, chunks)
-    N, O, R = plan.shape[1] // plan.col_channels, math.prod(plan.grid), plan.row_channels
+    R = plan.row_channels
+    j0, j1, f0, f1 = (0, math.prod(plan.grid), 0, plan.shape[1] // plan.col_channels) if slab is None else slab
+    N, O = f1 - f0, j1 - j0  # columns per input channel, rows per output channel of Y
     zero = Y.dtype.type(0)
     idt = np.int32 if max(4 * block_rows * row_bound, plan.shape[1]) <= np.iinfo(np.int32).max else np.int64
     quads = [tuple(range(c, min(c + 4, R))) for c in range(0, R, 4)]
     per = max(1, -(-len(quads) // threads))  # quads of a chunk per task
-    tasks = [(a, b, ca, quads[i : i + per]) for a, b, ca in chunks.chunks(0, O) for i in range(0, len(quads), per)]
+    tasks = [(a, b, ca, quads[i : i + per]) for a, b, ca in chunks.chunks(j0, j1) for i in range(0, len(quads), per)]
     local = threading.local()
 
     def one(task):
@@ -250,12 +254,13 @@ def multiply_batch(plan, chunks, compiled_fill, fwd_mat, W, threads, X, Y, row_b
             n, E = e - r, plan.row_nnz(r, e)
             for quad in group:
                 G = len(quad)
-                pieces = np.array([(c, (c // Rg) * Cg * N, q * E, q * n) for q, c in enumerate(quad)], dtype=np.int64)
+                pieces = np.array([(c, (c // Rg) * Cg * N - f0, q * E, q * n) for q, c in enumerate(quad)],
+                                  dtype=np.int64)
                 compiled_fill(W, pieces, r, e, g1, g2, N, Cg, KP, *tabs, sptr, sidx, sdat)
                 order = np.arange(G * n, dtype=np.int64).reshape(G, n).T.reshape(-1)  # position-major
                 fwd_mat(sptr, sidx, sdat, X, Ys, order, 0, G * n, zero)
                 for q, c in enumerate(quad):
-                    Y[c * O + r : c * O + e] = Ys[q * n : (q + 1) * n]
+                    Y[c * O + r - j0 : c * O + e - j0] = Ys[q * n : (q + 1) * n]
 
     if threads > 1 and len(tasks) > 1:
         with ThreadPoolExecutor(max_workers=threads) as pool:

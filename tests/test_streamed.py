@@ -25,7 +25,7 @@ from convmat.blocks import (
     slabs,
     tree_order,
 )
-from convmat.assemble import fused_matvec
+from convmat.assemble import fused_matmat, fused_matvec
 from convmat import _stream_adjoint as stream_adjoint
 from convmat.spmm import _products, csr_matmul
 from convmat import streamed
@@ -393,7 +393,7 @@ def test_fused_vector_products_have_the_bits_of_the_stored_operator(geometry, dt
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_fused_slab_products_have_the_bits_of_the_slabs(geometry):
-    """fused_matvec of a slab and its halo (what a Dask worker runs for one vector): the bits of
+    """fused_matvec and fused_matmat of a slab and its halo (what a Dask worker runs): the bits of
     build_slab(...) @ halo, hence of those rows of the stored product."""
     rng = np.random.default_rng(16)
     w, in_shape, kw = _layer(rng, geometry, np.float32)
@@ -403,8 +403,10 @@ def test_fused_slab_products_have_the_bits_of_the_slabs(geometry):
     x = rng.standard_normal((Cin, math.prod(plan.input_shape[1:]))).astype(np.float32)
     for slab in slabs(plan, np.float32, plan.nbytes(np.float32) // 3):
         halo = np.ascontiguousarray(x[:, slab[2] : slab[3]]).reshape(-1)
-        got = fused_matvec(plan, w, halo, 2, 1 << 16, slab=slab)
-        assert got.tobytes() == csr_matmul(build_slab(plan, w, slab, np.float32), halo).tobytes()
+        B = build_slab(plan, w, slab, np.float32)
+        assert fused_matvec(plan, w, halo, 2, 1 << 16, slab=slab).tobytes() == csr_matmul(B, halo).tobytes()
+        H = rng.standard_normal((halo.size, 3)).astype(np.float32)
+        assert fused_matmat(plan, w, H, 2, 1 << 16, slab=slab).tobytes() == csr_matmul(B, H).tobytes()
 
 
 def _one_position(plan, dtype):
