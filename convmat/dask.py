@@ -11,8 +11,9 @@ does -- and kept there (``keep=True``), or rebuilt on the workers at every
 product when the cluster's memory is smaller than the matrix
 (``keep=False``; each worker thread then builds its slabs into one buffer of
 at most ``block_bytes`` that it keeps between products, so rebuilding costs no
-page faults; a product of one vector is fused instead, rows built into a
-cache-sized scratch and multiplied there, :func:`convmat.assemble.fused_matvec`,
+page faults; a product is fused instead, rows built into a
+cache-sized scratch and multiplied there, :func:`convmat.assemble.fused_matvec`
+(one vector) and :func:`convmat.assemble.fused_matmat` (a batch),
 once the worker has loaded the compiled fill).
 
 A worker may die at any time: a kept slab lost with it is rebuilt from the
@@ -55,7 +56,7 @@ from . import fill
 from ._dask_run import check_client as _check_client
 from ._dask_run import run as _run
 from ._dask_run import workers as _alive
-from .assemble import fused_matvec
+from .assemble import fused_matmat, fused_matvec
 from .memory import MatrixTooLargeError, human
 from ._operator_parts import plan_from_keywords
 from .streamed import host_weight
@@ -111,16 +112,23 @@ def _build_streamed(plan, w, slab, threads):
 
 
 def _forward_streamed(recipe, slab, halo, threads, max_bytes):
-    """A rebuilt slab's forward product; one vector fused (rows built in a cache-sized scratch and multiplied
-    there, the slab never stored) once this worker has loaded the compiled fill, the same bits."""
+    """A rebuilt slab's forward product, fused (rows built in a cache-sized scratch and multiplied there,
+    the slab never stored) once this worker has loaded the compiled fill, the same bits."""
     plan, w = recipe
-    if halo.shape[0] == 1:
-        fill.kernel(w.dtype, np.int32)  # start loading the compiled fill on this worker (never waits)
-        x = np.ascontiguousarray(halo, dtype=np.result_type(w.dtype, halo.dtype)).reshape(-1)
+    N, R = halo.shape[0], plan.output_shape[0]
+    fill.kernel(w.dtype, np.int32)  # start loading the compiled fill on this worker (never waits)
+    dtype = np.result_type(w.dtype, halo.dtype)
+    if N == 1:
+        x = np.ascontiguousarray(halo, dtype=dtype).reshape(-1)
         y = fused_matvec(plan, w, x, threads, max_bytes, slab=slab)
         if y is not None:
-            return y.reshape(1, plan.output_shape[0], -1)
-    return _b.slab_forward(_build_streamed(plan, w, slab, threads), halo, plan.output_shape[0], threads)
+            return y.reshape(1, R, -1)
+    elif N > 1:
+        H = np.ascontiguousarray(np.transpose(halo, (1, 2, 0)), dtype=dtype).reshape(-1, N)
+        Y = fused_matmat(plan, w, H, threads, max_bytes, slab=slab)
+        if Y is not None:
+            return np.ascontiguousarray(Y.T).reshape(N, R, -1)
+    return _b.slab_forward(_build_streamed(plan, w, slab, threads), halo, R, threads)
 
 
 def _adjoint(B, slab, y_part, threads):

@@ -170,10 +170,10 @@ def test_a_closed_client_is_an_error_not_a_hang(client):
     assert time.perf_counter() - t < 5
 
 
-def test_rebuilt_one_vector_products_are_fused(monkeypatch):
-    """In rebuild mode a worker computes one vector's slab product without building the slab
-    (assemble.fused_matvec, once the compiled fill is loaded), with the bits of the stored product;
-    batches, and vectors before the fill is loaded, build the slab."""
+def test_rebuilt_products_are_fused(monkeypatch):
+    """In rebuild mode a worker computes a slab's product without building the slab
+    (assemble.fused_matvec and fused_matmat, once the compiled fill is loaded), with the bits of the
+    stored product; before the fill is loaded, it builds the slab."""
     from convmat import dask as cd
 
     rng, w, n = _layer(5, cin=6, cout=5, n=(12, 10))
@@ -193,11 +193,15 @@ def test_rebuilt_one_vector_products_are_fused(monkeypatch):
         assert y.tobytes() == ref1[:, :, s[0] : s[1]].tobytes()
     assert built == []  # one vector: fused, no slab built
     for s in parts:
-        assert np.array_equal(cd._forward_streamed((plan, hw), s, x3[:, :, s[2] : s[3]], 1, 1 << 12), ref[:, :, s[0] : s[1]])
-    assert built == parts  # a batch: built and multiplied
+        y = cd._forward_streamed((plan, hw), s, x3[:, :, s[2] : s[3]], 1, 1 << 12)
+        assert y.tobytes() == ref[:, :, s[0] : s[1]].tobytes()
+    assert built == []  # a batch: fused too
     monkeypatch.setattr(cd, "fused_matvec", lambda *a, **k: None)  # the fill not loaded yet: built
-    y = cd._forward_streamed((plan, hw), parts[1], x3[:1, :, parts[1][2] : parts[1][3]], 1, 1 << 12)
-    assert y.tobytes() == ref1[:, :, parts[1][0] : parts[1][1]].tobytes() and built[-1] == parts[1]
+    monkeypatch.setattr(cd, "fused_matmat", lambda *a, **k: None)
+    for n_images, expect in ((1, ref1), (2, ref)):
+        s = parts[1]
+        y = cd._forward_streamed((plan, hw), s, x3[:n_images, :, s[2] : s[3]], 1, 1 << 12)
+        assert y.tobytes() == expect[:, :, s[0] : s[1]].tobytes() and built[-1] == s
 
 
 def _kill_once(flag, names):
