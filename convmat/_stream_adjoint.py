@@ -188,35 +188,23 @@ class AdjointStream:
                            rows)
                 fill.scatter(self.plan, self._chunks, self._ranges(bounds[b], bounds[b + 1]), fused, self._W, x, acc,
                              scratch, R // 4 if P else 0)
-        elif P:  # slots s of the rows s, s + P, s + 2P, s + 3P: bounds over slots, by the first quarter's cost
-            bounds = self._cost_bounds(P, nblocks)
-            fn = K["tr_vec4"]
+        else:  # rows built into buffers: slots of the rows s, s + P, s + 2P, s + 3P (tr_vec4), or row by row
+            Q = 4 if P else 1
+            bounds = self._cost_bounds(P or self.m, nblocks)  # with P: over slots, by the first quarter's cost
+            fn = K["tr_vec4" if P else "tr_vec"]
 
             def block(b, acc, buf):
                 s, stop, clear = bounds[b], bounds[b + 1], True
                 if s == stop:
                     acc.fill(zero)
                 while s < stop:
-                    e = _advance(lambda e: sum(self.rows_nnz(s + q * P, e + q * P) for q in range(4)) + 4 * (e - s),
+                    e = _advance(lambda e: sum(self.rows_nnz(s + q * P, e + q * P) for q in range(Q)) + Q * (e - s),
                                  s, stop, buf.cap - 1)
-                    ranges = [r for q in range(4) for r in self._ranges(s + q * P, e + q * P)]
-                    arrays = self._build(ranges, buf)
-                    xs = np.concatenate([x[s + q * P : e + q * P] for q in range(4)])
-                    fn(arrays[2], arrays[1], arrays[0], xs, acc, e - s, 0, e - s, zero, clear)
+                    arrays = self._build([r for q in range(Q) for r in self._ranges(s + q * P, e + q * P)], buf)
+                    xs = np.concatenate([x[s + q * P : e + q * P] for q in range(Q)]) if P else x[s:e]
+                    period = (e - s,) if P else ()  # tr_vec4's argument
+                    fn(arrays[2], arrays[1], arrays[0], xs, acc, *period, 0, e - s, zero, clear)
                     s, clear = e, False
-        else:
-            bounds = self._cost_bounds(self.m, nblocks)
-            fn = K["tr_vec"]
-
-            def block(b, acc, buf):
-                r, stop, clear = bounds[b], bounds[b + 1], True
-                if r == stop:
-                    acc.fill(zero)
-                while r < stop:
-                    e = _advance(lambda e: self.rows_nnz(r, e) + e - r, r, stop, buf.cap - 1)
-                    arrays = self._build(self._ranges(r, e), buf)
-                    fn(arrays[2], arrays[1], arrays[0], x[r:e], acc, 0, e - r, zero, clear)
-                    r, clear = e, False
 
         part = np.empty((len(bounds) - 2, self.n), dtype=y.dtype)
         self._run(K, y, part, bounds, threads, block)
