@@ -118,16 +118,11 @@ def _forward_streamed(recipe, slab, halo, threads, max_bytes):
     N, R = halo.shape[0], plan.output_shape[0]
     fill.kernel(w.dtype, np.int32)  # start loading the compiled fill on this worker (never waits)
     dtype = np.result_type(w.dtype, halo.dtype)
-    if N == 1:
-        x = np.ascontiguousarray(halo, dtype=dtype).reshape(-1)
-        y = fused_matvec(plan, w, x, threads, max_bytes, slab=slab)
-        if y is not None:
-            return y.reshape(1, R, -1)
-    elif N > 1:
-        H = np.ascontiguousarray(np.transpose(halo, (1, 2, 0)), dtype=dtype).reshape(-1, N)
-        Y = fused_matmat(plan, w, H, threads, max_bytes, slab=slab)
-        if Y is not None:
-            return np.ascontiguousarray(Y.T).reshape(N, R, -1)
+    H = np.ascontiguousarray(np.transpose(halo, (1, 2, 0)), dtype=dtype).reshape(-1 if N else 0, N)  # (C_in L, N)
+    Y = None if N == 0 else (fused_matvec if N == 1 else fused_matmat)(plan, w, H.reshape(-1) if N == 1 else H,
+                                                                       threads, max_bytes, slab=slab)
+    if Y is not None:
+        return np.ascontiguousarray(Y.reshape(-1, N).T).reshape(N, R, -1)
     return _b.slab_forward(_build_streamed(plan, w, slab, threads), halo, R, threads)
 
 
