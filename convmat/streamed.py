@@ -90,9 +90,11 @@ class StreamedConvOperator(LinearImageOperator):
     ----------
     plan : ConvPlan
     slabs : list of (int, int, int, int)
-        The slabs ``(j0, j1, f0, f1)`` built at each product (of ``C^H`` for
-        the adjoint view ``A.H``): output positions ``[j0, j1)`` of every
-        output channel, reading input positions ``[f0, f1)``.
+        The slabs ``(j0, j1, f0, f1)`` a product builds while the compiled
+        fill is not loaded (of ``C^H`` for the adjoint view ``A.H``): output
+        positions ``[j0, j1)`` of every output channel, reading input
+        positions ``[f0, f1)``.  Once it is loaded, products build rows into
+        a cache-sized scratch instead (module docstring).
     in_shape, out_shape : tuple of int
     shape : (int, int)
     dtype : numpy.dtype
