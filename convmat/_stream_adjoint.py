@@ -26,8 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import fill
-from .assemble import _Chunks, build_ranges_csr
-from .sizes import axis_row_bound
+from .assemble import _Chunks, build_ranges_csr, row_ranges
 from .weights import matrix_weight
 from .spmm import _products as SP
 from .spmm import KERNEL_DTYPES, _load
@@ -49,7 +48,6 @@ class AdjointStream:
         self._P = None
         self._chunks = _Chunks(plan, plan.nnz)
         self._W = matrix_weight(weight, weight.dtype, False, plan.groups, plan.transposed)
-        self._row_bound = plan.cols_per_group * math.prod(axis_row_bound(ax, plan.transposed) for ax in plan.geometry.axes)
 
     # ---------------------------------------------------------------- the plan's answers
     def _cap(self, workers):
@@ -175,19 +173,20 @@ class AdjointStream:
         P = self.quarter_period()
         R = self.plan.row_channels
         fused = fill.scatterer(self.w.dtype, np.int32)
-        small = max(self.n, 4 * fill.MUL_BLOCK_ROWS * self._row_bound) <= np.iinfo(np.int32).max  # int32 scratch
+        row_bound = self._chunks.row_bound
+        small = max(self.n, 4 * fill.MUL_BLOCK_ROWS * row_bound) <= np.iinfo(np.int32).max  # int32 scratch
         if fused is not None and small and (not P or P == (R // 4) * self.O):
             # rows built a few dozen at a time into a scratch in the caches and added up there
             bounds = self._cost_bounds(P or self.m, nblocks)
 
             def block(b, acc, buf):
                 acc.fill(zero)
-                rows = self._scratch_rows(buf.cap * self.unit, 4 if P else 1)
-                scratch = (np.zeros(4 * rows + 1, dtype=np.int32), np.empty(4 * rows * self._row_bound, dtype=np.int32),
-                           np.empty(4 * rows * self._row_bound, dtype=self.w.dtype), np.empty(4 * rows, dtype=x.dtype),
+                pieces = 4 if P else 1  # rows of each piece written at a time, within the worker's share
+                rows = fill.scratch_rows(buf.cap * self.unit, pieces * (row_bound * (self.w.dtype.itemsize + 4) + 20))
+                buffers = (*fill.scratch(4 * rows, row_bound, np.int32, self.w.dtype), np.empty(4 * rows, x.dtype),
                            rows)
-                fill.scatter(self.plan, self._chunks, self._ranges(bounds[b], bounds[b + 1]), fused, self._W, x, acc,
-                             scratch, R // 4 if P else 0)
+                fill.scatter(self.plan, self._chunks, row_ranges(self.plan, bounds[b], bounds[b + 1]), fused, self._W,
+                             x, acc, buffers, R // 4 if P else 0)
         else:  # rows built into buffers: slots of the rows s, s + P, s + 2P, s + 3P (tr_vec4), or row by row
             Q = 4 if P else 1
             bounds = self._cost_bounds(P or self.m, nblocks)  # with P: over slots, by the first quarter's cost
@@ -200,7 +199,8 @@ class AdjointStream:
                 while s < stop:
                     e = _advance(lambda e: sum(self.rows_nnz(s + q * P, e + q * P) for q in range(Q)) + Q * (e - s),
                                  s, stop, buf.cap - 1)
-                    arrays = self._build([r for q in range(Q) for r in self._ranges(s + q * P, e + q * P)], buf)
+                    ranges = [r for q in range(Q) for r in row_ranges(self.plan, s + q * P, e + q * P)]
+                    arrays = self._build(ranges, buf)
                     xs = np.concatenate([x[s + q * P : e + q * P] for q in range(Q)]) if P else x[s:e]
                     period = (e - s,) if P else ()  # tr_vec4's argument
                     fn(arrays[2], arrays[1], arrays[0], xs, acc, *period, 0, e - s, zero, clear)
@@ -250,21 +250,7 @@ class AdjointStream:
             if ys is not Y:
                 Y[:, c0:c1] = ys
 
-    def _scratch_rows(self, nbytes, pieces):
-        """Rows of each piece a fused block writes at a time: ``fill.MUL_BLOCK_ROWS``, fewer within ``nbytes``."""
-        per_row = pieces * (self._row_bound * (np.dtype(self.w.dtype).itemsize + 4) + 4 + 16)
-        return max(1, min(fill.MUL_BLOCK_ROWS, nbytes // per_row))
-
     # ---------------------------------------------------------------- rows
-    def _ranges(self, start, stop):
-        """Rows ``[start, stop)`` as ranges ``(channel, a, b)``."""
-        O, out = self.O, []
-        for c in range(start // O, -(-stop // O)):
-            a, b = max(start - c * O, 0), min(stop - c * O, O)
-            if b > a:
-                out.append((c, a, b))
-        return out
-
     def _build(self, ranges, buf):
         """``(data, indices, indptr)`` of the rows of ``ranges``, one after the other, in ``buf`` (or in new
         arrays if they do not fit)."""

@@ -42,7 +42,7 @@ from .plan import normalize_rows
 from .sizes import axis_row_bound, axis_slot_bound
 from .weights import backend_and_weight, check_weight_shape, matrix_weight, value_dtype
 
-__all__ = ["build_csr", "build_slab_csr", "peak_bytes"]
+__all__ = ["build_csr", "build_slab_csr", "peak_bytes", "row_ranges"]
 
 #: Below this many non-zeros a thread pool costs more than it saves.
 _THREADED_NNZ = 1 << 20
@@ -267,11 +267,7 @@ def build_ranges_csr(plan, weight, ranges, out):
     range after the other, into the host arrays ``out`` (as :func:`build_csr`, unchecked: the caller
     sizes them), on the calling thread: the bits of the same rows of :meth:`ConvPlan.build`."""
     vdtype = np.dtype(weight.dtype)
-    spans, nnz, rows = [], 0, 0
-    for c, a, b in ranges:
-        spans.append((c, a, b, nnz, rows))
-        nnz += plan.row_nnz(a, b)
-        rows += b - a
+    spans, nnz, rows = _spans(plan, ranges)
     return _assemble(plan, weight, vdtype, False, 0, rows, nnz, get_backend("scipy"), 1, out[1].dtype,
                      _Chunks(plan, nnz), out=out, spans=spans)
 
@@ -280,9 +276,29 @@ def _slab_spans(plan, slab):
     """``(spans, rows, nnz, cols)`` of the slab ``(j0, j1, f0, f1)``: its row spans (as :func:`_row_spans`),
     rows, entries and column numbering ``(N, f0)`` (see :func:`_assemble`)."""
     j0, j1, f0, f1 = (int(v) for v in slab)
-    per, R = plan.row_nnz(j0, j1), plan.row_channels
-    spans = [(c, j0, j1, c * per, c * (j1 - j0)) for c in range(R)]
-    return spans, R * (j1 - j0), R * per, (f1 - f0, f0)
+    spans, nnz, rows = _spans(plan, [(c, j0, j1) for c in range(plan.row_channels)])
+    return spans, rows, nnz, (f1 - f0, f0)
+
+
+def row_ranges(plan, start, stop):
+    """Rows ``[start, stop)`` of the matrix as ranges ``(channel, a, b)``: spatial rows ``[a, b)`` of an
+    output channel, channel after channel."""
+    O = math.prod(plan.grid)
+    return [(c, max(start - c * O, 0), min(stop - c * O, O))
+            for c in range(start // O, -(-stop // O) if stop > start else start // O)]
+
+
+def _spans(plan, ranges):
+    """``(spans, nnz, rows)`` of ``ranges`` laid out one after the other: spans ``(channel, a, b, entry,
+    row)``, each range's first entry and row."""
+    spans, nnz, rows, per = [], 0, 0, {}
+    for c, a, b in ranges:
+        spans.append((c, a, b, nnz, rows))
+        if (a, b) not in per:
+            per[a, b] = plan.row_nnz(a, b)  # the same for every output channel
+        nnz += per[a, b]
+        rows += b - a
+    return spans, nnz, rows
 
 
 def _out_index_dtype(out, plan, start, stop, nnz, vdtype, be):
@@ -295,7 +311,8 @@ def _out_index_dtype(out, plan, start, stop, nnz, vdtype, be):
     idt = indices.dtype
     big = max(nnz, stop - start, plan.shape[1])
     if data.dtype != vdtype or indptr.dtype != idt or idt not in be.index_dtypes or big > np.iinfo(idt).max:
-        raise ParameterError("out", f"out must hold {vdtype} values and matching {', '.join(map(str, be.index_dtypes))} "
+        allowed = ", ".join(map(str, be.index_dtypes))
+        raise ParameterError("out", f"out must hold {vdtype} values and matching {allowed} "
                                     f"indices that fit {nnz:,} entries and {plan.shape[1]:,} columns, got "
                                     f"{data.dtype}, {indices.dtype}, {indptr.dtype}")
     if data.shape[0] < nnz or indices.shape[0] < nnz or indptr.shape[0] < stop - start + 1:
@@ -338,18 +355,11 @@ def fused_matvec(plan, weight, x, threads, max_bytes, slab=None):
     compiled = fill.multiplier(vdtype, np.int32)
     if compiled is None or x.dtype != np.result_type(vdtype, x.dtype):
         return None
-    if slab is None:
-        rows, nnz = plan.shape[0], plan.nnz
-        spans, cols = _row_spans(plan, 0, rows), (plan.shape[1] // plan.col_channels, 0)
-    else:
-        spans, rows, nnz, cols = _slab_spans(plan, slab)
-    chunks = _Chunks(plan, nnz)
+    spans, rows, cols, chunks, W = _fused(plan, weight, slab)
     by_range = _by_range(plan, chunks, spans, plan.spatial_nnz_before)
-    W = matrix_weight(weight, vdtype, False, plan.groups, plan.transposed)
     y = np.empty(rows, dtype=x.dtype)
-    row_bound = plan.cols_per_group * math.prod(axis_row_bound(ax, plan.transposed) for ax in plan.geometry.axes)
-    block = max(1, min(fill.MUL_BLOCK_ROWS, max_bytes // (threads * row_bound * (vdtype.itemsize + 8) + 8)))
-    fill.multiply(plan, chunks, by_range, compiled, W, threads, x, y, row_bound, block, cols)
+    block = fill.scratch_rows(max_bytes, threads * chunks.row_bound * (vdtype.itemsize + 8) + 8)
+    fill.multiply(plan, chunks, by_range, compiled, W, threads, x, y, block, cols)
     return y
 
 
@@ -369,28 +379,31 @@ def fused_matmat(plan, weight, X, threads, max_bytes, slab=None):
     K = _load() if compiled is not None else None
     if K is None or X.dtype != np.result_type(vdtype, X.dtype) or not X.flags.c_contiguous:
         return None
-    chunks = _Chunks(plan, plan.nnz)
-    W = matrix_weight(weight, vdtype, False, plan.groups, plan.transposed)
-    rows = plan.shape[0] if slab is None else _slab_spans(plan, slab)[1]
+    _, rows, _, chunks, W = _fused(plan, weight, slab)
     Y = np.empty((rows, X.shape[1]), dtype=X.dtype)
-    row_bound = plan.cols_per_group * math.prod(axis_row_bound(ax, plan.transposed) for ax in plan.geometry.axes)
-    per_row = 4 * (row_bound * (vdtype.itemsize + 8) + X.shape[1] * X.dtype.itemsize + 8)
-    block = max(1, min(fill.MUL_BLOCK_ROWS, max_bytes // (threads * per_row)))
-    fill.multiply_batch(plan, chunks, compiled, K["fwd_mat"], W, threads, X, Y, row_bound, block,
+    per_row = 4 * (chunks.row_bound * (vdtype.itemsize + 8) + X.shape[1] * X.dtype.itemsize + 8)
+    block = fill.scratch_rows(max_bytes, threads * per_row)
+    fill.multiply_batch(plan, chunks, compiled, K["fwd_mat"], W, threads, X, Y, block,
                         None if slab is None else tuple(int(v) for v in slab))
     return Y
+
+
+def _fused(plan, weight, slab):
+    """``(spans, rows, cols, chunks, W)`` of a fused product of the matrix (or of ``slab``): its row spans,
+    rows, column numbering, chunks and packed weight."""
+    if slab is None:
+        spans, nnz, rows = _spans(plan, row_ranges(plan, 0, plan.shape[0]))
+        cols = (plan.shape[1] // plan.col_channels, 0)
+    else:
+        spans, rows, nnz, cols = _slab_spans(plan, slab)
+    W = matrix_weight(weight, np.dtype(weight.dtype), False, plan.groups, plan.transposed)
+    return spans, rows, cols, _Chunks(plan, nnz), W
 
 
 def _row_spans(plan, start, stop):
     """Rows ``[start, stop)`` as spans ``(channel, a, b, entry, row)``: spatial rows ``[a, b)`` of an output
     channel, their first entry and row in the result."""
-    O = math.prod(plan.grid)
-    first = plan.nnz_before(start)
-    spans = []
-    for c in range(start // O, -(-stop // O) if stop > start else start // O):
-        a, b = max(start - c * O, 0), min(stop - c * O, O)
-        spans.append((c, a, b, c * plan.channel_nnz + plan.spatial_nnz_before(a) - first, c * O + a - start))
-    return spans
+    return _spans(plan, row_ranges(plan, start, stop))[0]
 
 
 def _assemble(plan, weight, vdtype, flip, start, stop, nnz, be, threads, idt, chunks, out=None, spans=None,

@@ -65,8 +65,8 @@ from .pattern import axis_table
 
 __all__ = [
     "after_build", "fill_rows", "for_build", "forward_table", "kernel", "load", "loaded", "loading", "mul_rows",
-    "multiplier", "multiply", "period_key", "ready", "run", "scatter_rows", "scatterer", "settle", "table_arrays",
-    "NO_SHIFT", "TRIVIAL",
+    "multiplier", "multiply", "multiply_batch", "period_key", "ready", "run", "scatter", "scatter_rows", "scatterer",
+    "scratch", "scratch_rows", "settle", "table_arrays", "NO_SHIFT", "TRIVIAL",
 ]
 
 #: Whether host builds may run the compiled fill (tests turn it off to run the array path).
@@ -169,8 +169,7 @@ def run(plan, chunks, by_range, compiled, W, threads, threaded, out, cols):
 
     def one(key, group, tabs):
         _, a, b = key
-        pieces = np.array([(c, (c // Rg) * Cg * N - f0, dst, row) for c, dst, row in group], dtype=np.int64)
-        compiled(W, pieces, a, b, g1, g2, N, Cg, KP, *tabs, *out)
+        compiled(W, _pieces(group, Rg, Cg, N, f0), a, b, g1, g2, N, Cg, KP, *tabs, *out)
 
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and threaded else None
     try:
@@ -193,35 +192,56 @@ def run(plan, chunks, by_range, compiled, W, threads, threaded, out, cols):
 MUL_BLOCK_ROWS = 64
 
 
-def multiply(plan, chunks, by_range, compiled_mul, W, threads, x, y, row_bound, block_rows, cols):
+def _pieces(group, Rg, Cg, N, f0=0):
+    """The kernels' pieces ``(channel, first column, entry, row)`` of ``group`` ``[(channel, entry, row)]``:
+    channel ``c`` reads the input channels of its group, from column ``(c // Rg) Cg N`` less ``f0``."""
+    return np.array([(c, (c // Rg) * Cg * N - f0, dst, row) for c, dst, row in group], dtype=np.int64).reshape(-1, 4)
+
+
+def scratch_rows(max_bytes, per_row):
+    """Rows a fused product writes into its scratch at a time: MUL_BLOCK_ROWS, fewer within ``max_bytes``
+    at ``per_row`` bytes a row, at least one."""
+    return max(1, min(MUL_BLOCK_ROWS, max_bytes // per_row))
+
+
+def scratch(rows, row_bound, idt, vdtype):
+    """CSR arrays ``(indptr, indices, data)`` for ``rows`` rows of at most ``row_bound`` entries."""
+    return (np.zeros(rows + 1, dtype=idt), np.empty(rows * row_bound, dtype=idt),
+            np.empty(rows * row_bound, dtype=vdtype))
+
+
+def _map(fn, tasks, threads):
+    """``fn(task)`` for every task, on ``threads`` threads when there are several tasks."""
+    if threads > 1 and len(tasks) > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(fn, tasks))
+    else:
+        for task in tasks:
+            fn(task)
+
+
+def multiply(plan, chunks, by_range, compiled_mul, W, threads, x, y, block_rows, cols):
     """``y = C @ x`` for the rows of ``by_range`` (as :func:`run`, columns numbered by ``cols``), never
-    storing more than a scratch of ``block_rows`` rows per thread (``row_bound`` entries a row at
-    most): :func:`mul_rows`."""
+    storing more than a scratch of ``block_rows`` rows per thread (``chunks.row_bound`` entries a row
+    at most): :func:`mul_rows`."""
     g1, g2, Cg, Rg, KP, tables = _kernel_layout(plan, chunks)
     N, f0 = cols
     zero = y.dtype.type(0)
-    idt = np.int32 if max(block_rows * row_bound, plan.shape[1]) <= np.iinfo(np.int32).max else np.int64
+    idt = np.int32 if max(block_rows * chunks.row_bound, plan.shape[1]) <= np.iinfo(np.int32).max else np.int64
 
-    def one(key, group, tabs):
-        _, a, b = key
-        pieces = np.array([(c, (c // Rg) * Cg * N - f0, dst, row) for c, dst, row in group], dtype=np.int64)
-        scratch = (np.zeros(block_rows + 1, dtype=idt), np.empty(block_rows * row_bound, dtype=idt),
-                   np.empty(block_rows * row_bound, dtype=W.dtype))
-        compiled_mul(W, pieces, a, b, g1, g2, N, Cg, KP, *tabs, x, y, zero, *scratch, block_rows)
+    def one(task):
+        (_, a, b), group = task
+        compiled_mul(W, _pieces(group, Rg, Cg, N, f0), a, b, g1, g2, N, Cg, KP, *tables(task[0][0]), x, y, zero,
+                     *scratch(block_rows, chunks.row_bound, idt, W.dtype), block_rows)
 
     tasks = []
     for key, group in by_range.items():
         share = max(1, -(-len(group) // threads))
         tasks += [(key, group[i : i + share]) for i in range(0, len(group), share)]
-    if threads > 1 and len(tasks) > 1:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(lambda t: one(t[0], t[1], tables(t[0][0])), tasks))
-    else:
-        for key, group in tasks:
-            one(key, group, tables(key[0]))
+    _map(one, tasks, threads)
 
 
-def multiply_batch(plan, chunks, compiled_fill, fwd_mat, W, threads, X, Y, row_bound, block_rows, slab=None):
+def multiply_batch(plan, chunks, compiled_fill, fwd_mat, W, threads, X, Y, block_rows, slab=None):
     """``Y = C @ X`` for columns ``X`` ``(n, k)``, never storing ``C``: spatial rows ``block_rows`` at a time
     of four output channels at once are written into a scratch by :func:`fill_rows` and multiplied there
     by spmm's ``fwd_mat`` (the compiled kernel the stored product runs), visiting the four channels'
@@ -235,17 +255,17 @@ def multiply_batch(plan, chunks, compiled_fill, fwd_mat, W, threads, X, Y, row_b
     j0, j1, f0, f1 = (0, math.prod(plan.grid), 0, plan.shape[1] // plan.col_channels) if slab is None else slab
     N, O = f1 - f0, j1 - j0  # columns per input channel, rows per output channel of Y
     zero = Y.dtype.type(0)
-    idt = np.int32 if max(4 * block_rows * row_bound, plan.shape[1]) <= np.iinfo(np.int32).max else np.int64
+    idt = np.int32 if max(4 * block_rows * chunks.row_bound, plan.shape[1]) <= np.iinfo(np.int32).max else np.int64
     quads = [tuple(range(c, min(c + 4, R))) for c in range(0, R, 4)]
     per = max(1, -(-len(quads) // threads))  # quads of a chunk per task
     tasks = [(a, b, ca, quads[i : i + per]) for a, b, ca in chunks.chunks(j0, j1) for i in range(0, len(quads), per)]
     local = threading.local()
+    orders = {}  # (channels, rows): the rows position-major, the channels' rows at a position together
 
     def one(task):
         a, b, ca, group = task
         if not hasattr(local, "scratch"):
-            local.scratch = (np.zeros(4 * block_rows + 1, dtype=idt), np.empty(4 * block_rows * row_bound, dtype=idt),
-                             np.empty(4 * block_rows * row_bound, dtype=W.dtype),
+            local.scratch = (*scratch(4 * block_rows, chunks.row_bound, idt, W.dtype),
                              np.empty((4 * block_rows, X.shape[1]), dtype=Y.dtype))
         sptr, sidx, sdat, Ys = local.scratch
         tabs = tables(ca)
@@ -254,29 +274,24 @@ def multiply_batch(plan, chunks, compiled_fill, fwd_mat, W, threads, X, Y, row_b
             n, E = e - r, plan.row_nnz(r, e)
             for quad in group:
                 G = len(quad)
-                pieces = np.array([(c, (c // Rg) * Cg * N - f0, q * E, q * n) for q, c in enumerate(quad)],
-                                  dtype=np.int64)
-                compiled_fill(W, pieces, r, e, g1, g2, N, Cg, KP, *tabs, sptr, sidx, sdat)
-                order = np.arange(G * n, dtype=np.int64).reshape(G, n).T.reshape(-1)  # position-major
-                fwd_mat(sptr, sidx, sdat, X, Ys, order, 0, G * n, zero)
+                if (G, n) not in orders:
+                    orders[G, n] = np.arange(G * n, dtype=np.int64).reshape(G, n).T.reshape(-1)
+                compiled_fill(W, _pieces([(c, q * E, q * n) for q, c in enumerate(quad)], Rg, Cg, N, f0), r, e,
+                              g1, g2, N, Cg, KP, *tabs, sptr, sidx, sdat)
+                fwd_mat(sptr, sidx, sdat, X, Ys, orders[G, n], 0, G * n, zero)
                 for q, c in enumerate(quad):
                     Y[c * O + r - j0 : c * O + e - j0] = Ys[q * n : (q + 1) * n]
 
-    if threads > 1 and len(tasks) > 1:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(one, tasks))
-    else:
-        for task in tasks:
-            one(task)
+    _map(one, tasks, threads)
 
 
 #: Chunks whose tables :func:`scatter` keeps (the rows of a block are visited channel after channel).
 SCATTER_TABLES = 32
 
 
-def scatter(plan, chunks, ranges, compiled_scatter, W, y, acc, scratch, quarter=0):
+def scatter(plan, chunks, ranges, compiled_scatter, W, y, acc, buffers, quarter=0):
     """``acc += R^T y`` for the rows ``R`` of ``ranges`` ``[(channel, a, b), ...]``, visited in that order,
-    never storing them (:func:`scatter_rows`; ``scratch`` is ``(sptr, sidx, sdat, ys, block rows)``).
+    never storing them (:func:`scatter_rows`; ``buffers`` is ``(sptr, sidx, sdat, ys, block rows)``).
 
     With ``quarter``, each range stands for its rows and those of channels ``c + quarter``,
     ``c + 2 quarter``, ``c + 3 quarter`` at the same positions, visited slot by slot (``tr_vec4``).
@@ -292,22 +307,23 @@ def scatter(plan, chunks, ranges, compiled_scatter, W, y, acc, scratch, quarter=
                 if len(cached) >= SCATTER_TABLES:
                     del cached[next(iter(cached))]
                 cached[ca] = tables(ca)
-            pieces = np.array([(ch, (ch // Rg) * Cg * N, 0, ch * O + a) for ch in channels], dtype=np.int64)
-            compiled_scatter(W, pieces, a, b, g1, g2, N, Cg, KP, *cached[ca], y, acc, zero, *scratch)
+            pieces = _pieces([(ch, 0, ch * O + a) for ch in channels], Rg, Cg, N)
+            compiled_scatter(W, pieces, a, b, g1, g2, N, Cg, KP, *cached[ca], y, acc, zero, *buffers)
+
+
+def _compiled(name, vdtype, idt):
+    """The compiled kernel ``name`` once the fill of these dtypes is loaded, else None (never waits)."""
+    return _STATE[name] if (np.dtype(vdtype), np.dtype(idt)) in _STATE["ready"] else None
 
 
 def multiplier(vdtype, idt):
     """The compiled :func:`mul_rows` once the fill of these dtypes is loaded, else None (never waits)."""
-    if _STATE["mul"] is None or (np.dtype(vdtype), np.dtype(idt)) not in _STATE["ready"]:
-        return None
-    return _STATE["mul"]
+    return _compiled("mul", vdtype, idt)
 
 
 def scatterer(vdtype, idt):
     """The compiled :func:`scatter_rows` once the fill of these dtypes is loaded, else None (never waits)."""
-    if _STATE["scatter"] is None or (np.dtype(vdtype), np.dtype(idt)) not in _STATE["ready"]:
-        return None
-    return _STATE["scatter"]
+    return _compiled("scatter", vdtype, idt)
 
 
 _LOCK = threading.Lock()
@@ -341,15 +357,16 @@ def load():
                 register_jitable(_b_tr_vec)
                 register_jitable(_b_tr_vec4)
                 opts = dict(nogil=True, error_model="numpy", boundscheck=False)
-                try:
-                    _STATE["kernel"] = numba.njit(cache=True, **opts)(fill_rows)
-                    _STATE["mul"] = numba.njit(cache=True, **opts)(mul_rows)
-                    _STATE["scatter"] = numba.njit(cache=True, **opts)(scatter_rows)
-                    _drop_stale_cache(_STATE["mul"], _STATE["scatter"])
-                except RuntimeError:  # no writable cache location
-                    _STATE["kernel"] = numba.njit(**opts)(fill_rows)
-                    _STATE["mul"] = numba.njit(**opts)(mul_rows)
-                    _STATE["scatter"] = numba.njit(**opts)(scatter_rows)
+
+                def jit(fn):
+                    try:
+                        return numba.njit(cache=True, **opts)(fn)
+                    except RuntimeError:  # no writable cache location
+                        return numba.njit(**opts)(fn)
+
+                mul, scatter_ = jit(mul_rows), jit(scatter_rows)
+                _drop_stale_cache(mul, scatter_)
+                _STATE.update(kernel=jit(fill_rows), mul=mul, scatter=scatter_)
     return _STATE["kernel"]
 
 
@@ -402,7 +419,7 @@ def _background(key):
 
 def ready(vdtype, idt):
     """The compiled fill if its kernel for values ``vdtype`` and indices ``idt`` is loaded, else None."""
-    return _STATE["kernel"] if (np.dtype(vdtype), np.dtype(idt)) in _STATE["ready"] else None
+    return _compiled("kernel", vdtype, idt)
 
 
 def kernel(vdtype, idt, *, wait=False):

@@ -31,10 +31,6 @@ _LOCK = threading.Lock()
 _STATE = {"kernels": None, "error": None, "pool": None, "pool_pid": None, "pool_size": 0,
           "loader": None, "loaded": threading.Event(), "queue": [], "warm": set()}
 
-#: The kernels of a one-vector product, by direction: what :func:`ready` loads for a signature.
-VECTOR_KERNELS = {False: ("fwd_vec",), True: ("tr_vec", "tr_vec4", "reduce")}
-
-
 def _import_kernels():
     """Import Numba and make the dispatchers (once); the error when Numba does not import."""
     try:
