@@ -6,7 +6,9 @@
   SciPy to rounding.
 * The products of :func:`convmat.spmm.csr_matmul` before and after Numba is
   loaded give the same bits, for every thread count; in a fresh process
-  the first products run before Numba is imported.
+  the first products run before Numba is imported.  These tests switch off
+  the compiled kernels of ``_native.c`` (``CONVMAT_NATIVE=0``), which
+  otherwise compute the first products (``tests/test_spmm_native.py``).
 * Numba blocked from import (a subprocess): one-vector products still run
   and give the bits the kernels give; batches are SciPy's.
 """
@@ -24,7 +26,10 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convmat.spmm import _products, _threads, _twins, csr_matmul
+from convmat.spmm import _native, _products, _threads, _twins, csr_matmul
+
+#: Subprocesses without the compiled kernels: their first products run on the twins.
+TWIN_ENV = dict(os.environ, CONVMAT_NATIVE="0")
 
 DTYPES = ("float32", "float64", "complex64", "complex128")
 # (data dtype, result dtype) pairs: the data of a matrix is read in its own dtype.
@@ -222,6 +227,7 @@ def test_products_before_and_after_loading_are_the_same_bits(monkeypatch, thread
         warm = [csr_matmul(C, x, threads=threads), csr_matmul(C, y, transpose=True, threads=threads),
                 csr_matmul(C, y, transpose=True, conjugate=True, threads=threads)]
         monkeypatch.setattr(_threads, "ready", lambda key: None)
+        monkeypatch.setattr(_native, "kernels", lambda *arrays: None)
         cold = [csr_matmul(C, x, threads=threads), csr_matmul(C, y, transpose=True, threads=threads),
                 csr_matmul(C, y, transpose=True, conjugate=True, threads=threads)]
         monkeypatch.undo()
@@ -260,7 +266,7 @@ print(json.dumps(dict(available=ok, warm_first=numba_first, warm_later=len(_thre
 
 def _fresh(block):
     out = subprocess.run([sys.executable, "-c", _FRESH.format(block=block)], capture_output=True, text=True,
-                         timeout=600)
+                         timeout=600, env=TWIN_ENV)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -368,7 +374,8 @@ print(available(), np.array_equal(first, csr_matmul(C, x)), np.allclose(csr_matm
 
 
 def test_a_broken_numba_warns_once_and_products_run_without_it():
-    out = subprocess.run([sys.executable, "-c", _BROKEN], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", _BROKEN], capture_output=True, text=True, timeout=600,
+                         env=TWIN_ENV)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True", "True", "True"]
     assert out.stderr.count("Numba failed to load (RuntimeError('a broken Numba'))") == 1
@@ -397,7 +404,8 @@ print(started, os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_fork_while_loading_waits_for_the_loader():
     kernels()
-    out = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, text=True, timeout=600,
+                         env=TWIN_ENV)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
 
@@ -421,6 +429,7 @@ print(len(calls), len(_threads._STATE["warm"]), np.allclose(first, C @ x, atol=1
 
 def test_large_first_products_wait_for_the_kernels():
     kernels()
-    out = subprocess.run([sys.executable, "-c", _LARGE], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", _LARGE], capture_output=True, text=True, timeout=600,
+                         env=TWIN_ENV)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "1", "True"]  # no twin product; the forward kernel was loaded first

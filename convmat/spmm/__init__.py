@@ -6,12 +6,14 @@ in place: no copy of the matrix, and no transposed copy for ``A.T @ X``.
 
 Numba is loaded on a background thread, started by :func:`prefetch` or
 after the first one-vector product, never by ``import convmat.spmm``.  Until
-the kernels are loaded, one-vector products are computed by NumPy twins of
-the kernels (``_twins.py``: the same operations in the same order, so the
-same bits), so the first product in a process does not wait for Numba's
-import (about 0.25 s); products of several columns wait for it.  Without
-Numba, one-vector products stay on the twins and the others are SciPy's own
-product (one thread); :func:`available` says whether Numba loads.
+the kernels are loaded, one-vector products are computed by the same
+kernels compiled ahead of time in C (``_native.c``, built when convmat is
+installed), or, where there was no C compiler, by their NumPy twins
+(``_twins.py``); both perform the same operations in the same order, so
+they give the same bits.  The first product in a process does not wait for
+Numba's import (about 0.3 s); products of several columns wait for it.
+Without Numba, one-vector products stay on these and the others are SciPy's
+own product (one thread); :func:`available` says whether Numba loads.
 
 How the kernels work
 --------------------
@@ -66,7 +68,7 @@ Determinism
 Every product is a deterministic function of ``(A, X)`` and the machine's
 number of usable cores: the same bits on every call, for every ``threads``,
 in every process (forked or spawned children included), and before as after
-Numba is loaded (the twins of the one-vector kernels; without Numba,
+Numba is loaded (the compiled or NumPy twins of the one-vector kernels; without Numba,
 products of several columns are SciPy's, whose bits differ).
 ``A @ X`` computes each row on one thread in an order fixed by the block
 boundaries; ``A.T @ X`` uses the fixed assignment of rows to partial sums
@@ -91,19 +93,25 @@ release).
 
 First products
 --------------
-Importing Numba takes about 0.25 s, loading a kernel from its cache a few
+Importing Numba takes about 0.3 s, loading a kernel from its cache a few
 tens of ms more, compiling it (empty cache) seconds.  A one-vector product
-whose kernels are not loaded yet is computed by the NumPy twins (about ten
-times slower than the kernels: some 0.1 s for a 9-million-entry matrix on
-two cores) and then starts the loader, a daemon thread, for the next
-products; :func:`prefetch` starts it earlier.  The loader holds the GIL most
-of the time, so a product computed next to it waits for the interpreter at
-each NumPy call: the first product starts it after itself.  From
+whose kernels are not loaded yet is computed by the kernels of ``_native.c``
+(:mod:`convmat.spmm._native`: the same C functions for every signature,
+loaded in about a millisecond, 1.05-1.2 times the Numba kernels' time), and
+then starts the loader, a daemon thread, for the next products;
+:func:`prefetch` starts it earlier.  Where the library was not built (no C
+compiler at install time) or for signatures it has no function for (mixed
+dtypes), the NumPy twins compute instead (about ten times slower than the
+kernels: some 0.1 s for a 9-million-entry matrix on two cores); from
 :data:`TWIN_MAX_NNZ` non-zeros up, where the twins would take longer than
 loading Numba from its cache, a first product waits for the kernels instead.
+The loader holds the GIL most of the time, so a NumPy twin computed next to
+it waits for the interpreter at each NumPy call: the first product starts it
+after itself.
 
 The package: :mod:`convmat.spmm._kernels` (the kernel source and its
-table), :mod:`convmat.spmm._twins` (NumPy twins of the one-vector kernels),
+table), :mod:`convmat.spmm._native` (the one-vector kernels compiled ahead of time),
+:mod:`convmat.spmm._twins` (NumPy twins of the one-vector kernels),
 :mod:`convmat.spmm._threads` (the pool, loading Numba),
 :mod:`convmat.spmm._products` (blocks and drivers) and this module (the
 public :func:`csr_matmul`, input checks).
@@ -131,7 +139,7 @@ from ._products import (  # noqa: F401 - the tunables, documented here
     TRANSPOSE_MEMORY,
     TWIN_MAX_NNZ,
 )
-from . import _threads
+from . import _native, _threads
 from ._threads import default_threads, load
 
 __all__ = ["csr_matmul", "available", "prefetch", "default_threads", "KERNEL_DTYPES", "TRANSPOSE_MEMORY"]
@@ -193,10 +201,11 @@ def prefetch(dtype=np.float64, index_dtype=np.int32):
 
     Notes
     -----
-    Numba's import alone takes about 0.25 s.  Until the kernels of a
+    Numba's import alone takes about 0.3 s.  Until the kernels of a
     product's signature (direction, dtypes, layouts) are loaded,
-    :func:`csr_matmul` computes one-vector products with NumPy twins of the
-    kernels (the same operations in the same order: the same bits, see
+    :func:`csr_matmul` computes one-vector products with the kernels
+    compiled ahead of time (``convmat/spmm/_native.c``) or their NumPy twins
+    (the same operations in the same order: the same bits, see
     ``convmat/spmm/_twins.py``) and starts the background loader itself;
     products of several columns wait for it.  Without Numba the loader
     stops and products run without it.
@@ -362,7 +371,8 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
     included, computed in the result dtype without copying ``A``.  While Numba
     is loading (the first products in a process, see :func:`prefetch`) and
     when it does not import (:func:`available`), one-vector products come
-    from NumPy twins of the kernels, the same bits; products of several
+    from the same kernels compiled in C or from their NumPy twins, the same
+    bits; products of several
     columns wait for Numba, or without it are SciPy's ``A @ X`` on one
     thread, as are other numeric results (integers).
 
@@ -403,7 +413,7 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
         _check_out(out, shape, dtype)
 
     k = 1 if X.ndim == 1 else X.shape[1]
-    # One-vector products need Numba only once it is loaded (the NumPy twins give the same bits before);
+    # One-vector products need Numba only once it is loaded (the compiled and NumPy twins give the same bits before);
     # products of several columns wait for it.  Without Numba, and for other dtypes: SciPy's product.
     K = None
     if dtype in KERNEL_DTYPES and k != 1:
@@ -452,10 +462,13 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
                 y = Y.reshape(-1)
                 key = _threads.signature(kernel_transpose, indptr, indices, data, x, y)
                 K = _threads.ready(key)
+                cold = K is None  # Numba's kernels not loaded: the compiled library's, or the NumPy twins
+                if cold:
+                    K = _native.kernels(indptr, indices, data, x, y)
                 if K is None and nnz >= _products.TWIN_MAX_NNZ:  # Numba loads faster than the twins compute
                     K = _threads.wait(key)
                 _products._product_vec(K, indptr, indices, data, x, y, ncols, kernel_transpose, threads, zero)
-                if K is None:  # computed by the NumPy twins: load the kernels for the next products
+                if cold:  # load Numba's kernels for the next products, now that this one is done
                     _threads.prefetch(key)
             else:
                 Xc = _products._rowmajor(K, X, dtype, conj_in, threads)

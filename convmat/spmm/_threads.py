@@ -9,8 +9,9 @@ own rows of the result, or its own partial result.
 Loading Numba (its import alone takes about a quarter of a second) happens on
 a background daemon thread, started by :func:`prefetch` or by the first
 one-vector product.  Until the kernels of a product's signature are loaded
-(:func:`ready`), one-vector products are computed by the NumPy twins of the
-kernels (:mod:`convmat.spmm._twins`, the same bits) and start the loader when
+(:func:`ready`), one-vector products are computed by the kernels compiled
+ahead of time (:mod:`convmat.spmm._native`) or by their NumPy twins
+(:mod:`convmat.spmm._twins`), the same bits, and start the loader when
 they are done (the loader holds the GIL most of the time: a product running
 next to it waits for the interpreter at each NumPy call); products of several
 columns wait for Numba (:func:`load`).
@@ -107,7 +108,7 @@ def signature(transpose, indptr, indices, data, x, y):
 
 
 def ready(key):
-    """The kernels if those of signature ``key`` are loaded, else None (the caller computes with the NumPy twins).
+    """The kernels if those of signature ``key`` are loaded, else None (the caller computes with the compiled or NumPy twins).
 
     Never waits, and starts nothing: the caller calls :func:`prefetch` with ``key`` once its product is
     done, so that the first product does not share the interpreter with the loader.

@@ -1,0 +1,172 @@
+"""The compiled one-vector kernels (``convmat/spmm/_native.c``): the Numba kernels' bits, before Numba loads.
+
+* Against the Numba kernels, bit for bit, in the blocks :func:`convmat.spmm._products._product_vec`
+  runs (hypothesis: shapes, empty rows, duplicates, four dtypes, int32 and int64 indices, one to many
+  blocks, NaN, inf and -0.0), and on convolution matrices whose transposed product takes four rows at a
+  time (``tr_vec4``).
+* In a fresh process the first products (forward and transposed, below and above ``TWIN_MAX_NNZ``) run
+  on them before Numba is imported, and give the bits of the products after it.
+* What they do not serve (mixed dtypes, strided arrays, ``CONVMAT_NATIVE=0``) goes to Numba or the twins.
+* Where a C compiler is, the library was built (an optional extension must not fail silently).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_spmm_twins import DTYPES, kernels, operand, random_matrix, same_bits
+
+from convmat.spmm import _native, _products
+
+
+def native():
+    if not _native.available():
+        pytest.skip("the compiled kernels are not built (no C compiler when convmat was installed)")
+
+
+def test_the_library_is_built_where_a_compiler_is():
+    """``setup.py`` builds the library as an optional extension: with a compiler here, it must be there."""
+    if os.environ.get("CONVMAT_NATIVE") == "0":
+        pytest.skip("CONVMAT_NATIVE=0 switches the compiled kernels off")
+    if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        pytest.skip("no C compiler on this machine: the optional extension is not built")
+    assert _native.available()
+
+
+def both(A, v, transpose, threads, P=None):
+    """``_product_vec`` on the Numba kernels and on the compiled ones (the same blocks)."""
+    K = kernels()
+    n = A.shape[1]
+    size = n if transpose else A.shape[0]
+    out = [np.empty(size, A.dtype), np.empty(size, A.dtype)]
+    N = _native.kernels(A.indptr, A.indices, A.data, v, out[1])
+    assert N is not None
+    for table, y in zip((K, N), out):
+        _products._product_vec(table, A.indptr, A.indices, A.data, v, y, n, transpose, threads, A.dtype.type(0))
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(0, 90),
+    n=st.integers(0, 70),
+    density=st.floats(0.0, 1.0),
+    dtype=st.sampled_from(DTYPES),
+    index_dtype=st.sampled_from(["int32", "int64"]),
+    empty_every=st.sampled_from([0, 1, 2, 5]),
+    transpose=st.booleans(),
+    threads=st.sampled_from([1, 2, 3]),
+    special=st.booleans(),
+)
+def test_compiled_kernels_give_the_numba_kernels_bits(seed, m, n, density, dtype, index_dtype, empty_every,
+                                                      transpose, threads, special):
+    native()
+    A = random_matrix(seed, m, n, density, dtype, index_dtype, empty_every)
+    v = operand(seed, m if transpose else n, dtype)
+    if special and A.nnz:
+        A.data[[0, A.nnz // 2, -1]] = [-0.0, np.inf, np.nan]
+    if special and v.size:
+        v[0] = -0.0
+    mp = pytest.MonkeyPatch()
+    mp.setattr(_products, "PARALLEL_MIN_WORK", 0)  # several blocks (and partial sums) even for small matrices
+    try:
+        numba_y, native_y = both(A, v, transpose, threads)
+    finally:
+        mp.undo()
+    assert same_bits(native_y, numba_y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("index_dtype", ["int32", "int64"])
+def test_compiled_kernels_on_convolutions_four_rows_at_a_time(monkeypatch, dtype, index_dtype):
+    """Output channels a quarter apart share their columns (``tr_vec4``), and where they do not (NaN rows)."""
+    native()
+    from convmat import conv_matrix
+
+    monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
+    rng = np.random.default_rng(7)
+    C = conv_matrix(rng.standard_normal((8, 3, 3, 3)), (19, 17), padding=1, stride=(2, 1), dtype=dtype)
+    C.indptr, C.indices = C.indptr.astype(index_dtype), C.indices.astype(index_dtype)
+    assert _products._quarter_period(C.indptr, C.indices)
+    C.data[5] = np.inf
+    C.data[-3] = -0.0
+    y = operand(3, C.shape[0], dtype)
+    x = operand(4, C.shape[1], dtype)
+    for transpose, v in ((True, y), (False, x)):
+        for threads in (1, 2):
+            numba_y, native_y = both(C, v, transpose, threads)
+            assert same_bits(native_y, numba_y), (transpose, threads)
+
+
+def test_products_the_compiled_kernels_do_not_serve_go_elsewhere():
+    native()
+    A = random_matrix(1, 30, 20, 0.3, "float32", "int32", 0)
+    x32, y32 = np.ones(20, np.float32), np.empty(30, np.float32)
+    assert _native.kernels(A.indptr, A.indices, A.data, x32, y32) is not None
+    assert _native.kernels(A.indptr, A.indices, A.data, np.ones(20), np.empty(30)) is None  # mixed dtypes
+    assert _native.kernels(A.indptr, A.indices, A.data, np.ones(40, np.float32)[::2], y32) is None  # strided
+    assert _native.kernels(A.indptr.astype(np.int64), A.indices, A.data, x32, y32) is None  # mixed index dtypes
+    assert _native.kernels(A.indptr, A.indices, A.data.astype(np.float16), x32, y32) is None
+
+
+_FRESH = r"""
+import json, sys
+import numpy as np
+from convmat import conv_matrix
+from convmat.spmm import _native, _products, _threads, csr_matmul
+_products.TWIN_MAX_NNZ = {twin_max}
+served = []
+kernels = _native.kernels
+def recording(*arrays):
+    table = kernels(*arrays)
+    served.append((table is not None, "numba" in sys.modules))
+    return table
+_native.kernels = recording
+rng = np.random.default_rng(3)
+C = conv_matrix(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), (40, 40), padding=1, dtype=np.float32)
+x = rng.standard_normal(C.shape[1]).astype(np.float32)
+y = rng.standard_normal(C.shape[0]).astype(np.float32)
+first = [csr_matmul(C, x), csr_matmul(C, y, transpose=True)]
+while _threads._STATE["loader"] is not None:
+    _threads._STATE["loader"].join()
+later = [csr_matmul(C, x), csr_matmul(C, y, transpose=True)]
+print(json.dumps(dict(served=served, warm=len(_threads._STATE["warm"]), available=_native.available(),
+                      same=[a.tobytes() == b.tobytes() for a, b in zip(first, later)])))
+"""
+
+
+def _fresh(twin_max, **env):
+    out = subprocess.run([sys.executable, "-c", _FRESH.format(twin_max=twin_max)], capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, **env))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("twin_max", [1 << 26, 1000])
+def test_fresh_process_first_products_compiled_before_numba(twin_max):
+    """First products on the compiled kernels, Numba not imported yet, even those the twins would leave to Numba."""
+    native()
+    kernels()
+    r = _fresh(twin_max)
+    assert r["available"]
+    assert [table for table, _ in r["served"]] == [True, True]
+    assert r["served"][0][1] is False  # the first product ran before anything imported Numba
+    assert r["warm"] == 2  # then Numba's kernels were loaded in the background for the later products
+    assert r["same"] == [True, True]
+
+
+def test_switched_off_by_the_environment():
+    kernels()
+    r = _fresh(1 << 26, CONVMAT_NATIVE="0")
+    assert not r["available"]
+    assert [table for table, _ in r["served"]] == [False, False]
+    assert r["same"] == [True, True]
