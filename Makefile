@@ -9,7 +9,8 @@ DOCSTAMP := $(VENV)/.docs-installed
 
 all: test
 
-$(STAMP): pyproject.toml
+# setup.py builds the compiled one-vector kernels (convmat/spmm/_native.c) into the package: an edit rebuilds.
+$(STAMP): pyproject.toml setup.py convmat/spmm/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,torch,plot]"
