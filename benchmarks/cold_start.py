@@ -78,7 +78,7 @@ rng = np.random.default_rng(1)
 x = rng.standard_normal(C.shape[1]).astype(np.float32); y = rng.standard_normal(C.shape[0]).astype(np.float32)
 first = [timed("fwd1", lambda: csr_matmul(C, x)), timed("fwd2", lambda: csr_matmul(C, x)),
          timed("tr1", lambda: csr_matmul(C, y, transpose=True)), timed("tr2", lambda: csr_matmul(C, y, transpose=True))]
-loader = _threads._STATE["loader"]
+loader = _threads.LOADER.thread
 if loader is not None:
     loader.join()
 t["ready"] = time.perf_counter() - start

@@ -38,10 +38,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
 import pathlib
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -61,6 +59,7 @@ from ._fill_kernels import (  # noqa: F401  (re-exported: the kernels' source an
     scatter_rows,
     table_arrays,
 )
+from ._loader import Loader
 from .pattern import axis_table
 
 __all__ = [
@@ -313,7 +312,8 @@ def scatter(plan, chunks, ranges, compiled_scatter, W, y, acc, buffers, quarter=
 
 def _compiled(name, vdtype, idt):
     """The compiled kernel ``name`` once the fill of these dtypes is loaded, else None (never waits)."""
-    return _STATE[name] if (np.dtype(vdtype), np.dtype(idt)) in _STATE["ready"] else None
+    kernels = LOADER.ready((np.dtype(vdtype), np.dtype(idt)))
+    return None if kernels is None else kernels[name]
 
 
 def multiplier(vdtype, idt):
@@ -326,48 +326,44 @@ def scatterer(vdtype, idt):
     return _compiled("scatter", vdtype, idt)
 
 
-_LOCK = threading.Lock()
-_STATE = {"kernel": None, "mul": None, "scatter": None, "error": None, "ready": set(), "pending": set(), "threads": [],
-          "large_builds": 0}
+_STATE = {"large_builds": 0}
+
+
+def _make():
+    """Import Numba and make the dispatchers of :func:`fill_rows`, :func:`mul_rows` and :func:`scatter_rows`."""
+    import numba
+    from numba.extending import register_jitable
+
+    from .spmm._kernels import register
+
+    register(numba)  # the spmm kernels' helpers, which the fused products inline
+    register_jitable(_row)
+    register_jitable(_fill_piece)
+    register_jitable(_b_fwd_vec)
+    register_jitable(_b_tr_vec)
+    register_jitable(_b_tr_vec4)
+    opts = dict(nogil=True, error_model="numpy", boundscheck=False)
+
+    def jit(fn):
+        try:
+            return numba.njit(cache=True, **opts)(fn)
+        except RuntimeError:  # no writable cache location
+            return numba.njit(**opts)(fn)
+
+    mul, scatter_ = jit(mul_rows), jit(scatter_rows)
+    _drop_stale_cache(mul, scatter_)
+    return {"kernel": jit(fill_rows), "mul": mul, "scatter": scatter_}
 
 
 def loaded():
-    """The compiled :func:`fill_rows` if :func:`load` has made it, else None (never loads)."""
-    return _STATE["kernel"]
+    """The compiled :func:`fill_rows` once Numba is imported for it, else None (never loads)."""
+    return None if LOADER.kernels is None else LOADER.kernels["kernel"]
 
 
 def load():
     """The compiled :func:`fill_rows` (cached on disk), or None when Numba cannot be imported; waits."""
-    if _STATE["kernel"] is None and _STATE["error"] is None:
-        with _LOCK:
-            if _STATE["kernel"] is None and _STATE["error"] is None:
-                try:
-                    import numba
-                except ImportError as exc:
-                    _STATE["error"] = exc
-                    return None
-                from numba.extending import register_jitable
-
-                from .spmm._kernels import register
-
-                register(numba)  # the spmm kernels' helpers, which the fused products inline
-                register_jitable(_row)
-                register_jitable(_fill_piece)
-                register_jitable(_b_fwd_vec)
-                register_jitable(_b_tr_vec)
-                register_jitable(_b_tr_vec4)
-                opts = dict(nogil=True, error_model="numpy", boundscheck=False)
-
-                def jit(fn):
-                    try:
-                        return numba.njit(cache=True, **opts)(fn)
-                    except RuntimeError:  # no writable cache location
-                        return numba.njit(**opts)(fn)
-
-                mul, scatter_ = jit(mul_rows), jit(scatter_rows)
-                _drop_stale_cache(mul, scatter_)
-                _STATE.update(kernel=jit(fill_rows), mul=mul, scatter=scatter_)
-    return _STATE["kernel"]
+    kernels = LOADER.load()
+    return None if kernels is None else kernels["kernel"]
 
 
 def _drop_stale_cache(*dispatchers):
@@ -390,31 +386,20 @@ def _drop_stale_cache(*dispatchers):
         pass
 
 
-def _prepare(key):
-    """Load Numba and the kernel's machine code for ``(value dtype, index dtype)`` (compiled or from the cache)."""
-    kernel = load()
-    if kernel is None:
-        return None
-    if key not in _STATE["ready"]:
-        vdtype, idt = key
-        idx = np.zeros(1, dtype=idt)
-        args = (np.zeros((1, 1), dtype=vdtype), np.zeros((1, 4), dtype=np.int64), 0, 0, 1, 1, 1, 1, 1,  # no rows
-                *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, 0, np.zeros(0, dtype=np.int64))
-        kernel(*args, idx, idx, np.zeros(1, dtype=vdtype))
-        vec = np.zeros(1, dtype=vdtype)  # the fused product of a vector of the same dtype (streamed operators)
-        _STATE["mul"](*args, vec, vec, vdtype.type(0), idx, idx, vec, 1)
-        _STATE["scatter"](*args, vec, vec, vdtype.type(0), idx, idx, vec, vec, 1)  # the fused adjoint's
-        _STATE["ready"].add(key)
-    return kernel
+def _prepare(kernels, key):
+    """Load the machine code of the kernels for ``(value dtype, index dtype)`` (compiled or from the cache)."""
+    vdtype, idt = key
+    idx = np.zeros(1, dtype=idt)
+    args = (np.zeros((1, 1), dtype=vdtype), np.zeros((1, 4), dtype=np.int64), 0, 0, 1, 1, 1, 1, 1,  # no rows
+            *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, *TRIVIAL, 0, 0, 0, np.zeros(0, dtype=np.int64))
+    kernels["kernel"](*args, idx, idx, np.zeros(1, dtype=vdtype))
+    vec = np.zeros(1, dtype=vdtype)  # the fused product of a vector of the same dtype (streamed operators)
+    kernels["mul"](*args, vec, vec, vdtype.type(0), idx, idx, vec, 1)
+    kernels["scatter"](*args, vec, vec, vdtype.type(0), idx, idx, vec, vec, 1)  # the fused adjoint's
 
 
-def _background(key):
-    try:
-        _prepare(key)
-    except Exception as exc:  # a broken Numba: builds keep the array path
-        _STATE["error"] = exc
-    finally:
-        _STATE["pending"].discard(key)
+#: The background loader of the compiled fill (:mod:`convmat._loader`, the mechanism the products share).
+LOADER = Loader("fill", _make, _prepare)
 
 
 def ready(vdtype, idt):
@@ -428,50 +413,22 @@ def kernel(vdtype, idt, *, wait=False):
     With ``wait=False`` a build does not wait for Numba: the first call
     starts loading it (and the kernel of this signature) on a daemon thread
     and returns None, so that build runs the array path (the same bits);
-    later builds get the kernel once it is ready.  ``wait=True`` loads it
-    now.  None when Numba does not import (or failed to load).
+    later builds get the kernel once it is ready.  ``wait=True`` waits for
+    it.  None when Numba does not import (or failed to load).
     """
     key = (np.dtype(vdtype), np.dtype(idt))
-    if key in _STATE["ready"]:
-        return _STATE["kernel"]
-    if _STATE["error"] is not None:
-        return None
     if wait:
-        return _prepare(key)
-    with _LOCK:
-        if key not in _STATE["pending"]:
-            _STATE["pending"].add(key)
-            thread = threading.Thread(target=_background, args=(key,), name="convmat-fill-loader", daemon=True)
-            _STATE["threads"] = [t for t in _STATE["threads"] if t.is_alive()] + [thread]
-            thread.start()
-    return None
+        LOADER.wait(key)
+    else:
+        LOADER.start(key)
+    return ready(*key)
 
 
 def loading() -> bool:
-    """Whether a background loader started by :func:`kernel` is still running."""
-    return any(t.is_alive() for t in _STATE["threads"])
-
-
-def _before_fork():
-    # A child forked while a loader imports Numba or compiles would inherit import and compiler
-    # locks held by a thread it does not have: let the loaders finish first.
-    for thread in list(_STATE["threads"]):
-        if thread is not threading.current_thread():
-            thread.join()
-
-
-def _after_fork_in_child():
-    global _LOCK
-    _LOCK = threading.Lock()
-    _STATE.update(pending=set(), threads=[])
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+    """Whether the background loader started by :func:`kernel` is still running."""
+    return LOADER.loading()
 
 
 def settle(timeout=None):
-    """Wait for the background loaders :func:`kernel` started (at most ``timeout`` seconds in all)."""
-    end = None if timeout is None else time.monotonic() + timeout
-    for thread in list(_STATE["threads"]):
-        thread.join(None if end is None else max(0.0, end - time.monotonic()))
+    """Wait for the background loader :func:`kernel` started (at most ``timeout`` seconds)."""
+    LOADER.settle(timeout)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import convmat
 from convmat import assemble, fill
+from convmat._loader import Loader
 
 MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -126,7 +127,7 @@ def test_without_numba_the_array_path_builds(monkeypatch, rng):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", blocked)
-    monkeypatch.setattr(fill, "_STATE", {"kernel": None, "error": None, "ready": set(), "pending": set(), "threads": [], "large_builds": 0})
+    monkeypatch.setattr(fill, "LOADER", Loader("fill", fill._make, fill._prepare))  # nothing loaded yet
     assert fill.kernel(np.float64, np.int32, wait=True) is None and fill.loaded() is None
     _same(_build(plan, w, "compiled", monkeypatch), ref)
 

@@ -136,10 +136,9 @@ C = conv_matrix(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), (40, 40), 
 x = rng.standard_normal(C.shape[1]).astype(np.float32)
 y = rng.standard_normal(C.shape[0]).astype(np.float32)
 first = [csr_matmul(C, x), csr_matmul(C, y, transpose=True)]
-while _threads._STATE["loader"] is not None:
-    _threads._STATE["loader"].join()
+_threads.LOADER.settle()
 later = [csr_matmul(C, x), csr_matmul(C, y, transpose=True)]
-print(json.dumps(dict(served=served, warm=len(_threads._STATE["warm"]), available=_native.available(),
+print(json.dumps(dict(served=served, warm=len(_threads.LOADER.warm), available=_native.available(),
                       same=[a.tobytes() == b.tobytes() for a, b in zip(first, later)])))
 """
 

@@ -249,16 +249,16 @@ C = conv_matrix(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), (40, 40), 
 x = rng.standard_normal(C.shape[1]).astype(np.float32)
 y = rng.standard_normal(C.shape[0]).astype(np.float32)
 first = [csr_matmul(C, x), csr_matmul(C, y, transpose=True)]
-numba_first = "numba" in sys.modules and sys.modules["numba"] is not None and bool(_threads._STATE["warm"])
+numba_first = "numba" in sys.modules and sys.modules["numba"] is not None and bool(_threads.LOADER.warm)
 ok = available()
-for thread in [_threads._STATE["loader"]]:
+for thread in [_threads.LOADER.thread]:
     if thread is not None:
         thread.join()
 prefetch(np.float32)  # the signatures of the products above: nothing more to load
 later = [csr_matmul(C, x), csr_matmul(C, y, transpose=True)]
 X = rng.standard_normal((C.shape[1], 3)).astype(np.float32)
 batch_ok = bool(np.allclose(csr_matmul(C, X), C @ X, atol=1e-4))
-print(json.dumps(dict(available=ok, warm_first=numba_first, warm_later=len(_threads._STATE["warm"]),
+print(json.dumps(dict(available=ok, warm_first=numba_first, warm_later=len(_threads.LOADER.warm),
                       first=[a.tobytes().hex() for a in first], later=[a.tobytes().hex() for a in later],
                       batch_ok=batch_ok)))
 """
@@ -391,7 +391,7 @@ C = conv_matrix(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), (16, 16), 
 x = rng.standard_normal(C.shape[1]).astype(np.float32)
 X = rng.standard_normal((C.shape[1], 3)).astype(np.float32)
 first = csr_matmul(C, x)  # starts the loader
-started = _threads._STATE["loader"] is not None
+started = _threads.LOADER.thread is not None
 pid = os.fork()  # waits for the loader
 if pid == 0:
     ok = np.array_equal(csr_matmul(C, x), first) and np.allclose(csr_matmul(C, X), C @ X, atol=1e-4)
@@ -423,7 +423,7 @@ calls = []
 twin = _products._twins.fwd_vec
 _products._twins.fwd_vec = lambda *a: (calls.append(1), twin(*a))
 first = csr_matmul(C, x)
-print(len(calls), len(_threads._STATE["warm"]), np.allclose(first, C @ x, atol=1e-4))
+print(len(calls), len(_threads.LOADER.warm), np.allclose(first, C @ x, atol=1e-4))
 """
 
 

@@ -7,10 +7,11 @@ the *tasks* must not depend on which worker runs them: every block writes its
 own rows of the result, or its own partial result.
 
 Loading Numba (its import alone takes about a quarter of a second) happens on
-a background daemon thread, started by :func:`prefetch` or by the first
-one-vector product.  Until the kernels of a product's signature are loaded
-(:func:`ready`), one-vector products are computed by the kernels compiled
-ahead of time (:mod:`convmat.spmm._native`) or by their NumPy twins
+a background daemon thread (:data:`LOADER`, a :class:`convmat._loader.Loader`,
+the mechanism the compiled fill shares), started by :func:`prefetch` or by the
+first one-vector product.  Until the kernels of a product's signature are
+loaded (:func:`ready`), one-vector products are computed by the kernels
+compiled ahead of time (:mod:`convmat.spmm._native`) or by their NumPy twins
 (:mod:`convmat.spmm._twins`), the same bits, and start the loader when
 they are done (the loader holds the GIL most of the time: a product running
 next to it waits for the interpreter at each NumPy call); products of several
@@ -21,33 +22,25 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .._loader import Loader
+
 __all__ = ["load", "ready", "wait", "prefetch", "default_threads", "parallel", "parallel_blocks"]
 
 _LOCK = threading.Lock()
-_STATE = {"kernels": None, "error": None, "pool": None, "pool_pid": None, "pool_size": 0,
-          "loader": None, "loaded": threading.Event(), "queue": [], "warm": set()}
+_STATE = {"pool": None, "pool_pid": None, "pool_size": 0}
 
-def _import_kernels():
-    """Import Numba and make the dispatchers (once); the error when Numba does not import."""
-    try:
-        import numba
 
-        from ._kernels import compile_kernels
+def _make():
+    """Import Numba and make the dispatchers of the kernels (compiled per signature on first call)."""
+    import numba
 
-        _STATE["kernels"] = compile_kernels(numba)
-    except ImportError as exc:  # no Numba: products are NumPy's and SciPy's
-        _STATE["error"] = exc
-    except Exception as exc:  # noqa: BLE001 - a broken Numba: said once, then products run without it
-        _STATE["error"] = exc
-        warnings.warn(f"convmat.spmm: Numba failed to load ({exc!r}); products run without it", RuntimeWarning,
-                      stacklevel=2)
-    finally:
-        _STATE["loaded"].set()
+    from ._kernels import compile_kernels
+
+    return compile_kernels(numba)
 
 
 def _like(desc):
@@ -72,32 +65,8 @@ def _warm(kernels, key):
         kernels["fwd_vec"](indptr, indices, data, x, y, 0, 0, zero)
 
 
-def _loader():
-    """The background thread: import Numba, then load the kernels of every queued signature."""
-    _import_kernels()
-    while True:
-        with _LOCK:
-            if _STATE["kernels"] is None or not _STATE["queue"]:
-                _STATE["loader"] = None
-                _STATE["queue"].clear()
-                return
-            key = _STATE["queue"][0]
-        try:
-            _warm(_STATE["kernels"], key)
-        except Exception:  # noqa: BLE001 - the product calls the kernel itself and raises the error there
-            pass
-        with _LOCK:
-            _STATE["warm"].add(key)
-            _STATE["queue"].pop(0)
-
-
-def _start(key=None):
-    """Queue ``key`` for the background loader and start it if it is not running (under _LOCK)."""
-    if key is not None and key not in _STATE["warm"] and key not in _STATE["queue"]:
-        _STATE["queue"].append(key)
-    if _STATE["loader"] is None and (not _STATE["loaded"].is_set() or (_STATE["queue"] and _STATE["kernels"])):
-        _STATE["loader"] = threading.Thread(target=_loader, name="convmat-spmm-loader", daemon=True)
-        _STATE["loader"].start()
+#: The background loader of the products' kernels (one-vector signatures warmed by :func:`_warm`).
+LOADER = Loader("spmm", _make, _warm)
 
 
 def signature(transpose, indptr, indices, data, x, y):
@@ -113,32 +82,22 @@ def ready(key):
     Never waits, and starts nothing: the caller calls :func:`prefetch` with ``key`` once its product is
     done, so that the first product does not share the interpreter with the loader.
     """
-    return _STATE["kernels"] if key in _STATE["warm"] else None
+    return LOADER.ready(key)
 
 
 def prefetch(key=None):
     """Start loading Numba (and the kernels of signature ``key``) in the background; returns at once."""
-    with _LOCK:
-        if _STATE["error"] is None:
-            _start(key)
+    LOADER.start(key)
 
 
 def wait(key):
     """The kernels of signature ``key``, loaded by the loader while this thread waits (None without Numba)."""
-    prefetch(key)
-    loader = _STATE["loader"]
-    if loader is not None:
-        loader.join()
-    return ready(key)
+    return LOADER.wait(key)
 
 
 def load():
     """The compiled kernels (a dict by name), or None when Numba cannot be imported; waits for the loader."""
-    if not _STATE["loaded"].is_set():
-        with _LOCK:
-            _start()
-        _STATE["loaded"].wait()
-    return _STATE["kernels"]
+    return LOADER.load()
 
 
 def default_threads() -> int:
@@ -170,26 +129,15 @@ def _pool(workers):
 
 
 def _after_fork_in_child():
-    # The parent's pool threads do not exist here, and another thread may have held the lock.
+    # The parent's pool threads do not exist here, and another thread may have held the lock (the
+    # loader's own fork handling is in convmat._loader).
     global _LOCK
     _LOCK = threading.Lock()
-    _STATE.update(pool=None, pool_pid=None, pool_size=0, loader=None)
-    _STATE["queue"].clear()
-    if not _STATE["loaded"].is_set():  # the parent's loader thread does not exist here: start again
-        _STATE["loaded"] = threading.Event()
-
-
-def _before_fork():
-    # A child forked while the loader imports Numba or compiles would inherit import and compiler
-    # locks held by a thread it does not have: let the loader finish first (it runs only in the
-    # first moments of a process).
-    loader = _STATE["loader"]
-    if loader is not None and loader is not threading.current_thread():
-        loader.join()
+    _STATE.update(pool=None, pool_pid=None, pool_size=0)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _run(work, threads):
