@@ -28,10 +28,11 @@ How the kernels work
   it.  It streams ``data`` and ``indices`` once.
 * ``A @ X`` (``k`` columns): ``X`` and the result are row-major, so a row of
   ``X`` is ``k`` contiguous values and the loop over them vectorises.  Runs
-  of four rows with identical column indices (in a convolution matrix, the
-  output channels of one output position) are computed together, each row
-  of ``X`` loaded once for the four: a small dense product, as in im2col +
-  GEMM.  To bring such rows together, rows are visited in the order of their
+  of rows with identical column indices (in a convolution matrix, the
+  output channels of one output position) are computed four rows at a time,
+  each row of ``X`` loaded once for the four, their partial sums for 16
+  columns (8 for 8-byte values) held in vector registers: a small dense
+  product, as in im2col + GEMM (:mod:`convmat.spmm._mat_kernels`).  To bring such rows together, rows are visited in the order of their
   (first, last) column when most rows share theirs with another row and
   rows are long (:data:`ORDER_MIN_SHARED`, :data:`ORDER_MIN_ROW_NNZ`); the
   reordering also keeps the rows of ``X`` in use in cache.
@@ -58,9 +59,10 @@ How the kernels work
 * ``conjugate=True`` uses ``conj(A) @ X = conj(A @ conj(X))``: one pass over
   ``X`` and one over the result, no copy of ``A``.
 * The one-vector kernels (``A @ x``, ``A.T @ y`` and the sum of its
-  partial results) compute in the order written; the kernels of several
-  columns may reassociate sums and fuse multiply-adds (LLVM's ``reassoc`` and
-  ``contract`` flags).  NaN and infinities propagate as in IEEE arithmetic;
+  partial results) compute in the order written; in the kernels of several
+  columns every entry of the result is a chain of fused multiply-adds, one
+  per product, in the order of the row (``A @ X``) or of the rows
+  (``A.T @ X``), whichever rows or columns are computed beside it.  NaN and infinities propagate as in IEEE arithmetic;
   results agree with SciPy's to rounding, not bit for bit.
 
 Determinism

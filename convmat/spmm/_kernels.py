@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._mat_kernels import _b_fwd_mat, _b_tr_mat
+from ._mat_kernels import register as _register_mat
+
 __all__ = ["KERNELS", "FASTMATH", "EXACT", "LANES", "jit", "compile_kernels", "register"]
 
 #: Partial sums per row of the one-vector product ``fwd_vec`` (written out in the kernel).
@@ -179,209 +182,15 @@ def _b_transpose_into(src, dst, i0, i1):
                 dst[i, j] = src[j, i]
 
 
-def _b_group4(indptr, indices, order, r, rend, i0, q0, L):
-    # Whether rows order[r:r+4] (the first is i0, its entries [q0, q0 + L)) all have the same
-    # L > 0 column indices; with their row numbers and first entries.  Inlined into the kernels.
-    i1 = i0
-    i2 = i0
-    i3 = i0
-    q1 = q0
-    q2 = q0
-    q3 = q0
-    same = False
-    if r + U(4) <= rend and L > U(0):
-        i1 = U(order[r + U(1)])
-        i2 = U(order[r + U(2)])
-        i3 = U(order[r + U(3)])
-        q1 = U(indptr[i1])
-        q2 = U(indptr[i2])
-        q3 = U(indptr[i3])
-        same = (
-            U(indptr[i1 + U(1)]) - q1 == L
-            and U(indptr[i2 + U(1)]) - q2 == L
-            and U(indptr[i3 + U(1)]) - q3 == L
-            and U(indptr[i1 + U(1)]) > q1
-            and U(indptr[i2 + U(1)]) > q2
-            and U(indptr[i3 + U(1)]) > q3
-        )
-        if same:
-            for p in range(L):
-                j = indices[q0 + p]
-                if indices[q1 + p] != j or indices[q2 + p] != j or indices[q3 + p] != j:
-                    same = False
-                    break
-    return same, i1, i2, i3, q1, q2, q3
-
-
-def _b_fwd_mat(indptr, indices, data, X, Y, order, r0, r1, zero):
-    # Y[i] = sum_p data[p] * X[indices[p]] for the rows i = order[r], r0 <= r < r1.
-    k = U(X.shape[1])
-    # A group of four rows is summed in acc, then copied to Y: the stores of the inner loop go to one
-    # array of this call's own (LLVM checks it against the rows of X only, not four rows of Y against
-    # each other and X), 12-20 % faster; the same operations, the same bits.
-    acc = np.empty((4, X.shape[1]), dtype=Y.dtype)
-    r = U(r0)
-    rend = U(r1)
-    while r < rend:
-        i0 = U(order[r])
-        q0 = U(indptr[i0])
-        e0 = U(indptr[i0 + U(1)])
-        L = e0 - q0 if e0 > q0 else U(0)
-        same, i1, i2, i3, q1, q2, q3 = _b_group4(indptr, indices, order, r, rend, i0, q0, L)
-        if same:
-            # Four rows with the same columns: each row of X is loaded once for the four.
-            for t in range(k):
-                acc[0, t] = zero
-                acc[1, t] = zero
-                acc[2, t] = zero
-                acc[3, t] = zero
-            p = U(0)
-            while p + U(4) <= L:
-                x0 = X[U(indices[q0 + p])]
-                x1 = X[U(indices[q0 + p + U(1)])]
-                x2 = X[U(indices[q0 + p + U(2)])]
-                x3 = X[U(indices[q0 + p + U(3)])]
-                a00 = data[q0 + p]
-                a01 = data[q0 + p + U(1)]
-                a02 = data[q0 + p + U(2)]
-                a03 = data[q0 + p + U(3)]
-                a10 = data[q1 + p]
-                a11 = data[q1 + p + U(1)]
-                a12 = data[q1 + p + U(2)]
-                a13 = data[q1 + p + U(3)]
-                a20 = data[q2 + p]
-                a21 = data[q2 + p + U(1)]
-                a22 = data[q2 + p + U(2)]
-                a23 = data[q2 + p + U(3)]
-                a30 = data[q3 + p]
-                a31 = data[q3 + p + U(1)]
-                a32 = data[q3 + p + U(2)]
-                a33 = data[q3 + p + U(3)]
-                for t in range(k):
-                    u0 = x0[t]
-                    u1 = x1[t]
-                    u2 = x2[t]
-                    u3 = x3[t]
-                    acc[0, t] += _mul(a00, u0) + _mul(a01, u1) + _mul(a02, u2) + _mul(a03, u3)
-                    acc[1, t] += _mul(a10, u0) + _mul(a11, u1) + _mul(a12, u2) + _mul(a13, u3)
-                    acc[2, t] += _mul(a20, u0) + _mul(a21, u1) + _mul(a22, u2) + _mul(a23, u3)
-                    acc[3, t] += _mul(a30, u0) + _mul(a31, u1) + _mul(a32, u2) + _mul(a33, u3)
-                p += U(4)
-            while p < L:
-                x0 = X[U(indices[q0 + p])]
-                a00 = data[q0 + p]
-                a10 = data[q1 + p]
-                a20 = data[q2 + p]
-                a30 = data[q3 + p]
-                for t in range(k):
-                    u0 = x0[t]
-                    acc[0, t] += _mul(a00, u0)
-                    acc[1, t] += _mul(a10, u0)
-                    acc[2, t] += _mul(a20, u0)
-                    acc[3, t] += _mul(a30, u0)
-                p += U(1)
-            Y[i0] = acc[0]
-            Y[i1] = acc[1]
-            Y[i2] = acc[2]
-            Y[i3] = acc[3]
-            r += U(4)
-        else:
-            yr = Y[i0]
-            for t in range(k):
-                yr[t] = zero
-            p1 = q0 + L
-            p = q0
-            while p + U(4) <= p1:
-                a0 = data[p]
-                a1 = data[p + U(1)]
-                a2 = data[p + U(2)]
-                a3 = data[p + U(3)]
-                x0 = X[U(indices[p])]
-                x1 = X[U(indices[p + U(1)])]
-                x2 = X[U(indices[p + U(2)])]
-                x3 = X[U(indices[p + U(3)])]
-                for t in range(k):
-                    yr[t] += _mul(a0, x0[t]) + _mul(a1, x1[t]) + _mul(a2, x2[t]) + _mul(a3, x3[t])
-                p += U(4)
-            while p < p1:
-                a0 = data[p]
-                x0 = X[U(indices[p])]
-                for t in range(k):
-                    yr[t] += _mul(a0, x0[t])
-                p += U(1)
-            r += U(1)
-
-
-def _b_tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
-    # acc[indices[p]] += data[p] * Y[i] for the rows i = order[r], r0 <= r < r1 (acc zeroed first if clear).
-    k = U(Y.shape[1])
-    if clear:
-        for j in range(U(acc.shape[0])):
-            ar = acc[j]
-            for t in range(k):
-                ar[t] = zero
-    r = U(r0)
-    rend = U(r1)
-    while r < rend:
-        i0 = U(order[r])
-        q0 = U(indptr[i0])
-        e0 = U(indptr[i0 + U(1)])
-        L = e0 - q0 if e0 > q0 else U(0)
-        same, i1, i2, i3, q1, q2, q3 = _b_group4(indptr, indices, order, r, rend, i0, q0, L)
-        if same:
-            # Four rows with the same columns: one read-modify-write of a result row for four.
-            y0 = Y[i0]
-            y1 = Y[i1]
-            y2 = Y[i2]
-            y3 = Y[i3]
-            p = U(0)
-            while p + U(2) <= L:
-                z0 = acc[U(indices[q0 + p])]
-                z1 = acc[U(indices[q0 + p + U(1)])]
-                a00 = data[q0 + p]
-                a10 = data[q1 + p]
-                a20 = data[q2 + p]
-                a30 = data[q3 + p]
-                a01 = data[q0 + p + U(1)]
-                a11 = data[q1 + p + U(1)]
-                a21 = data[q2 + p + U(1)]
-                a31 = data[q3 + p + U(1)]
-                for t in range(k):
-                    v0 = y0[t]
-                    v1 = y1[t]
-                    v2 = y2[t]
-                    v3 = y3[t]
-                    z0[t] += _mul(a00, v0) + _mul(a10, v1) + _mul(a20, v2) + _mul(a30, v3)
-                    z1[t] += _mul(a01, v0) + _mul(a11, v1) + _mul(a21, v2) + _mul(a31, v3)
-                p += U(2)
-            if p < L:
-                z0 = acc[U(indices[q0 + p])]
-                a00 = data[q0 + p]
-                a10 = data[q1 + p]
-                a20 = data[q2 + p]
-                a30 = data[q3 + p]
-                for t in range(k):
-                    z0[t] += _mul(a00, y0[t]) + _mul(a10, y1[t]) + _mul(a20, y2[t]) + _mul(a30, y3[t])
-            r += U(4)
-        else:
-            yr = Y[i0]
-            for p in range(q0, q0 + L):
-                a0 = data[p]
-                zr = acc[U(indices[p])]
-                for t in range(k):
-                    zr[t] += _mul(a0, yr[t])
-            r += U(1)
-
-
-# Reassociation and contraction (FMA) let LLVM vectorise the sums of the block kernels.  No
-# nnan/ninf: NaN and infinities propagate as in IEEE arithmetic.  Compiled code is deterministic:
-# the same inputs give the same bits on every call (the order of a reassociated sum is fixed at
-# compile time).
+# Reassociation and contraction for the kernels that have no order of operations to keep (indices,
+# copies).  No nnan/ninf: NaN and infinities propagate as in IEEE arithmetic.
 FASTMATH = frozenset({"reassoc", "contract"})
 
-#: Kernels compiled without FASTMATH: their order of operations is the one written, and
-#: :mod:`convmat.spmm._twins` computes the same in NumPy, bit for bit (before Numba is loaded).
-EXACT = frozenset({"fwd_vec", "tr_vec", "tr_vec4", "reduce"})
+#: Kernels compiled without FASTMATH: their order of operations is the one written.
+#: :mod:`convmat.spmm._twins` computes the same as the one-vector ones in NumPy, bit for bit
+#: (before Numba is loaded); ``fwd_mat`` and ``tr_mat`` write their fused multiply-adds out
+#: (:mod:`convmat.spmm._mat_kernels`).
+EXACT = frozenset({"fwd_vec", "tr_vec", "tr_vec4", "reduce", "fwd_mat", "tr_mat"})
 
 #: The kernels by name: what :func:`compile_kernels` compiles and the products call.
 KERNELS = {
@@ -395,14 +204,11 @@ KERNELS = {
     "tr_mat": _b_tr_mat,
 }
 
-#: Helpers the kernels call: compiled into them (inline), callable from Python as they are.
-INLINED = (_b_group4,)
-
 _REGISTERED = []
 
 
 def register(numba):
-    """Make the kernels' helpers known to Numba (once per process): :func:`_mul` and :data:`INLINED`.
+    """Make the kernels' helpers known to Numba (once per process): :func:`_mul` and those of ``fwd_mat``, ``tr_mat``.
 
     Called before anything that compiles a kernel's source (:func:`compile_kernels`, and
     :mod:`convmat.fill`, which inlines ``fwd_vec``).  ``_mul`` of a complex operand is an
@@ -412,7 +218,7 @@ def register(numba):
     """
     from numba.core import types
     from numba.core.compiler_lock import global_compiler_lock
-    from numba.extending import intrinsic, overload, register_jitable
+    from numba.extending import intrinsic, overload
     from numba.np.numpy_support import as_dtype, from_dtype
 
     with global_compiler_lock:
@@ -439,8 +245,7 @@ def register(numba):
                 return lambda a, b: cmul(a, b)
             return lambda a, b: a * b
 
-        for fn in INLINED:
-            register_jitable(inline="always")(fn)
+        _register_mat(numba)
         _REGISTERED.append(True)
 
 
