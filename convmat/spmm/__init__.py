@@ -32,7 +32,8 @@ How the kernels work
   output channels of one output position) are computed four rows at a time,
   each row of ``X`` loaded once for the four, their partial sums for 16
   columns (8 for 8-byte values) held in vector registers: a small dense
-  product, as in im2col + GEMM (:mod:`convmat.spmm._mat_kernels`).  To bring such rows together, rows are visited in the order of their
+  product, as in im2col + GEMM (:mod:`convmat.spmm._mat_kernels`).  To
+  bring such rows together, rows are visited in the order of their
   (first, last) column when most rows share theirs with another row and
   rows are long (:data:`ORDER_MIN_SHARED`, :data:`ORDER_MIN_ROW_NNZ`); the
   reordering also keeps the rows of ``X`` in use in cache.
@@ -62,8 +63,8 @@ How the kernels work
   partial results) compute in the order written; in the kernels of several
   columns every entry of the result is a chain of fused multiply-adds, one
   per product, in the order of the row (``A @ X``) or of the rows
-  (``A.T @ X``), whichever rows or columns are computed beside it.  NaN and infinities propagate as in IEEE arithmetic;
-  results agree with SciPy's to rounding, not bit for bit.
+  (``A.T @ X``), whichever rows or columns are computed beside it.  NaN
+  and infinities propagate as in IEEE arithmetic; results agree with SciPy's to rounding, not bit for bit.
 
 Determinism
 -----------
