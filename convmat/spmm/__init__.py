@@ -99,8 +99,9 @@ First products
 Importing Numba takes about 0.3 s, loading a kernel from its cache a few
 tens of ms more, compiling it (empty cache) seconds.  A one-vector product
 whose kernels are not loaded yet is computed by the kernels of ``_native.c``
-(:mod:`convmat.spmm._native`: the same C functions for every signature,
-loaded in about a millisecond, 1.05-1.2 times the Numba kernels' time), and
+(:mod:`convmat.spmm._native`: C functions for the four dtypes and both index
+dtypes, loaded in about a millisecond, 1.05-1.2 times the Numba kernels'
+time), and
 then starts the loader, a daemon thread, for the next products;
 :func:`prefetch` starts it earlier.  Where the library was not built (no C
 compiler at install time) or for signatures it has no function for (mixed
