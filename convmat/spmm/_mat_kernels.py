@@ -252,7 +252,9 @@ def _b_tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
         r += n
 
 
-#: Helpers the kernels call: compiled into them (inline), callable from Python as they are.
+#: Helpers the kernels call, callable from Python as they are.  Registered as plain jitted functions,
+#: which LLVM inlines: inlined by Numba (``inline="always"``) the first compilation of ``fwd_mat`` took
+#: about 50 s instead of 3.6 s, for the same machine code speed and the same bits.
 INLINED = (_run, _ld8, _st8, _ax8, _ma4, _sc8, _fwd4, _fwd1, _tr4)
 
 
@@ -286,4 +288,4 @@ def register(numba):
     overload(_madd, inline="always")(lambda c, a, b: lambda c, a, b: fma(c, a, b))
 
     for fn in INLINED:
-        register_jitable(inline="always")(fn)
+        register_jitable(fn)
