@@ -37,12 +37,16 @@ def _madd(c, a, b):
     return c + a * b
 
 
-def _run(indptr, indices, order, r, rend, q0, L):
-    # The number n >= 1 of rows order[r:r+n] (at most RUN_ROWS, r + n <= rend) whose L > 0 column
-    # indices are those of the first, indices[q0:q0+L] (n = 1 for an empty first row).
+def _run(indptr, indices, order, r, rend):
+    # The run starting at order[r]: its first entry q0 and length L (its rows' column indices are
+    # indices[q0:q0+L]), and the number n >= 1 of rows order[r:r+n] (at most RUN_ROWS, r + n <= rend)
+    # that have them (n = 1 for an empty first row).
+    i0 = U(order[r])
+    q0 = U(indptr[i0])
+    L = U(indptr[i0 + U(1)]) - q0 if U(indptr[i0 + U(1)]) > q0 else U(0)
     n = U(1)
     if L == U(0):
-        return n
+        return q0, L, n
     while r + n < rend and n < U(RUN_ROWS):
         i = U(order[r + n])
         q = U(indptr[i])
@@ -54,7 +58,13 @@ def _run(indptr, indices, order, r, rend, q0, L):
         if bad:
             break
         n += U(1)
-    return n
+    return q0, L, n
+
+
+def _four(indptr, order, r):
+    # Rows order[r:r+4] and their first entries.
+    i0, i1, i2, i3 = U(order[r]), U(order[r + U(1)]), U(order[r + U(2)]), U(order[r + U(3)])
+    return i0, i1, i2, i3, U(indptr[i0]), U(indptr[i1]), U(indptr[i2]), U(indptr[i3])
 
 
 def _ld8(y, t):
@@ -164,10 +174,7 @@ def _b_fwd_mat(indptr, indices, data, X, Y, order, r0, r1, zero):
     r = U(r0)
     rend = U(r1)
     while r < rend:
-        i = U(order[r])
-        qi = U(indptr[i])
-        L = U(indptr[i + U(1)]) - qi if U(indptr[i + U(1)]) > qi else U(0)
-        n = _run(indptr, indices, order, r, rend, qi, L)
+        qi, L, n = _run(indptr, indices, order, r, rend)
         for g in range(n):
             yr = Y[U(order[r + g])]
             for t in range(k):
@@ -176,9 +183,8 @@ def _b_fwd_mat(indptr, indices, data, X, Y, order, r0, r1, zero):
             s1 = min(s0 + seg, L)
             g = U(0)
             while g + U(4) <= n:
-                i0, i1, i2, i3 = U(order[r + g]), U(order[r + g + U(1)]), U(order[r + g + U(2)]), U(order[r + g + U(3)])
-                _fwd4(indices, data, X, Y[i0], Y[i1], Y[i2], Y[i3], qi, U(indptr[i0]), U(indptr[i1]), U(indptr[i2]),
-                      U(indptr[i3]), s0, s1, k)
+                i0, i1, i2, i3, q0, q1, q2, q3 = _four(indptr, order, r + g)
+                _fwd4(indices, data, X, Y[i0], Y[i1], Y[i2], Y[i3], qi, q0, q1, q2, q3, s0, s1, k)
                 g += U(4)
             while g < n:
                 i0 = U(order[r + g])
@@ -227,17 +233,13 @@ def _b_tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
     r = U(r0)
     rend = U(r1)
     while r < rend:
-        i = U(order[r])
-        qi = U(indptr[i])
-        L = U(indptr[i + U(1)]) - qi if U(indptr[i + U(1)]) > qi else U(0)
-        n = _run(indptr, indices, order, r, rend, qi, L)
+        qi, L, n = _run(indptr, indices, order, r, rend)
         for s0 in range(U(0), L, seg):
             s1 = min(s0 + seg, L)
             g = U(0)
             while g + U(4) <= n:
-                i0, i1, i2, i3 = U(order[r + g]), U(order[r + g + U(1)]), U(order[r + g + U(2)]), U(order[r + g + U(3)])
-                _tr4(indices, data, acc, Y[i0], Y[i1], Y[i2], Y[i3], qi, U(indptr[i0]), U(indptr[i1]), U(indptr[i2]),
-                     U(indptr[i3]), s0, s1, k)
+                i0, i1, i2, i3, q0, q1, q2, q3 = _four(indptr, order, r + g)
+                _tr4(indices, data, acc, Y[i0], Y[i1], Y[i2], Y[i3], qi, q0, q1, q2, q3, s0, s1, k)
                 g += U(4)
             while g < n:
                 i0 = U(order[r + g])
@@ -255,7 +257,7 @@ def _b_tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
 #: Helpers the kernels call, callable from Python as they are.  Registered as plain jitted functions,
 #: which LLVM inlines: inlined by Numba (``inline="always"``) the first compilation of ``fwd_mat`` took
 #: about 50 s instead of 3.6 s, for the same machine code speed and the same bits.
-INLINED = (_run, _ld8, _st8, _ax8, _ma4, _sc8, _fwd4, _fwd1, _tr4)
+INLINED = (_run, _four, _ld8, _st8, _ax8, _ma4, _sc8, _fwd4, _fwd1, _tr4)
 
 
 def register(numba):
