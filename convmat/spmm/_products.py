@@ -243,7 +243,10 @@ def row_order(keys, m, nnz, k):
     keys (see :func:`key_scale`) ``keys()`` returns when they are needed."""
     if nnz * k >= ORDER_MIN_WORK and nnz >= ORDER_MIN_ROW_NNZ * m:
         key = keys()
-        order = np.argsort(key)  # the order among equal keys does not matter
+        # Stable: rows of equal keys in their natural order.  The keys of a convolution's rows are a
+        # few increasing sequences (one per output channel), which the stable sort (timsort) merges:
+        # 0.4 ms for the 65 k rows of 16 -> 16 64^2, against 2.0 ms for the default quicksort.
+        order = np.argsort(key, kind="stable")
         sorted_key = key[order]
         if np.count_nonzero(sorted_key[1:] == sorted_key[:-1]) >= ORDER_MIN_SHARED * m:
             return order
