@@ -1,11 +1,16 @@
-"""The compiled one-vector kernels (``convmat/spmm/_native.c``): the Numba kernels' bits, before Numba loads.
+"""The compiled kernels (``convmat/spmm/_native.c``): the Numba kernels' bits, before Numba loads.
 
-* Against the Numba kernels, bit for bit, in the blocks :func:`convmat.spmm._products._product_vec`
-  runs (hypothesis: shapes, empty rows, duplicates, four dtypes, int32 and int64 indices, one to many
-  blocks, NaN, inf and -0.0), and on convolution matrices whose transposed product takes four rows at a
-  time (``tr_vec4``).
-* In a fresh process the first products (forward and transposed, below and above ``TWIN_MAX_NNZ``) run
-  on them before Numba is imported, and give the bits of the products after it.
+* One vector: against the Numba kernels, bit for bit, in the blocks
+  :func:`convmat.spmm._products._product_vec` runs (hypothesis: shapes, empty rows, duplicates, four
+  dtypes, int32 and int64 indices, one to many blocks, NaN, inf and -0.0), and on convolution matrices
+  whose transposed product takes four rows at a time (``tr_vec4``).
+* Several columns: ``fwd_mat``, ``tr_mat``, ``row_keys`` and ``transpose_into`` against the Numba
+  kernels in the blocks of :func:`convmat.spmm._products._product_mat` (hypothesis: the same matrices,
+  their rows repeated so that runs of rows share columns, duplicates inside runs, 1 to 40 columns), and
+  on convolutions (runs of output channels, four rows at a time, column blocks and the columns left).
+* In a fresh process the first products (forward and transposed, one vector below and above
+  ``TWIN_MAX_NNZ``, and several columns) run on them before Numba is imported, and give the bits of the
+  products after it.
 * What they do not serve (mixed dtypes, strided arrays, ``CONVMAT_NATIVE=0``) goes to Numba or the twins.
 * Where a C compiler is, the library was built (an optional extension must not fail silently).
 """
@@ -107,6 +112,86 @@ def test_compiled_kernels_on_convolutions_four_rows_at_a_time(monkeypatch, dtype
             assert same_bits(native_y, numba_y), (transpose, threads)
 
 
+def both_mat(A, X, transpose, threads):
+    """``_product_mat`` (with its row order and the row-major copy of an F-ordered ``X``) on the Numba
+    kernels and on the compiled ones."""
+    K, N = kernels(), _native.kernels(A.indptr, A.indices, A.data, dtype=A.dtype)
+    assert N is not None
+    n = A.shape[1]
+    out = []
+    for table in (K, N):
+        Xc = _products._rowmajor(table, np.asfortranarray(X), A.dtype, False, threads)
+        Y = np.empty((n if transpose else A.shape[0], X.shape[1]), A.dtype)
+        _products._product_mat(table, A.indptr, A.indices, A.data, Xc, Y, n, transpose, threads, A.dtype.type(0))
+        out.append(Y)
+    return out
+
+
+def with_runs(A, repeat, seed):
+    """``A``'s rows ``repeat`` times, with other values, interleaved (row ``i`` of copy ``c`` is row
+    ``i * repeat + c``): runs of rows with the same columns, duplicates included, once sorted."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    copies = [A] + [sp.csr_array((rng.permutation(A.data), A.indices, A.indptr), shape=A.shape)
+                    for _ in range(repeat - 1)]
+    B = sp.vstack(copies, format="csr")
+    perm = np.arange(B.shape[0]).reshape(repeat, -1).T.ravel()
+    B = B[perm]
+    B.indptr, B.indices = B.indptr.astype(A.indptr.dtype), B.indices.astype(A.indices.dtype)
+    return B
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(0, 40),
+    n=st.integers(0, 50),
+    density=st.floats(0.0, 1.0),
+    dtype=st.sampled_from(DTYPES),
+    index_dtype=st.sampled_from(["int32", "int64"]),
+    empty_every=st.sampled_from([0, 1, 3]),
+    repeat=st.sampled_from([1, 3, 6]),
+    k=st.integers(2, 40),
+    transpose=st.booleans(),
+    threads=st.sampled_from([1, 2, 3]),
+)
+def test_compiled_batch_kernels_give_the_numba_kernels_bits(seed, m, n, density, dtype, index_dtype, empty_every,
+                                                            repeat, k, transpose, threads):
+    native()
+    A = with_runs(random_matrix(seed, m, n, density, dtype, index_dtype, empty_every), repeat, seed)
+    X = operand(seed, (A.shape[0] if transpose else A.shape[1]) * k, dtype).reshape(-1, k)
+    mp = pytest.MonkeyPatch()
+    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ"):  # blocks and sorted runs when small
+        mp.setattr(_products, name, 0)
+    try:
+        numba_Y, native_Y = both_mat(A, X, transpose, threads)
+    finally:
+        mp.undo()
+    assert same_bits(native_Y, numba_Y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [3, 8, 16, 21, 40])
+def test_compiled_batch_kernels_on_convolutions(monkeypatch, dtype, k):
+    """Runs of output channels four rows at a time, in column blocks and the columns left; -0.0, inf."""
+    native()
+    from convmat import conv_matrix
+
+    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ"):  # blocks and runs on a small layer
+        monkeypatch.setattr(_products, name, 0)
+    rng = np.random.default_rng(8)
+    C = conv_matrix(rng.standard_normal((10, 3, 3, 3)), (15, 13), padding=1, dtype=dtype)
+    C.data[7] = np.inf
+    C.data[-2] = -0.0
+    assert _products._row_order(kernels(), C.indptr, C.indices, C.shape[1], k, 1).tolist() != list(range(C.shape[0]))
+    for transpose in (False, True):
+        X = operand(k, (C.shape[0] if transpose else C.shape[1]) * k, dtype).reshape(-1, k)
+        for threads in (1, 2):
+            numba_Y, native_Y = both_mat(C, X, transpose, threads)
+            assert same_bits(native_Y, numba_Y), (transpose, threads)
+
+
 def test_products_the_compiled_kernels_do_not_serve_go_elsewhere():
     native()
     A = random_matrix(1, 30, 20, 0.3, "float32", "int32", 0)
@@ -116,6 +201,8 @@ def test_products_the_compiled_kernels_do_not_serve_go_elsewhere():
     assert _native.kernels(A.indptr, A.indices, A.data, np.ones(40, np.float32)[::2], y32) is None  # strided
     assert _native.kernels(A.indptr.astype(np.int64), A.indices, A.data, x32, y32) is None  # mixed index dtypes
     assert _native.kernels(A.indptr, A.indices, A.data.astype(np.float16), x32, y32) is None
+    assert _native.kernels(A.indptr, A.indices, A.data, dtype=np.float32) is not None  # several columns
+    assert _native.kernels(A.indptr, A.indices, A.data, dtype=np.float64) is None  # float32 data, float64 result
 
 
 _FRESH = r"""
@@ -126,8 +213,8 @@ from convmat.spmm import _native, _products, _threads, csr_matmul
 _products.TWIN_MAX_NNZ = {twin_max}
 served = []
 kernels = _native.kernels
-def recording(*arrays):
-    table = kernels(*arrays)
+def recording(*arrays, **kw):
+    table = kernels(*arrays, **kw)
     served.append((table is not None, "numba" in sys.modules))
     return table
 _native.kernels = recording
@@ -135,17 +222,22 @@ rng = np.random.default_rng(3)
 C = conv_matrix(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), (40, 40), padding=1, dtype=np.float32)
 x = rng.standard_normal(C.shape[1]).astype(np.float32)
 y = rng.standard_normal(C.shape[0]).astype(np.float32)
-first = [csr_matmul(C, x), csr_matmul(C, y, transpose=True)]
+X = rng.standard_normal((C.shape[1], 24)).astype(np.float32)
+Y = np.asfortranarray(rng.standard_normal((C.shape[0], 24)).astype(np.float32))
+products = [lambda: csr_matmul(C, x), lambda: csr_matmul(C, y, transpose=True)]
+if {batch}:  # first of all, in a fresh process
+    products = [lambda: csr_matmul(C, X), lambda: csr_matmul(C, Y, transpose=True)] + products
+first = [p() for p in products]
 _threads.LOADER.settle()
-later = [csr_matmul(C, x), csr_matmul(C, y, transpose=True)]
+later = [p() for p in products]
 print(json.dumps(dict(served=served, warm=len(_threads.LOADER.warm), available=_native.available(),
                       same=[a.tobytes() == b.tobytes() for a, b in zip(first, later)])))
 """
 
 
-def _fresh(twin_max, **env):
-    out = subprocess.run([sys.executable, "-c", _FRESH.format(twin_max=twin_max)], capture_output=True, text=True,
-                         timeout=600, env=dict(os.environ, **env))
+def _fresh(twin_max, batch=False, **env):
+    out = subprocess.run([sys.executable, "-c", _FRESH.format(twin_max=twin_max, batch=batch)], capture_output=True,
+                         text=True, timeout=600, env=dict(os.environ, **env))
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -161,6 +253,17 @@ def test_fresh_process_first_products_compiled_before_numba(twin_max):
     assert r["served"][0][1] is False  # the first product ran before anything imported Numba
     assert r["warm"] == 2  # then Numba's kernels were loaded in the background for the later products
     assert r["same"] == [True, True]
+
+
+def test_fresh_process_first_batch_products_compiled_before_numba():
+    """Products of several columns first in a process: on the compiled kernels, before Numba is imported."""
+    native()
+    kernels()
+    r = _fresh(1 << 26, batch=True)
+    assert [table for table, _ in r["served"]] == [True] * 4
+    assert r["served"][0][1] is False  # the first product ran before anything imported Numba
+    assert r["warm"] == 4  # Numba's kernels of the four signatures, loaded in the background
+    assert r["same"] == [True] * 4
 
 
 def test_switched_off_by_the_environment():

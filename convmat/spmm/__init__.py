@@ -316,6 +316,16 @@ def _check_out(out, shape, dtype):
 # --------------------------------------------------------------------------- #
 # the product
 # --------------------------------------------------------------------------- #
+def _scipy_product(A, X, transpose, conjugate, dtype, shape, out):
+    """SciPy's product ``op(A) @ X`` (dtypes without kernels, or without Numba and the compiled library)."""
+    op = A.conj() if conjugate else A
+    Y = np.asarray((op.T if transpose else op) @ X).astype(dtype, copy=False).reshape(shape)
+    if out is None:
+        return Y
+    out[...] = Y
+    return out
+
+
 def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None):
     """Multi-threaded ``Y = op(A) @ X`` for a CSR matrix ``A`` and a dense ``X``.
 
@@ -417,18 +427,8 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
         _check_out(out, shape, dtype)
 
     k = 1 if X.ndim == 1 else X.shape[1]
-    # One-vector products need Numba only once it is loaded (the compiled and NumPy twins give the same bits before);
-    # products of several columns wait for it.  Without Numba, and for other dtypes: SciPy's product.
-    K = None
-    if dtype in KERNEL_DTYPES and k != 1:
-        K = _load()
-    if dtype not in KERNEL_DTYPES or (k != 1 and K is None):
-        op = A.conj() if conjugate else A
-        Y = np.asarray((op.T if transpose else op) @ X).astype(dtype, copy=False).reshape(shape)
-        if out is None:
-            return Y
-        out[...] = Y
-        return out
+    if dtype not in KERNEL_DTYPES:  # SciPy's product
+        return _scipy_product(A, X, transpose, conjugate, dtype, shape, out)
 
     # The CSR arrays: a CSC matrix is the transpose of the CSR matrix on its arrays.
     kernel_transpose = transpose != (A.format == "csc")
@@ -439,6 +439,25 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
         indices = indices.astype(np.int64)
     if data.dtype not in KERNEL_DTYPES:
         data = data.astype(dtype)
+    conj_in = conjugate and X.dtype.kind == "c"  # conj(A) @ X = conj(A @ conj(X))
+
+    # Products need Numba's kernels only once they are loaded: before, the compiled kernels (and for one
+    # vector the NumPy twins) give the same bits.  Products of several columns without either wait for
+    # Numba; without Numba, SciPy computes them.
+    K, mat_key = None, None
+    if k != 1:
+        like = np.empty((1, 1), dtype=dtype)  # the row-major operand and result
+        Xlike = like if _products.rowmajor_is_copy(X, dtype, conj_in) else X[:1, :1]
+        mat_key = _threads.signature(kernel_transpose, indptr, indices, data, Xlike, like)
+        K = _threads.ready(mat_key)
+        if K is None:
+            K = _native.kernels(indptr, indices, data, dtype=dtype)  # mat_key: Numba's to load after the product
+        else:
+            mat_key = None
+        if K is None:
+            K, mat_key = _threads.wait(mat_key), None
+            if K is None:
+                return _scipy_product(A, X, transpose, conjugate, dtype, shape, out)
     ncols = n if A.format == "csr" else m
     nnz = int(indptr[-1])
     if nnz * max(k, 1) < _products.PARALLEL_MIN_WORK:
@@ -455,7 +474,6 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
         if nnz == 0:
             Y.fill(0)
         else:
-            conj_in = conjugate and X.dtype.kind == "c"  # conj(A) @ X = conj(A @ conj(X))
             zero = dtype.type(0)
             if k == 1:
                 x = X.reshape(-1)
@@ -477,6 +495,8 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
             else:
                 Xc = _products._rowmajor(K, X, dtype, conj_in, threads)
                 _products._product_mat(K, indptr, indices, data, Xc, Y, ncols, kernel_transpose, threads, zero)
+                if mat_key is not None:  # computed by the compiled library: load Numba's kernels for the next products
+                    _threads.prefetch(mat_key)
             if conjugate:
                 np.conjugate(Y, out=Y)
     if out is None or direct:

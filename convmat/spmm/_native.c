@@ -3,8 +3,12 @@
  * fwd_vec, tr_vec, tr_vec4 and reduce of convmat/spmm/_kernels.py, operation for operation: the
  * same sums in the same order, each product and sum rounded once (no fused multiply-add: built
  * with -ffp-contract=off, and the build fails rather than contract), complex products written
- * (ac - bd) + (ad + bc)i.  So they give the Numba kernels' bits, which tests/test_spmm_native.py
- * checks, and need neither Numba nor its import: the first product in a process runs here.
+ * (ac - bd) + (ad + bc)i.  And fwd_mat and tr_mat of convmat/spmm/_mat_kernels.py, whose result
+ * entries are chains of fused multiply-adds (fma(): one rounding, however it is computed) in the
+ * order of those kernels, without their register blocking; with row_keys and transpose_into, the
+ * helpers of a product of several columns.  So they give the Numba kernels' bits, which
+ * tests/test_spmm_native.py checks, and need neither Numba nor its import: the first product in a
+ * process runs here.
  *
  * Plain C functions on raw pointers, called through ctypes (which releases the GIL) by
  * convmat/spmm/_native.py.  setup.py builds it as the extension convmat.spmm._native_lib, which is
@@ -12,7 +16,9 @@
  * One function per kernel, data dtype and index dtype: <kernel>_<data>_<index>, data f4, f8, c8,
  * c16 and index i4, i8.
  */
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Compilers say nothing about -ffp-contract to the source: setup.py passes -DCONVMAT_CONTRACT_OFF with it. */
 #ifndef CONVMAT_CONTRACT_OFF
@@ -36,12 +42,32 @@ static inline c16 add_c16(c16 a, c16 b) { c16 r; r.re = a.re + b.re; r.im = a.im
 static inline c8 zero_c8(void) { c8 r = {0.0f, 0.0f}; return r; }
 static inline c16 zero_c16(void) { c16 r = {0.0, 0.0}; return r; }
 
+/* c + a b in one rounding (fwd_mat and tr_mat; a the matrix's entry); complex: the four fused
+   multiply-adds of convmat.spmm._mat_kernels.register. */
+static inline float madd_f4(float c, float a, float b) { return fmaf(a, b, c); }
+static inline double madd_f8(double c, double a, double b) { return fma(a, b, c); }
+static inline c8 madd_c8(c8 c, c8 a, c8 b)
+{
+    c8 r; r.re = fmaf(a.re, b.re, fmaf(-a.im, b.im, c.re)); r.im = fmaf(a.re, b.im, fmaf(a.im, b.re, c.im)); return r;
+}
+static inline c16 madd_c16(c16 c, c16 a, c16 b)
+{
+    c16 r; r.re = fma(a.re, b.re, fma(-a.im, b.im, c.re)); r.im = fma(a.re, b.im, fma(a.im, b.re, c.im)); return r;
+}
+
 /* Every kernel in two versions, for AVX2 and for any x86-64, chosen when the library loads (the same
    operations: vectors change how many run at once, not what they compute). */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
 #define CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CLONES
+#endif
+/* The kernels of several columns with fused multiply-adds in vectors (AVX and FMA), and
+   for any x86-64 (fma() from the C library: slower, the same roundings). */
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#define CLONES_FMA __attribute__((target_clones("fma", "default")))
+#else
+#define CLONES_FMA
 #endif
 /* fwd_vec at -O2: -O3's loop vectorizer interleaves the eight lanes across iterations (twice as slow). */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -135,6 +161,281 @@ CLONES void tr_vec4_##S##_##IS(const I *restrict indptr, const I *restrict indic
     }                                                                                                    \
 }
 
+/* The run of rows starting at order[r] (convmat.spmm._mat_kernels._run): its first entry *q0 and
+   length *L, and the number *n >= 1 of rows order[r:r+n] (at most run_rows, r + n <= rend) with
+   its column indices (n = 1 for an empty first row). */
+#define RUN(IS, I)                                                                                       \
+static inline void run_##IS(const I *restrict indptr, const I *restrict indices, const int64_t *restrict order, \
+                            int64_t r, int64_t rend, int64_t run_rows, int64_t *q0, int64_t *L, int64_t *n) \
+{                                                                                                        \
+    int64_t i0 = order[r];                                                                               \
+    *q0 = (int64_t)indptr[i0];                                                                           \
+    *L = (int64_t)indptr[i0 + 1] > *q0 ? (int64_t)indptr[i0 + 1] - *q0 : 0;                              \
+    *n = 1;                                                                                              \
+    if (*L == 0) return;                                                                                 \
+    while (r + *n < rend && *n < run_rows) {                                                             \
+        int64_t i = order[r + *n], q = (int64_t)indptr[i];                                               \
+        if ((int64_t)indptr[i + 1] != q + *L) break;                                                     \
+        int64_t bad = 0;                                                                                 \
+        for (int64_t p = 0; p < *L; p++) bad += indices[q + p] != indices[*q0 + p];                      \
+        if (bad) break;                                                                                  \
+        *n += 1;                                                                                         \
+    }                                                                                                    \
+}                                                                                                        \
+                                                                                                         \
+/* key[i] = first column * scale + last column of row i (-1 if empty), r0 <= i < r1. */                   \
+void row_keys_##IS(const I *restrict indptr, const I *restrict indices, int64_t scale, int64_t *restrict key, \
+                   int64_t r0, int64_t r1)                                                               \
+{                                                                                                        \
+    for (int64_t i = r0; i < r1; i++) {                                                                  \
+        int64_t p0 = (int64_t)indptr[i], p1 = (int64_t)indptr[i + 1];                                    \
+        key[i] = p1 > p0 ? (int64_t)indices[p0] * scale + (int64_t)indices[p1 - 1] : -1;                 \
+    }                                                                                                    \
+}
+RUN(i4, int32_t)
+RUN(i8, int64_t)
+
+/* fwd4's column blocks with AVX and FMA intrinsics for the real dtypes (GCC does not vectorise the
+   plain loop below: it cannot tell the four rows apart): _mm256_fmadd is fma() on each element.
+   Returns the first column left for the plain loop. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_FMA4 1
+#define FMA4_F4(IS, I)                                                                                   \
+__attribute__((target("avx,fma"))) static int64_t fma4_f4_##IS(                                           \
+    const I *restrict indices, const float *restrict data, const float *restrict X, float *y0, float *y1, \
+    float *y2, float *y3, int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k) \
+{                                                                                                        \
+    int64_t t = 0;                                                                                       \
+    for (; t + 16 <= k; t += 16) {                                                                       \
+        __m256 c0 = _mm256_loadu_ps(y0 + t), d0 = _mm256_loadu_ps(y0 + t + 8);                          \
+        __m256 c1 = _mm256_loadu_ps(y1 + t), d1 = _mm256_loadu_ps(y1 + t + 8);                          \
+        __m256 c2 = _mm256_loadu_ps(y2 + t), d2 = _mm256_loadu_ps(y2 + t + 8);                          \
+        __m256 c3 = _mm256_loadu_ps(y3 + t), d3 = _mm256_loadu_ps(y3 + t + 8);                          \
+        for (int64_t p = s0; p < s1; p++) {                                                              \
+            const float *x = X + (int64_t)indices[qi + p] * k + t;                                       \
+            __m256 u = _mm256_loadu_ps(x), v = _mm256_loadu_ps(x + 8);                                   \
+            __m256 a0 = _mm256_broadcast_ss(data + q0 + p), a1 = _mm256_broadcast_ss(data + q1 + p);     \
+            __m256 a2 = _mm256_broadcast_ss(data + q2 + p), a3 = _mm256_broadcast_ss(data + q3 + p);     \
+            c0 = _mm256_fmadd_ps(a0, u, c0); d0 = _mm256_fmadd_ps(a0, v, d0);                            \
+            c1 = _mm256_fmadd_ps(a1, u, c1); d1 = _mm256_fmadd_ps(a1, v, d1);                            \
+            c2 = _mm256_fmadd_ps(a2, u, c2); d2 = _mm256_fmadd_ps(a2, v, d2);                            \
+            c3 = _mm256_fmadd_ps(a3, u, c3); d3 = _mm256_fmadd_ps(a3, v, d3);                            \
+        }                                                                                                \
+        _mm256_storeu_ps(y0 + t, c0); _mm256_storeu_ps(y0 + t + 8, d0);                                  \
+        _mm256_storeu_ps(y1 + t, c1); _mm256_storeu_ps(y1 + t + 8, d1);                                  \
+        _mm256_storeu_ps(y2 + t, c2); _mm256_storeu_ps(y2 + t + 8, d2);                                  \
+        _mm256_storeu_ps(y3 + t, c3); _mm256_storeu_ps(y3 + t + 8, d3);                                  \
+    }                                                                                                    \
+    for (; t + 8 <= k; t += 8) {                                                                         \
+        __m256 c0 = _mm256_loadu_ps(y0 + t), c1 = _mm256_loadu_ps(y1 + t);                              \
+        __m256 c2 = _mm256_loadu_ps(y2 + t), c3 = _mm256_loadu_ps(y3 + t);                              \
+        for (int64_t p = s0; p < s1; p++) {                                                              \
+            __m256 u = _mm256_loadu_ps(X + (int64_t)indices[qi + p] * k + t);                            \
+            c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(data + q0 + p), u, c0);                             \
+            c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(data + q1 + p), u, c1);                             \
+            c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(data + q2 + p), u, c2);                             \
+            c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(data + q3 + p), u, c3);                             \
+        }                                                                                                \
+        _mm256_storeu_ps(y0 + t, c0); _mm256_storeu_ps(y1 + t, c1);                                      \
+        _mm256_storeu_ps(y2 + t, c2); _mm256_storeu_ps(y3 + t, c3);                                      \
+    }                                                                                                    \
+    return t;                                                                                            \
+}
+#define FMA4_F8(IS, I)                                                                                   \
+__attribute__((target("avx,fma"))) static int64_t fma4_f8_##IS(                                           \
+    const I *restrict indices, const double *restrict data, const double *restrict X, double *y0, double *y1, \
+    double *y2, double *y3, int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k) \
+{                                                                                                        \
+    int64_t t = 0;                                                                                       \
+    for (; t + 8 <= k; t += 8) {                                                                         \
+        __m256d c0 = _mm256_loadu_pd(y0 + t), d0 = _mm256_loadu_pd(y0 + t + 4);                         \
+        __m256d c1 = _mm256_loadu_pd(y1 + t), d1 = _mm256_loadu_pd(y1 + t + 4);                         \
+        __m256d c2 = _mm256_loadu_pd(y2 + t), d2 = _mm256_loadu_pd(y2 + t + 4);                         \
+        __m256d c3 = _mm256_loadu_pd(y3 + t), d3 = _mm256_loadu_pd(y3 + t + 4);                         \
+        for (int64_t p = s0; p < s1; p++) {                                                              \
+            const double *x = X + (int64_t)indices[qi + p] * k + t;                                      \
+            __m256d u = _mm256_loadu_pd(x), v = _mm256_loadu_pd(x + 4);                                  \
+            __m256d a0 = _mm256_broadcast_sd(data + q0 + p), a1 = _mm256_broadcast_sd(data + q1 + p);    \
+            __m256d a2 = _mm256_broadcast_sd(data + q2 + p), a3 = _mm256_broadcast_sd(data + q3 + p);    \
+            c0 = _mm256_fmadd_pd(a0, u, c0); d0 = _mm256_fmadd_pd(a0, v, d0);                            \
+            c1 = _mm256_fmadd_pd(a1, u, c1); d1 = _mm256_fmadd_pd(a1, v, d1);                            \
+            c2 = _mm256_fmadd_pd(a2, u, c2); d2 = _mm256_fmadd_pd(a2, v, d2);                            \
+            c3 = _mm256_fmadd_pd(a3, u, c3); d3 = _mm256_fmadd_pd(a3, v, d3);                            \
+        }                                                                                                \
+        _mm256_storeu_pd(y0 + t, c0); _mm256_storeu_pd(y0 + t + 4, d0);                                  \
+        _mm256_storeu_pd(y1 + t, c1); _mm256_storeu_pd(y1 + t + 4, d1);                                  \
+        _mm256_storeu_pd(y2 + t, c2); _mm256_storeu_pd(y2 + t + 4, d2);                                  \
+        _mm256_storeu_pd(y3 + t, c3); _mm256_storeu_pd(y3 + t + 4, d3);                                  \
+    }                                                                                                    \
+    return t;                                                                                            \
+}
+FMA4_F4(i4, int32_t)
+FMA4_F4(i8, int64_t)
+FMA4_F8(i4, int32_t)
+FMA4_F8(i8, int64_t)
+#endif
+/* The first column fwd4's plain loops start from: after the intrinsics' blocks when the processor has FMA. */
+#ifdef HAVE_FMA4
+#define FMA4_START_f4(IS, args) (__builtin_cpu_supports("fma") ? fma4_f4_##IS args : 0)
+#define FMA4_START_f8(IS, args) (__builtin_cpu_supports("fma") ? fma4_f8_##IS args : 0)
+#else
+#define FMA4_START_f4(IS, args) 0
+#define FMA4_START_f8(IS, args) 0
+#endif
+#define FMA4_START_c8(IS, args) 0
+#define FMA4_START_c16(IS, args) 0
+
+/* Columns of four rows of a run that fwd_mat keeps in registers (8 vector registers of AVX). */
+#define BLOCK_f4 16
+#define BLOCK_f8 8
+#define BLOCK_c8 8
+#define BLOCK_c16 4
+
+#define MAT_KERNELS(S, T, IS, I)                                                                         \
+/* y_g[t] += data[q_g + p] * X[indices[qi + p], t] for s0 <= p < s1 in order, for four rows g: BLOCK_S    \
+   columns of the four rows in registers while the entries stream by, then the other columns. */       \
+static inline __attribute__((always_inline)) void fwd4_##S##_##IS(const I *restrict indices, const T *restrict data, const T *restrict X, \
+                                   T *restrict y0, T *restrict y1, T *restrict y2, T *restrict y3,       \
+                                   int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3,           \
+                                   int64_t s0, int64_t s1, int64_t k)                                    \
+{                                                                                                        \
+    int64_t t = FMA4_START_##S(IS, (indices, data, X, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k));   \
+    for (; t + BLOCK_##S <= k; t += BLOCK_##S) {                                                         \
+        T c0[BLOCK_##S], c1[BLOCK_##S], c2[BLOCK_##S], c3[BLOCK_##S];                                    \
+        memcpy(c0, y0 + t, sizeof c0); memcpy(c1, y1 + t, sizeof c1);                                    \
+        memcpy(c2, y2 + t, sizeof c2); memcpy(c3, y3 + t, sizeof c3);                                    \
+        for (int64_t p = s0; p < s1; p++) {                                                              \
+            const T *restrict x = X + (int64_t)indices[qi + p] * k + t;                                  \
+            T a0 = data[q0 + p], a1 = data[q1 + p], a2 = data[q2 + p], a3 = data[q3 + p];                \
+            for (int u = 0; u < BLOCK_##S; u++) {                                                        \
+                c0[u] = madd_##S(c0[u], a0, x[u]); c1[u] = madd_##S(c1[u], a1, x[u]);                    \
+                c2[u] = madd_##S(c2[u], a2, x[u]); c3[u] = madd_##S(c3[u], a3, x[u]);                    \
+            }                                                                                            \
+        }                                                                                                \
+        memcpy(y0 + t, c0, sizeof c0); memcpy(y1 + t, c1, sizeof c1);                                    \
+        memcpy(y2 + t, c2, sizeof c2); memcpy(y3 + t, c3, sizeof c3);                                    \
+    }                                                                                                    \
+    if (t < k)                                                                                           \
+        for (int64_t p = s0; p < s1; p++) {                                                              \
+            const T *restrict x = X + (int64_t)indices[qi + p] * k;                                      \
+            T a0 = data[q0 + p], a1 = data[q1 + p], a2 = data[q2 + p], a3 = data[q3 + p];                \
+            for (int64_t u = t; u < k; u++) {                                                            \
+                y0[u] = madd_##S(y0[u], a0, x[u]); y1[u] = madd_##S(y1[u], a1, x[u]);                    \
+                y2[u] = madd_##S(y2[u], a2, x[u]); y3[u] = madd_##S(y3[u], a3, x[u]);                    \
+            }                                                                                            \
+        }                                                                                                \
+}                                                                                                        \
+                                                                                                         \
+/* Y[i] = sum over the row of data[p] * X[indices[p]] for the rows i = order[r], r0 <= r < r1 (X: rows   \
+   of k values): each entry a chain of fused multiply-adds in the row's order from zero.  Runs of rows   \
+   with the same columns, a segment of entries at a time, four rows at a time (fwd4), as fwd_mat of      \
+   _mat_kernels (which does not change the bits: each entry's chain is its row's alone). */               \
+CLONES_FMA void fwd_mat_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data, \
+                                   const T *restrict X, T *restrict Y, const int64_t *restrict order,    \
+                                   int64_t k, int64_t r0, int64_t r1, int64_t seg_bytes, int64_t run_rows) \
+{                                                                                                        \
+    int64_t kb = k * (int64_t)sizeof(T), seg = seg_bytes / (kb > 1 ? kb : 1);                            \
+    if (seg < 8) seg = 8;                                                                                \
+    for (int64_t r = r0; r < r1;) {                                                                      \
+        int64_t qi, L, n;                                                                                \
+        run_##IS(indptr, indices, order, r, r1, run_rows, &qi, &L, &n);                                  \
+        for (int64_t g = 0; g < n; g++)                                                                  \
+            for (int64_t t = 0; t < k; t++) Y[order[r + g] * k + t] = zero_##S();                        \
+        for (int64_t s0 = 0; s0 < L; s0 += seg) {                                                        \
+            int64_t s1 = s0 + seg < L ? s0 + seg : L, g = 0;                                             \
+            for (; g + 4 <= n; g += 4) {                                                                 \
+                int64_t i0 = order[r + g], i1 = order[r + g + 1], i2 = order[r + g + 2], i3 = order[r + g + 3]; \
+                fwd4_##S##_##IS(indices, data, X, Y + i0 * k, Y + i1 * k, Y + i2 * k, Y + i3 * k, qi,     \
+                                (int64_t)indptr[i0], (int64_t)indptr[i1], (int64_t)indptr[i2], (int64_t)indptr[i3], \
+                                s0, s1, k);                                                              \
+            }                                                                                            \
+            for (; g < n; g++) { /* one row, four entries at a time (as _mat_kernels._fwd1) */           \
+                int64_t i = order[r + g], q = (int64_t)indptr[i], p = s0;                                \
+                T *restrict y = Y + i * k;                                                               \
+                for (; p + 4 <= s1; p += 4) {                                                            \
+                    const T *restrict x0 = X + (int64_t)indices[qi + p] * k;                             \
+                    const T *restrict x1 = X + (int64_t)indices[qi + p + 1] * k;                         \
+                    const T *restrict x2 = X + (int64_t)indices[qi + p + 2] * k;                         \
+                    const T *restrict x3 = X + (int64_t)indices[qi + p + 3] * k;                         \
+                    T a0 = data[q + p], a1 = data[q + p + 1], a2 = data[q + p + 2], a3 = data[q + p + 3]; \
+                    for (int64_t t = 0; t < k; t++)                                                      \
+                        y[t] = madd_##S(madd_##S(madd_##S(madd_##S(y[t], a0, x0[t]), a1, x1[t]), a2, x2[t]), a3, x3[t]); \
+                }                                                                                        \
+                for (; p < s1; p++) {                                                                    \
+                    const T *restrict x = X + (int64_t)indices[qi + p] * k;                              \
+                    T a = data[q + p];                                                                   \
+                    for (int64_t t = 0; t < k; t++) y[t] = madd_##S(y[t], a, x[t]);                      \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+        r += n;                                                                                          \
+    }                                                                                                    \
+}                                                                                                        \
+                                                                                                         \
+/* acc[indices[p]] += data[p] * Y[i] for the rows i = order[r], r0 <= r < r1 (acc: ncols rows of k,      \
+   zeroed first if clear), in the order of _mat_kernels._b_tr_mat: runs of rows, segments of seg         \
+   entries, four rows per entry (then the others one by one), so that an entry of acc that a row meets   \
+   twice gets the same sums in the same order. */                                                        \
+CLONES_FMA void tr_mat_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data, \
+                                  const T *restrict Y, T *restrict acc, const int64_t *restrict order,  \
+                                  int64_t ncols, int64_t k, int64_t r0, int64_t r1, int clear,         \
+                                  int64_t seg_bytes, int64_t run_rows)                                   \
+{                                                                                                        \
+    if (clear)                                                                                           \
+        for (int64_t j = 0; j < ncols * k; j++) acc[j] = zero_##S();                                     \
+    int64_t kb = k * (int64_t)sizeof(T), seg = seg_bytes / (kb > 1 ? kb : 1);                            \
+    if (seg < 8) seg = 8;                                                                                \
+    for (int64_t r = r0; r < r1;) {                                                                      \
+        int64_t qi, L, n;                                                                                \
+        run_##IS(indptr, indices, order, r, r1, run_rows, &qi, &L, &n);                                  \
+        for (int64_t s0 = 0; s0 < L; s0 += seg) {                                                        \
+            int64_t s1 = s0 + seg < L ? s0 + seg : L, g = 0;                                             \
+            for (; g + 4 <= n; g += 4) {                                                                 \
+                int64_t i0 = order[r + g], i1 = order[r + g + 1], i2 = order[r + g + 2], i3 = order[r + g + 3]; \
+                const T *y0 = Y + i0 * k, *y1 = Y + i1 * k, *y2 = Y + i2 * k, *y3 = Y + i3 * k;          \
+                int64_t q0 = (int64_t)indptr[i0], q1 = (int64_t)indptr[i1], q2 = (int64_t)indptr[i2], q3 = (int64_t)indptr[i3]; \
+                for (int64_t p = s0; p < s1; p++) {                                                      \
+                    T *restrict z = acc + (int64_t)indices[qi + p] * k;                                  \
+                    T a0 = data[q0 + p], a1 = data[q1 + p], a2 = data[q2 + p], a3 = data[q3 + p];        \
+                    for (int64_t t = 0; t < k; t++)                                                      \
+                        z[t] = madd_##S(madd_##S(madd_##S(madd_##S(z[t], a0, y0[t]), a1, y1[t]), a2, y2[t]), a3, y3[t]); \
+                }                                                                                        \
+            }                                                                                            \
+            for (; g < n; g++) {                                                                         \
+                int64_t i = order[r + g], q = (int64_t)indptr[i];                                        \
+                const T *yr = Y + i * k;                                                                 \
+                for (int64_t p = s0; p < s1; p++) {                                                      \
+                    T *restrict z = acc + (int64_t)indices[qi + p] * k;                                  \
+                    T a = data[q + p];                                                                   \
+                    for (int64_t t = 0; t < k; t++) z[t] = madd_##S(z[t], a, yr[t]);                     \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+        r += n;                                                                                          \
+    }                                                                                                    \
+}
+
+/* dst[i, j] = src[j, i] for i0 <= i < i1 (src: a rows of b, dst: b rows of a), in tiles of 64 rows of dst
+   by 8 columns (as _kernels._b_transpose_into); by item size. */
+#define TRANSPOSE(B, T)                                                                                  \
+CLONES void transpose_##B(const T *restrict src, T *restrict dst, int64_t a, int64_t b, int64_t i0, int64_t i1) \
+{                                                                                                        \
+    (void)b;                                                                                             \
+    for (int64_t b0 = i0; b0 < i1; b0 += 64) {                                                           \
+        int64_t b1 = b0 + 64 < i1 ? b0 + 64 : i1;                                                        \
+        for (int64_t j0 = 0; j0 < a; j0 += 8) {                                                          \
+            int64_t j1 = j0 + 8 < a ? j0 + 8 : a;                                                        \
+            for (int64_t i = b0; i < b1; i++)                                                            \
+                for (int64_t j = j0; j < j1; j++) dst[i * a + j] = src[j * b + i];                       \
+        }                                                                                                \
+    }                                                                                                    \
+}
+typedef struct { uint64_t lo, hi; } item16;
+TRANSPOSE(4, uint32_t)
+TRANSPOSE(8, uint64_t)
+TRANSPOSE(16, item16)
+
 /* out[j] = ((out[j] + part[0, j]) + part[1, j]) + ... for j0 <= j < j1 (part: nparts rows of n). */
 #define REDUCE(S, T)                                                                                     \
 CLONES void reduce_##S(T *out, const T *part, int64_t nparts, int64_t n, int64_t j0, int64_t j1)              \
@@ -154,6 +455,14 @@ KERNELS(c8, c8, i4, int32_t)
 KERNELS(c8, c8, i8, int64_t)
 KERNELS(c16, c16, i4, int32_t)
 KERNELS(c16, c16, i8, int64_t)
+MAT_KERNELS(f4, float, i4, int32_t)
+MAT_KERNELS(f4, float, i8, int64_t)
+MAT_KERNELS(f8, double, i4, int32_t)
+MAT_KERNELS(f8, double, i8, int64_t)
+MAT_KERNELS(c8, c8, i4, int32_t)
+MAT_KERNELS(c8, c8, i8, int64_t)
+MAT_KERNELS(c16, c16, i4, int32_t)
+MAT_KERNELS(c16, c16, i8, int64_t)
 REDUCE(f4, float)
 REDUCE(f8, double)
 REDUCE(c8, c8)

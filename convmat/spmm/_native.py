@@ -1,22 +1,26 @@
-"""The exact one-vector kernels compiled ahead of time: the first product in a process without Numba's import.
+"""The exact kernels compiled ahead of time: the first product in a process without Numba's import.
 
 ``_native.c`` is ``fwd_vec``, ``tr_vec``, ``tr_vec4`` and ``reduce`` of
 :mod:`convmat.spmm._kernels` written in C, operation for operation (the
-same sums in the same order, no fused multiply-add), built when convmat is
-installed (``setup.py``; optional: without a C compiler there is no
-library).  :func:`kernels` returns them as a table with the Numba kernels'
-names and call signatures, so :func:`convmat.spmm._products._product_vec`
-runs them in the same blocks: the same bits as the Numba kernels
-(``tests/test_spmm_native.py``), at their speed, in the first milliseconds
-of a process (loading the library takes about a millisecond, importing
-Numba about 0.3 s).
+same sums in the same order, no fused multiply-add), and ``fwd_mat`` and
+``tr_mat`` of :mod:`convmat.spmm._mat_kernels` (the same chains of fused
+multiply-adds in the same order, without the register blocking), built when
+convmat is installed (``setup.py``; optional: without a C compiler there is
+no library).  :func:`kernels` returns them as a table with the Numba
+kernels' names and call signatures, so :mod:`convmat.spmm._products` runs
+them in the same blocks: the same bits as the Numba kernels
+(``tests/test_spmm_native.py``), in the first milliseconds of a process
+(loading the library takes about a millisecond, importing Numba about
+0.3 s, compiling the batch kernels seconds).  The one-vector kernels run at
+the Numba kernels' speed, the batch kernels at about half of it.
 
-They serve one-vector products whose arrays they have functions for (data,
-vector and result of one dtype of :data:`convmat.spmm.KERNEL_DTYPES`,
-``indptr`` and ``indices`` both ``int32`` or both ``int64``, contiguous);
-other one-vector products use the Numba kernels, or the NumPy twins until
-those are loaded.  Set the environment variable ``CONVMAT_NATIVE=0`` (read
-once, at the first product) to leave the library unused.
+They serve products whose arrays they have functions for (data, operand and
+result of one dtype of :data:`convmat.spmm.KERNEL_DTYPES`, ``indptr`` and
+``indices`` both ``int32`` or both ``int64``, contiguous) until Numba's
+kernels of the product's signature are loaded; other products use the Numba
+kernels, or for one vector the NumPy twins until those are loaded.  Set the
+environment variable ``CONVMAT_NATIVE=0`` (read once, at the first product)
+to leave the library unused.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import os
 import threading
 
 import numpy as np
+
+from ._mat_kernels import RUN_ROWS, SEGMENT_BYTES
 
 __all__ = ["kernels", "available"]
 
@@ -93,27 +99,57 @@ def _table(lib, data_dtype, index_dtype):
     def reduce(out, part, j0, j1):
         red(_ptr(out), _ptr(part), part.shape[0], part.shape[1], j0, j1)
 
-    return {"fwd_vec": fwd_vec, "tr_vec": tr_vec, "tr_vec4": tr_vec4, "reduce": reduce}
+    fmat, tmat, keys = getattr(lib, f"fwd_mat_{s}_{i}"), getattr(lib, f"tr_mat_{s}_{i}"), getattr(lib, f"row_keys_{i}")
+    trans = getattr(lib, f"transpose_{data_dtype.itemsize}")
+    fmat.argtypes, fmat.restype = [P, P, P, P, P, P, L, L, L, L, L], None
+    tmat.argtypes, tmat.restype = [P, P, P, P, P, P, L, L, L, L, ctypes.c_int, L, L], None
+    keys.argtypes, keys.restype = [P, P, L, P, L, L], None
+    trans.argtypes, trans.restype = [P, P, L, L, L, L], None
+
+    def fwd_mat(indptr, indices, data, X, Y, order, r0, r1, zero):
+        fmat(_ptr(indptr), _ptr(indices), _ptr(data), _ptr(X), _ptr(Y), _ptr(order), X.shape[1], r0, r1,
+             SEGMENT_BYTES, RUN_ROWS)
+
+    def tr_mat(indptr, indices, data, Y, acc, order, r0, r1, zero, clear):
+        tmat(_ptr(indptr), _ptr(indices), _ptr(data), _ptr(Y), _ptr(acc), _ptr(order), acc.shape[0], Y.shape[1],
+             r0, r1, bool(clear), SEGMENT_BYTES, RUN_ROWS)
+
+    def row_keys(indptr, indices, scale, key, r0, r1):
+        keys(_ptr(indptr), _ptr(indices), int(scale), _ptr(key), r0, r1)
+
+    def transpose_into(src, dst, i0, i1):
+        trans(_ptr(src), _ptr(dst), src.shape[0], src.shape[1], i0, i1)
+
+    return {"fwd_vec": fwd_vec, "tr_vec": tr_vec, "tr_vec4": tr_vec4, "reduce": reduce, "fwd_mat": fwd_mat,
+            "tr_mat": tr_mat, "row_keys": row_keys, "transpose_into": transpose_into}
 
 
-def kernels(indptr, indices, data, x, y):
-    """The compiled kernels for a one-vector product on these arrays, or None (not built, or no function for them).
+def kernels(indptr, indices, data, x=None, y=None, dtype=None):
+    """The compiled kernels for a product on these arrays, or None (not built, or no function for them).
 
     Parameters
     ----------
     indptr, indices, data : ndarray
         The CSR arrays (``indptr`` and ``indices`` of one index dtype).
-    x, y : ndarray
-        The vector and the result (``data``'s dtype, contiguous; ``y`` writeable).
+    x, y : ndarray, optional
+        The vector and the result of a one-vector product (``data``'s dtype, contiguous; ``y``
+        writeable).  Without them, a product of several columns, whose operand and result the
+        caller makes C-contiguous arrays of ``data``'s dtype (``Y`` writeable; ``order`` an
+        ``int64`` array).
+    dtype : numpy dtype, optional
+        The result's dtype, which must be ``data``'s (default: ``y``'s or ``data``'s).
 
     Returns
     -------
     dict or None
-        ``{"fwd_vec", "tr_vec", "tr_vec4", "reduce"}`` called as the Numba kernels of those names.
+        ``{"fwd_vec", "tr_vec", "tr_vec4", "reduce", "fwd_mat", "tr_mat", "row_keys",
+        "transpose_into"}`` called as the Numba kernels of those names.
     """
     dt, it = data.dtype, indptr.dtype
-    if (dt not in _SUFFIX or it not in _INDEX or indices.dtype != it or x.dtype != dt or y.dtype != dt
-            or not all(a.flags.c_contiguous for a in (indptr, indices, data, x, y)) or not y.flags.writeable):
+    vectors = () if x is None else (x, y)
+    if (dt not in _SUFFIX or (dtype is not None and np.dtype(dtype) != dt) or it not in _INDEX or indices.dtype != it or any(v.dtype != dt for v in vectors)
+            or not all(a.flags.c_contiguous for a in (indptr, indices, data, *vectors))
+            or (y is not None and not y.flags.writeable)):
         return None
     lib = _library()
     if not lib:

@@ -98,9 +98,14 @@ def _transpose(K, src, dst, threads):
     parallel(lambda w, c: fn(src, dst, b[c], b[c + 1]), nc, threads)
 
 
+def rowmajor_is_copy(X, dtype, conj):
+    """Whether :func:`_rowmajor` copies ``X`` (else it returns ``X`` itself)."""
+    return not (X.flags.c_contiguous and X.dtype == dtype and not conj)
+
+
 def _rowmajor(K, X, dtype, conj, threads):
     """``X`` (n, k) as a C-contiguous array of ``dtype`` (conjugated if asked), copied only if needed."""
-    if X.flags.c_contiguous and X.dtype == dtype and not conj:
+    if not rowmajor_is_copy(X, dtype, conj):
         return X
     Xc = np.empty(X.shape, dtype=dtype)
     if X.flags.f_contiguous and X.dtype == dtype:

@@ -9,13 +9,13 @@ own rows of the result, or its own partial result.
 Loading Numba (its import alone takes about a quarter of a second) happens on
 a background daemon thread (:data:`LOADER`, a :class:`convmat._loader.Loader`,
 the mechanism the compiled fill shares), started by :func:`prefetch` or by the
-first one-vector product.  Until the kernels of a product's signature are
-loaded (:func:`ready`), one-vector products are computed by the kernels
-compiled ahead of time (:mod:`convmat.spmm._native`) or by their NumPy twins
+first product.  Until the kernels of a product's signature are loaded
+(:func:`ready`), products are computed by the kernels compiled ahead of time
+(:mod:`convmat.spmm._native`), or for one vector by their NumPy twins
 (:mod:`convmat.spmm._twins`), the same bits, and start the loader when
 they are done (the loader holds the GIL most of the time: a product running
-next to it waits for the interpreter at each NumPy call); products of several
-columns wait for Numba (:func:`load`).
+next to it waits for the interpreter at each NumPy call); other products
+wait for Numba (:func:`wait`).
 """
 
 from __future__ import annotations
@@ -54,9 +54,19 @@ def _like(desc):
 
 
 def _warm(kernels, key):
-    """Load (or compile) the one-vector kernels of signature ``key`` by calling them on empty ranges."""
+    """Load (or compile) the kernels of signature ``key`` (one vector, or several columns) by calling them on empty ranges."""
     transpose, indptr, indices, data, x, y = (key[0], *map(_like, key[1:]))
     zero = y.dtype.type(0)
+    if x.ndim == 2:  # several columns: the kernels and helpers of convmat.spmm._products._product_mat
+        order = np.zeros(4, dtype=np.int64)
+        kernels["row_keys"](indptr, indices, np.int64(1), np.zeros(4, dtype=np.int64), 0, 0)
+        kernels["transpose_into"](x, y, 0, 0)
+        if transpose:
+            kernels["tr_mat"](indptr, indices, data, x, y, order, 0, 0, zero, False)
+            kernels["reduce"](y.reshape(-1), np.zeros((1, y.size), y.dtype), 0, 0)
+        else:
+            kernels["fwd_mat"](indptr, indices, data, x, y, order, 0, 0, zero)
+        return
     if transpose:
         kernels["tr_vec"](indptr, indices, data, x, y, 0, 0, zero, False)
         kernels["tr_vec4"](indptr, indices, data, x, y, 1, 0, 0, zero, False)
@@ -70,7 +80,11 @@ LOADER = Loader("spmm", _make, _warm)
 
 
 def signature(transpose, indptr, indices, data, x, y):
-    """The key of a one-vector product's kernels: direction and (dtype, contiguous, writeable, ndim) of each array."""
+    """The key of a product's kernels: direction and (dtype, contiguous, writeable, ndim) of each array.
+
+    ``x`` and ``y`` are the vector and the result of a one-vector product, or, for several columns,
+    arrays like the row-major operand and result (:func:`convmat.spmm._products._rowmajor`).
+    """
     arrays = (indptr, indices, data, x, y)
     return (bool(transpose),) + tuple((a.dtype.str, bool(a.flags.c_contiguous), bool(a.flags.writeable), a.ndim)
                                       for a in arrays)
