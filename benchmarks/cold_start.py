@@ -5,12 +5,13 @@ Starts ``--rounds`` fresh Python processes per case and, in each, times
 * ``import convmat`` (Numba is not imported by it),
 * the first ``conv_matrix`` of a layer (cold) and a second one of the same
   layer (warm),
-* the first ``csr_matmul(C, x)`` (one vector, float32) and a second one,
-  then the first and a second transposed product ``csr_matmul(C, y,
-  transpose=True)``: while Numba loads in the background these run on the
-  kernels compiled ahead of time in C (``convmat/spmm/_native.c``, built
-  when convmat is installed) or, in the ``twins`` cases, on the NumPy twins
-  of the kernels (the same bits),
+* the first ``csr_matmul(C, x)`` (one vector, float32, or ``--batch``
+  columns) and a second one, then the first and a second transposed product
+  ``csr_matmul(C, y, transpose=True)``: while Numba loads in the background
+  these run on the kernels compiled ahead of time in C
+  (``convmat/spmm/_native.c``, built when convmat is installed) or, in the
+  ``twins`` cases, on the NumPy twins of the kernels (the same bits; for
+  several columns there are no twins: the product waits for Numba),
 * ``ready``: the time from the start of the process until the background
   loader has imported Numba and loaded (or compiled) the kernels,
 * then one forward and one transposed product on the kernels (``fwdK``,
@@ -37,6 +38,7 @@ medians and ranges are printed, with ratios measured in the same processes.
     python benchmarks/cold_start.py                 # about a minute
     python benchmarks/cold_start.py --rounds 7 --layer 64
     python benchmarks/cold_start.py --shape 3 64 7 112 2 3   # the 3 -> 64 7x7/2 layer of spmm.py
+    python benchmarks/cold_start.py --batch 64      # products of a batch of 64 images
 """
 
 from __future__ import annotations
@@ -75,7 +77,10 @@ else:
     timed("build2", lambda: conv_matrix(w, (size, size), **geometry))
 t["numba_before_fwd1"] = float("numba" in sys.modules)
 rng = np.random.default_rng(1)
-x = rng.standard_normal(C.shape[1]).astype(np.float32); y = rng.standard_normal(C.shape[0]).astype(np.float32)
+nb = int(sys.argv[5])  # columns: one vector, or a batch of images (F-ordered columns, as ConvOperator passes them)
+x = rng.standard_normal((nb, C.shape[1])).astype(np.float32).T; y = rng.standard_normal((nb, C.shape[0])).astype(np.float32).T
+if nb == 1:
+    x, y = x[:, 0].copy(), y[:, 0].copy()
 first = [timed("fwd1", lambda: csr_matmul(C, x)), timed("fwd2", lambda: csr_matmul(C, x)),
          timed("tr1", lambda: csr_matmul(C, y, transpose=True)), timed("tr2", lambda: csr_matmul(C, y, transpose=True))]
 loader = _threads.LOADER.thread
@@ -97,7 +102,7 @@ CASES = ("cache", "empty", "prefetch", "npz", "npz-empty", "twins", "npz-twins")
 TARGET = 0.3
 
 
-def run(case, spec, npz):
+def run(case, spec, npz, batch):
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as d:
         if case.endswith("empty"):
@@ -105,8 +110,8 @@ def run(case, spec, npz):
         if case.endswith("twins"):
             env["CONVMAT_NATIVE"] = "0"
         mode = "npz" if case.startswith("npz") else "cache" if case == "twins" else case
-        out = subprocess.run([sys.executable, "-c", CHILD, ",".join(map(str, spec)), "-", mode, npz], env=env,
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", CHILD, ",".join(map(str, spec)), "-", mode, npz, str(batch)],
+                             env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -129,19 +134,22 @@ def main(argv=None):
     ap.add_argument("--layer", type=int, default=64, help="image size (default 64)")
     ap.add_argument("--shape", type=int, nargs=6, metavar=("CIN", "COUT", "K", "SIZE", "STRIDE", "PAD"),
                     help="another layer, e.g. 3 64 7 112 2 3 (instead of --channels and --layer)")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="columns of the products (default 1: one vector; e.g. 64 for a batch of images)")
     args = ap.parse_args(argv)
     spec = tuple(args.shape) if args.shape else (args.channels, args.channels, 3, args.layer, 1, 1)
     print(f"layer {spec[0]} -> {spec[1]}, {spec[2]} x {spec[2]}/{spec[4]}, {spec[3]} x {spec[3]}, float32; "
-          f"{args.rounds} fresh processes per case, medians in ms [min-max]", flush=True)
+          f"products of {args.batch} column(s); {args.rounds} fresh processes per case, medians in ms [min-max]",
+          flush=True)
     tmp = tempfile.TemporaryDirectory()
     npz = os.path.join(tmp.name, "C.npz")
     save_matrix(spec, npz)
-    run("cache", spec, npz)  # fill the cache if it is empty
+    run("cache", spec, npz, args.batch)  # fill the cache if it is empty
     results = {case: [] for case in CASES}
     numba_times = []
     for _ in range(args.rounds):
         for case in CASES:
-            results[case].append(run(case, spec, npz))
+            results[case].append(run(case, spec, npz, args.batch))
         out = subprocess.run([sys.executable, "-c", NUMBA], capture_output=True, text=True, check=True)
         numba_times.append(float(out.stdout.strip()))
     print(f"kernel cache: {results['cache'][0]['cache']}")

@@ -26,6 +26,9 @@ over the copy bandwidth measured with a 1 GiB ``np.copyto`` (1 thread, and 2
 threads each copying half).  On a shared machine the load changes between
 that measurement and a layer's, so for one vector ``cm/copyA`` also times the
 product in alternation with a 2-thread copy of the same bytes (read + write),
+``cm/readA`` in alternation with a 2-thread read of the same bytes (NumPy's
+``bitwise_or.reduce`` over them as ``uint64``: what streaming the matrix
+costs without a product, a bound no reading product can beat),
 and ``T/fwd A`` the transposed product in alternation with the forward one
 (best of 5 rounds each).  Torch runs with the same number of threads.
 Times are medians of ``--repeat`` runs after a warm-up run (which also
@@ -234,6 +237,13 @@ def run_layer(name, spec, batches, args, torch, bw1, bw2, rows):
                     lambda: csr_matmul(C, X, threads=T),
                     lambda: list(pool.map(lambda h: np.copyto(copy_out[h], copy_in[h]), halves)), rep, bud, rounds=5)
             del copy_in, copy_out
+            words = np.ones(moved // 8, dtype=np.uint64)  # the product's bytes, read by two threads
+            parts = [words[: words.size // 2], words[words.size // 2 :]]
+            with ThreadPoolExecutor(2) as pool:
+                r["cmR"], r["readA"] = alternating(
+                    lambda: csr_matmul(C, X, threads=T),
+                    lambda: list(pool.map(np.bitwise_or.reduce, parts)), rep, bud, rounds=5)
+            del words, parts
             r["cmTA"], r["cmA2"] = alternating(lambda: csr_matmul(C, Y, transpose=True, threads=T),
                                                lambda: csr_matmul(C, X, threads=T), rep, bud, rounds=5)
         rows.append(r)
@@ -257,10 +267,12 @@ def print_tables(rows, threads):
           "only; cm/bound1 from the 1-thread one, which flatters a 2-thread product); "
           "cm/conv and cmT/convT (to torch conv); T/fwd = cmT/cm; Tc/fwd = cmTc/cm; sp/cm = scipy/convmat "
           "(forward, transposed); ts/cm = torch sparse/convmat; 1t/2t = cm1/cm; "
-          "tw/cm, twT/cmT = NumPy twins / kernels; cm/copyA = cm against a 2-thread copy of the same bytes "
+          "tw/cm, twT/cmT = NumPy twins / kernels; cm/copyA = cm against a 2-thread copy of the same bytes, "
+          "cm/readA against a 2-thread read of them (no product), "
           "and T/fwd A = cmT/cm, each pair timed in alternation (best of 5 rounds each: robust to a "
           "changing load).")
     cols2 = [("cm/bound2", "cm", "bound2"), ("cmT/bound2", "cmT", "bound2"), ("cm/copyA", "cmA", "copyA"),
+             ("cm/readA", "cmR", "readA"),
              ("T/fwd A", "cmTA", "cmA2"), ("cm/bound1", "cm", "bound1"),
              ("cm/conv", "cm", "conv"), ("cmT/convT", "cmT", "convT"), ("T/fwd", "cmT", "cm"),
              ("Tc/fwd", "cmTc", "cm"), ("sp/cm", "sp", "cm"), ("spT/cmT", "spT", "cmT"), ("ts/cm", "ts", "cm"),
