@@ -266,6 +266,27 @@ def test_fresh_process_first_batch_products_compiled_before_numba():
     assert r["same"] == [True] * 4
 
 
+@pytest.mark.parametrize("index_dtype", ["int32", "int64"])
+def test_prefetch_batch_loads_the_signatures_of_batch_products(monkeypatch, index_dtype):
+    """After ``prefetch(dtype, batch=True)`` products of F-ordered columns (as ConvOperator passes them)
+    run on Numba's kernels at once: the compiled library is not asked."""
+    kernels()
+    from convmat.spmm import _threads, csr_matmul, prefetch
+
+    A = random_matrix(5, 30, 20, 0.4, "float64", index_dtype, 0)
+    # forget the batch signatures earlier tests loaded (x of a signature: (dtype, contiguous, writeable, ndim))
+    monkeypatch.setattr(_threads.LOADER, "warm", {key for key in _threads.LOADER.warm if key[4][3] != 2})
+    prefetch(np.float64, np.dtype(index_dtype), batch=True)
+    _threads.LOADER.settle()
+    asked = []
+    monkeypatch.setattr(_native, "kernels", lambda *a, **kw: asked.append(1))
+    X, Y = np.asfortranarray(np.ones((20, 5))), np.asfortranarray(np.ones((30, 5)))
+    assert np.allclose(csr_matmul(A, X), A @ X) and np.allclose(csr_matmul(A, Y, transpose=True), A.T @ Y)
+    assert asked == []
+    with pytest.raises(TypeError, match="batch"):
+        prefetch(np.float64, batch=1)
+
+
 def test_switched_off_by_the_environment():
     kernels()
     r = _fresh(1 << 26, CONVMAT_NATIVE="0")

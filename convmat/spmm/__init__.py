@@ -97,24 +97,25 @@ release).
 First products
 --------------
 Importing Numba takes about 0.3 s, loading a kernel from its cache a few
-tens of ms more, compiling it (empty cache) seconds.  A one-vector product
-whose kernels are not loaded yet is computed by the kernels of ``_native.c``
+tens of ms more, compiling it (empty cache) seconds.  A product whose
+kernels are not loaded yet is computed by the kernels of ``_native.c``
 (:mod:`convmat.spmm._native`: C functions for the four dtypes and both index
-dtypes, loaded in about a millisecond, 1.05-1.2 times the Numba kernels'
-time), and
-then starts the loader, a daemon thread, for the next products;
-:func:`prefetch` starts it earlier.  Where the library was not built (no C
-compiler at install time) or for signatures it has no function for (mixed
-dtypes), the NumPy twins compute instead (about ten times slower than the
-kernels: some 0.1 s for a 9-million-entry matrix on two cores); from
-:data:`TWIN_MAX_NNZ` non-zeros up, where the twins would take longer than
-loading Numba from its cache, a first product waits for the kernels instead.
+dtypes, loaded in about a millisecond; one vector at 1.05-1.2 times the
+Numba kernels' time, several columns at 0.95-1.2 times), and then starts
+the loader, a daemon thread, for the next products; :func:`prefetch`
+starts it earlier.  Where the library was not built (no C compiler at
+install time) or for signatures it has no function for (mixed dtypes), a
+one-vector product is computed by the NumPy twins instead (about ten times
+slower than the kernels: some 0.1 s for a 9-million-entry matrix on two
+cores), and from :data:`TWIN_MAX_NNZ` non-zeros up, where the twins would
+take longer than loading Numba from its cache, waits for the kernels; a
+product of several columns waits for them.
 The loader holds the GIL most of the time, so a NumPy twin computed next to
 it waits for the interpreter at each NumPy call: the first product starts it
 after itself.
 
 The package: :mod:`convmat.spmm._kernels` (the kernel source and its
-table), :mod:`convmat.spmm._native` (the one-vector kernels compiled ahead of time),
+table), :mod:`convmat.spmm._native` (the kernels compiled ahead of time),
 :mod:`convmat.spmm._twins` (NumPy twins of the one-vector kernels),
 :mod:`convmat.spmm._threads` (the pool, loading Numba),
 :mod:`convmat.spmm._products` (blocks and drivers) and this module (the
@@ -176,8 +177,10 @@ def available() -> bool:
     return _load() is not None
 
 
-def prefetch(dtype=np.float64, index_dtype=np.int32):
-    """Start loading Numba and the one-vector kernels in the background; returns at once.
+def prefetch(dtype=np.float64, index_dtype=np.int32, *, batch=False):
+    """Start loading Numba and the one-vector kernels (and with ``batch`` those of several columns) in the background.
+
+    Returns at once.
 
     Call it when a product will follow and the process has other work to do
     meanwhile that does not hold the GIL (reading data, say): the import of
@@ -194,6 +197,9 @@ def prefetch(dtype=np.float64, index_dtype=np.int32):
         the result): one of :data:`KERNEL_DTYPES`.
     index_dtype : numpy dtype
         ``int32`` or ``int64``, the matrix's index dtype.
+    batch : bool
+        Also load the kernels of products of several columns (compiled in
+        a few seconds when Numba's cache is empty).
 
     Raises
     ------
@@ -201,18 +207,18 @@ def prefetch(dtype=np.float64, index_dtype=np.int32):
         ``dtype`` is not one of :data:`KERNEL_DTYPES`, ``index_dtype`` is not
         ``int32`` or ``int64``.
     TypeError
-        Either is not a dtype.
+        ``dtype`` or ``index_dtype`` is not a dtype, ``batch`` not a bool.
 
     Notes
     -----
     Numba's import alone takes about 0.3 s.  Until the kernels of a
     product's signature (direction, dtypes, layouts) are loaded,
-    :func:`csr_matmul` computes one-vector products with the kernels
-    compiled ahead of time (``convmat/spmm/_native.c``) or their NumPy twins
-    (the same operations in the same order: the same bits, see
-    ``convmat/spmm/_twins.py``) and starts the background loader itself;
-    products of several columns wait for it.  Without Numba the loader
-    stops and products run without it.
+    :func:`csr_matmul` computes products with the kernels compiled ahead
+    of time (``convmat/spmm/_native.c``), or one-vector products with the
+    kernels' NumPy twins (the same operations in the same order: the same
+    bits, see ``convmat/spmm/_twins.py``), and starts the background loader
+    itself; other products wait for it.  Without Numba the loader stops and
+    products run without it.
 
     Examples
     --------
@@ -226,9 +232,14 @@ def prefetch(dtype=np.float64, index_dtype=np.int32):
         raise ValueError(f"dtype must be one of {', '.join(map(str, KERNEL_DTYPES))}, got {dtype!r}")
     if it not in _INDEX_DTYPES:
         raise ValueError(f"index_dtype must be int32 or int64, got {index_dtype!r}")
+    batch = _check_flag(batch, "batch")
     a, i = np.empty(1, dt), np.empty(1, it)
     _threads.prefetch(_threads.signature(False, i, i, a, a, a))
     _threads.prefetch(_threads.signature(True, i, i, a, a, a))
+    if batch:  # the signatures of csr_matmul's products of columns copied to row-major (as ConvOperator's)
+        b = np.empty((1, 1), dt)
+        _threads.prefetch(_threads.signature(False, i, i, a, b, b))
+        _threads.prefetch(_threads.signature(True, i, i, a, b, b))
 
 
 def _as_dtype(value, name):
