@@ -101,7 +101,8 @@ tens of ms more, compiling it (empty cache) seconds.  A product whose
 kernels are not loaded yet is computed by the kernels of ``_native.c``
 (:mod:`convmat.spmm._native`: C functions for the four dtypes and both index
 dtypes, loaded in about a millisecond; one vector at 1.05-1.2 times the
-Numba kernels' time, several columns at 0.95-1.2 times), and then starts
+Numba kernels' time, several columns at 0.95-1.2 times for real dtypes and
+1.35-2.2 times for complex ones), and then starts
 the loader, a daemon thread, for the next products; :func:`prefetch`
 starts it earlier.  Where the library was not built (no C compiler at
 install time) or for signatures it has no function for (mixed dtypes), a
