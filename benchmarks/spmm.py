@@ -56,7 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from convmat import conv_matrix, conv_plan
-from convmat.spmm import csr_matmul
+from convmat.spmm import _threads, csr_matmul
 
 #: (C_in, C_out, kernel, size, stride, padding)
 LAYERS = {
@@ -386,6 +386,7 @@ def main(argv=None):
     for v in (np.ones(64, np.float32), np.ones((64, 3), np.float32)):
         csr_matmul(A, v)
         csr_matmul(A, v, transpose=True)
+    _threads.LOADER.settle()  # the first products ran on the compiled library and started Numba's loader: wait for it
     print(f"first products (Numba import + kernel compilation or cache load): {time.perf_counter() - t1:.1f} s\n")
 
     rows = []
