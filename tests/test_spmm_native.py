@@ -11,6 +11,8 @@
 * In a fresh process the first products (forward and transposed, one vector below and above
   ``TWIN_MAX_NNZ``, and several columns) run on them before Numba is imported, and give the bits of the
   products after it.
+* Built as plain C (``-DCONVMAT_GENERIC``: no AVX2 or FMA clones, ``fma()`` from the C library), the
+  same bits: what a processor without AVX2 and FMA runs.
 * What they do not serve (mixed dtypes, strided arrays, ``CONVMAT_NATIVE=0``) goes to Numba or the twins.
 * Where a C compiler is, the library was built (an optional extension must not fail silently).
 """
@@ -190,6 +192,43 @@ def test_compiled_batch_kernels_on_convolutions(monkeypatch, dtype, k):
         for threads in (1, 2):
             numba_Y, native_Y = both_mat(C, X, transpose, threads)
             assert same_bits(native_Y, numba_Y), (transpose, threads)
+
+
+def test_the_plain_c_gives_the_same_bits(tmp_path):
+    """``_native.c`` built without clones and intrinsics (``-DCONVMAT_GENERIC``: what a processor without
+    AVX2 and FMA runs, ``fma()`` from the C library) gives the Numba kernels' bits, one vector and batch."""
+    import ctypes
+    import pathlib
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    source = pathlib.Path(_native.__file__).with_name("_native.c")
+    if cc is None or not source.exists():
+        pytest.skip("needs a C compiler and convmat's C source (an editable install)")
+    lib = tmp_path / "generic.so"
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-DCONVMAT_CONTRACT_OFF",
+                    "-DCONVMAT_GENERIC", str(source), "-o", str(lib), "-lm"], check=True)
+    generic = ctypes.CDLL(str(lib))
+    from convmat import conv_matrix
+
+    mp = pytest.MonkeyPatch()
+    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ"):
+        mp.setattr(_products, name, 0)
+    try:
+        for dtype in DTYPES:
+            C = conv_matrix(np.random.default_rng(9).standard_normal((8, 3, 3, 3)), (11, 9), padding=1, dtype=dtype)
+            for A in (C, random_matrix(2, 40, 30, 0.3, dtype, "int64", 3)):
+                table = _native._table(generic, A.dtype, A.indptr.dtype)
+                mp.setattr(_native, "kernels", lambda *a, **kw: table)
+                for transpose in (False, True):
+                    size = A.shape[0] if transpose else A.shape[1]
+                    v = operand(1, size, dtype)
+                    numba_y, generic_y = both(A, v, transpose, 2)
+                    assert same_bits(generic_y, numba_y), (dtype, transpose)
+                    X = operand(2, size * 19, dtype).reshape(-1, 19)  # a block of 16 (8) columns and the rest
+                    numba_Y, generic_Y = both_mat(A, X, transpose, 2)
+                    assert same_bits(generic_Y, numba_Y), (dtype, transpose)
+    finally:
+        mp.undo()
 
 
 def test_products_the_compiled_kernels_do_not_serve_go_elsewhere():

@@ -21,6 +21,8 @@
 #include <string.h>
 
 /* Compilers say nothing about -ffp-contract to the source: setup.py passes -DCONVMAT_CONTRACT_OFF with it. */
+/* -DCONVMAT_GENERIC builds the plain C only (no clones, no intrinsics): what a processor without AVX2 and
+   FMA runs, which tests/test_spmm_native.py builds and checks. */
 #ifndef CONVMAT_CONTRACT_OFF
 #error "build with -ffp-contract=off -DCONVMAT_CONTRACT_OFF (see setup.py): the kernels' bits need unfused products"
 #endif
@@ -57,14 +59,14 @@ static inline c16 madd_c16(c16 c, c16 a, c16 b)
 
 /* Every kernel in two versions, for AVX2 and for any x86-64, chosen when the library loads (the same
    operations: vectors change how many run at once, not what they compute). */
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(CONVMAT_GENERIC)
 #define CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CLONES
 #endif
 /* The kernels of several columns with fused multiply-adds in vectors (AVX and FMA), and
    for any x86-64 (fma() from the C library: slower, the same roundings). */
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(CONVMAT_GENERIC)
 #define CLONES_FMA __attribute__((target_clones("fma", "default")))
 #else
 #define CLONES_FMA
@@ -198,7 +200,7 @@ RUN(i8, int64_t)
 /* fwd4's column blocks with AVX and FMA intrinsics for the real dtypes (GCC does not vectorise the
    plain loop below: it cannot tell the four rows apart): _mm256_fmadd is fma() on each element.
    Returns the first column left for the plain loop. */
-#if defined(__GNUC__) && defined(__x86_64__)
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(CONVMAT_GENERIC)
 #include <immintrin.h>
 #define HAVE_FMA4 1
 #define FMA4_F4(IS, I)                                                                                   \
@@ -286,7 +288,8 @@ FMA4_F8(i8, int64_t)
 #define FMA4_START_c8(IS, args) 0
 #define FMA4_START_c16(IS, args) 0
 
-/* Columns of four rows of a run that fwd_mat keeps in registers (8 vector registers of AVX). */
+/* Columns of four rows of a run that fwd4's plain loop keeps in local arrays (the complex dtypes, and
+   processors without FMA; the real dtypes' blocks are the intrinsics' above where there is FMA). */
 #define BLOCK_f4 16
 #define BLOCK_f8 8
 #define BLOCK_c8 8
@@ -421,7 +424,6 @@ CLONES_FMA void tr_mat_##S##_##IS(const I *restrict indptr, const I *restrict in
 #define TRANSPOSE(B, T)                                                                                  \
 CLONES void transpose_##B(const T *restrict src, T *restrict dst, int64_t a, int64_t b, int64_t i0, int64_t i1) \
 {                                                                                                        \
-    (void)b;                                                                                             \
     for (int64_t b0 = i0; b0 < i1; b0 += 64) {                                                           \
         int64_t b1 = b0 + 64 < i1 ? b0 + 64 : i1;                                                        \
         for (int64_t j0 = 0; j0 < a; j0 += 8) {                                                          \
