@@ -203,79 +203,53 @@ RUN(i8, int64_t)
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(CONVMAT_GENERIC)
 #include <immintrin.h>
 #define HAVE_FMA4 1
-#define FMA4_F4(IS, I)                                                                                   \
-__attribute__((target("avx,fma"))) static int64_t fma4_f4_##IS(                                           \
-    const I *restrict indices, const float *restrict data, const float *restrict X, float *y0, float *y1, \
-    float *y2, float *y3, int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k) \
+/* For T (float or double) in AVX vectors V of W elements (_mm256_*_SUF): blocks of 2W columns (two
+   vectors per row), then of W. */
+#define FMA4(S, T, V, SUF, BR, W, IS, I)                                                                \
+__attribute__((target("avx,fma"))) static int64_t fma4_##S##_##IS(                                        \
+    const I *restrict indices, const T *restrict data, const T *restrict X, T *y0, T *y1, T *y2, T *y3,  \
+    int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k)       \
 {                                                                                                        \
     int64_t t = 0;                                                                                       \
-    for (; t + 16 <= k; t += 16) {                                                                       \
-        __m256 c0 = _mm256_loadu_ps(y0 + t), d0 = _mm256_loadu_ps(y0 + t + 8);                          \
-        __m256 c1 = _mm256_loadu_ps(y1 + t), d1 = _mm256_loadu_ps(y1 + t + 8);                          \
-        __m256 c2 = _mm256_loadu_ps(y2 + t), d2 = _mm256_loadu_ps(y2 + t + 8);                          \
-        __m256 c3 = _mm256_loadu_ps(y3 + t), d3 = _mm256_loadu_ps(y3 + t + 8);                          \
+    for (; t + 2 * W <= k; t += 2 * W) {                                                                 \
+        V c0 = _mm256_loadu_##SUF(y0 + t), d0 = _mm256_loadu_##SUF(y0 + t + W);                          \
+        V c1 = _mm256_loadu_##SUF(y1 + t), d1 = _mm256_loadu_##SUF(y1 + t + W);                          \
+        V c2 = _mm256_loadu_##SUF(y2 + t), d2 = _mm256_loadu_##SUF(y2 + t + W);                          \
+        V c3 = _mm256_loadu_##SUF(y3 + t), d3 = _mm256_loadu_##SUF(y3 + t + W);                          \
         for (int64_t p = s0; p < s1; p++) {                                                              \
-            const float *x = X + (int64_t)indices[qi + p] * k + t;                                       \
-            __m256 u = _mm256_loadu_ps(x), v = _mm256_loadu_ps(x + 8);                                   \
-            __m256 a0 = _mm256_broadcast_ss(data + q0 + p), a1 = _mm256_broadcast_ss(data + q1 + p);     \
-            __m256 a2 = _mm256_broadcast_ss(data + q2 + p), a3 = _mm256_broadcast_ss(data + q3 + p);     \
-            c0 = _mm256_fmadd_ps(a0, u, c0); d0 = _mm256_fmadd_ps(a0, v, d0);                            \
-            c1 = _mm256_fmadd_ps(a1, u, c1); d1 = _mm256_fmadd_ps(a1, v, d1);                            \
-            c2 = _mm256_fmadd_ps(a2, u, c2); d2 = _mm256_fmadd_ps(a2, v, d2);                            \
-            c3 = _mm256_fmadd_ps(a3, u, c3); d3 = _mm256_fmadd_ps(a3, v, d3);                            \
+            const T *x = X + (int64_t)indices[qi + p] * k + t;                                           \
+            V u = _mm256_loadu_##SUF(x), v = _mm256_loadu_##SUF(x + W);                                  \
+            V a0 = _mm256_broadcast_##BR(data + q0 + p), a1 = _mm256_broadcast_##BR(data + q1 + p);      \
+            V a2 = _mm256_broadcast_##BR(data + q2 + p), a3 = _mm256_broadcast_##BR(data + q3 + p);      \
+            c0 = _mm256_fmadd_##SUF(a0, u, c0); d0 = _mm256_fmadd_##SUF(a0, v, d0);                      \
+            c1 = _mm256_fmadd_##SUF(a1, u, c1); d1 = _mm256_fmadd_##SUF(a1, v, d1);                      \
+            c2 = _mm256_fmadd_##SUF(a2, u, c2); d2 = _mm256_fmadd_##SUF(a2, v, d2);                      \
+            c3 = _mm256_fmadd_##SUF(a3, u, c3); d3 = _mm256_fmadd_##SUF(a3, v, d3);                      \
         }                                                                                                \
-        _mm256_storeu_ps(y0 + t, c0); _mm256_storeu_ps(y0 + t + 8, d0);                                  \
-        _mm256_storeu_ps(y1 + t, c1); _mm256_storeu_ps(y1 + t + 8, d1);                                  \
-        _mm256_storeu_ps(y2 + t, c2); _mm256_storeu_ps(y2 + t + 8, d2);                                  \
-        _mm256_storeu_ps(y3 + t, c3); _mm256_storeu_ps(y3 + t + 8, d3);                                  \
+        _mm256_storeu_##SUF(y0 + t, c0); _mm256_storeu_##SUF(y0 + t + W, d0);                            \
+        _mm256_storeu_##SUF(y1 + t, c1); _mm256_storeu_##SUF(y1 + t + W, d1);                            \
+        _mm256_storeu_##SUF(y2 + t, c2); _mm256_storeu_##SUF(y2 + t + W, d2);                            \
+        _mm256_storeu_##SUF(y3 + t, c3); _mm256_storeu_##SUF(y3 + t + W, d3);                            \
     }                                                                                                    \
-    for (; t + 8 <= k; t += 8) {                                                                         \
-        __m256 c0 = _mm256_loadu_ps(y0 + t), c1 = _mm256_loadu_ps(y1 + t);                              \
-        __m256 c2 = _mm256_loadu_ps(y2 + t), c3 = _mm256_loadu_ps(y3 + t);                              \
+    for (; t + W <= k; t += W) {                                                                         \
+        V c0 = _mm256_loadu_##SUF(y0 + t), c1 = _mm256_loadu_##SUF(y1 + t);                              \
+        V c2 = _mm256_loadu_##SUF(y2 + t), c3 = _mm256_loadu_##SUF(y3 + t);                              \
         for (int64_t p = s0; p < s1; p++) {                                                              \
-            __m256 u = _mm256_loadu_ps(X + (int64_t)indices[qi + p] * k + t);                            \
-            c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(data + q0 + p), u, c0);                             \
-            c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(data + q1 + p), u, c1);                             \
-            c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(data + q2 + p), u, c2);                             \
-            c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(data + q3 + p), u, c3);                             \
+            V u = _mm256_loadu_##SUF(X + (int64_t)indices[qi + p] * k + t);                              \
+            c0 = _mm256_fmadd_##SUF(_mm256_broadcast_##BR(data + q0 + p), u, c0);                        \
+            c1 = _mm256_fmadd_##SUF(_mm256_broadcast_##BR(data + q1 + p), u, c1);                        \
+            c2 = _mm256_fmadd_##SUF(_mm256_broadcast_##BR(data + q2 + p), u, c2);                        \
+            c3 = _mm256_fmadd_##SUF(_mm256_broadcast_##BR(data + q3 + p), u, c3);                        \
         }                                                                                                \
-        _mm256_storeu_ps(y0 + t, c0); _mm256_storeu_ps(y1 + t, c1);                                      \
-        _mm256_storeu_ps(y2 + t, c2); _mm256_storeu_ps(y3 + t, c3);                                      \
+        _mm256_storeu_##SUF(y0 + t, c0); _mm256_storeu_##SUF(y1 + t, c1);                                \
+        _mm256_storeu_##SUF(y2 + t, c2); _mm256_storeu_##SUF(y3 + t, c3);                                \
     }                                                                                                    \
     return t;                                                                                            \
 }
-#define FMA4_F8(IS, I)                                                                                   \
-__attribute__((target("avx,fma"))) static int64_t fma4_f8_##IS(                                           \
-    const I *restrict indices, const double *restrict data, const double *restrict X, double *y0, double *y1, \
-    double *y2, double *y3, int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k) \
-{                                                                                                        \
-    int64_t t = 0;                                                                                       \
-    for (; t + 8 <= k; t += 8) {                                                                         \
-        __m256d c0 = _mm256_loadu_pd(y0 + t), d0 = _mm256_loadu_pd(y0 + t + 4);                         \
-        __m256d c1 = _mm256_loadu_pd(y1 + t), d1 = _mm256_loadu_pd(y1 + t + 4);                         \
-        __m256d c2 = _mm256_loadu_pd(y2 + t), d2 = _mm256_loadu_pd(y2 + t + 4);                         \
-        __m256d c3 = _mm256_loadu_pd(y3 + t), d3 = _mm256_loadu_pd(y3 + t + 4);                         \
-        for (int64_t p = s0; p < s1; p++) {                                                              \
-            const double *x = X + (int64_t)indices[qi + p] * k + t;                                      \
-            __m256d u = _mm256_loadu_pd(x), v = _mm256_loadu_pd(x + 4);                                  \
-            __m256d a0 = _mm256_broadcast_sd(data + q0 + p), a1 = _mm256_broadcast_sd(data + q1 + p);    \
-            __m256d a2 = _mm256_broadcast_sd(data + q2 + p), a3 = _mm256_broadcast_sd(data + q3 + p);    \
-            c0 = _mm256_fmadd_pd(a0, u, c0); d0 = _mm256_fmadd_pd(a0, v, d0);                            \
-            c1 = _mm256_fmadd_pd(a1, u, c1); d1 = _mm256_fmadd_pd(a1, v, d1);                            \
-            c2 = _mm256_fmadd_pd(a2, u, c2); d2 = _mm256_fmadd_pd(a2, v, d2);                            \
-            c3 = _mm256_fmadd_pd(a3, u, c3); d3 = _mm256_fmadd_pd(a3, v, d3);                            \
-        }                                                                                                \
-        _mm256_storeu_pd(y0 + t, c0); _mm256_storeu_pd(y0 + t + 4, d0);                                  \
-        _mm256_storeu_pd(y1 + t, c1); _mm256_storeu_pd(y1 + t + 4, d1);                                  \
-        _mm256_storeu_pd(y2 + t, c2); _mm256_storeu_pd(y2 + t + 4, d2);                                  \
-        _mm256_storeu_pd(y3 + t, c3); _mm256_storeu_pd(y3 + t + 4, d3);                                  \
-    }                                                                                                    \
-    return t;                                                                                            \
-}
-FMA4_F4(i4, int32_t)
-FMA4_F4(i8, int64_t)
-FMA4_F8(i4, int32_t)
-FMA4_F8(i8, int64_t)
+FMA4(f4, float, __m256, ps, ss, 8, i4, int32_t)
+FMA4(f4, float, __m256, ps, ss, 8, i8, int64_t)
+FMA4(f8, double, __m256d, pd, sd, 4, i4, int32_t)
+FMA4(f8, double, __m256d, pd, sd, 4, i8, int64_t)
 #endif
 /* The first column fwd4's plain loops start from: after the intrinsics' blocks when the processor has FMA. */
 #ifdef HAVE_FMA4
