@@ -299,31 +299,53 @@ def test_fresh_process_first_batch_products_compiled_before_numba():
     native()
     kernels()
     r = _fresh(1 << 26, batch=True)
-    assert [table for table, _ in r["served"]] == [True] * 4
+    # the four first products, then the two later batch products (the later one-vector ones run on Numba's)
+    assert [table for table, _ in r["served"]] == [True] * 6
     assert r["served"][0][1] is False  # the first product ran before anything imported Numba
-    assert r["warm"] == 4  # Numba's kernels of the four signatures, loaded in the background
+    assert r["served"][1][1] is False  # and the second: batch products of real dtypes do not load Numba
+    assert r["warm"] == 2  # Numba's kernels of the two one-vector signatures only, loaded in the background
     assert r["same"] == [True] * 4
 
 
 @pytest.mark.parametrize("index_dtype", ["int32", "int64"])
 def test_prefetch_batch_loads_the_signatures_of_batch_products(monkeypatch, index_dtype):
-    """After ``prefetch(dtype, batch=True)`` products of F-ordered columns (as ConvOperator passes them)
-    run on Numba's kernels at once: the compiled library is not asked."""
+    """After ``prefetch(dtype, batch=True)`` products of F-ordered columns (as ConvOperator passes them) of a
+    dtype the library serves only until Numba is loaded (complex) run on Numba's kernels at once."""
     kernels()
     from convmat.spmm import _threads, csr_matmul, prefetch
 
-    A = random_matrix(5, 30, 20, 0.4, "float64", index_dtype, 0)
+    A = random_matrix(5, 30, 20, 0.4, "complex128", index_dtype, 0)
     # forget the batch signatures earlier tests loaded (x of a signature: (dtype, contiguous, writeable, ndim))
     monkeypatch.setattr(_threads.LOADER, "warm", {key for key in _threads.LOADER.warm if key[4][3] != 2})
-    prefetch(np.float64, np.dtype(index_dtype), batch=True)
+    prefetch(np.complex128, np.dtype(index_dtype), batch=True)
     _threads.LOADER.settle()
-    asked = []
-    monkeypatch.setattr(_native, "kernels", lambda *a, **kw: asked.append(1))
-    X, Y = np.asfortranarray(np.ones((20, 5))), np.asfortranarray(np.ones((30, 5)))
+    served = []
+    compiled = _native.kernels
+    monkeypatch.setattr(_native, "kernels", lambda *a, **kw: served.append(1) or compiled(*a, **kw))
+    X, Y = np.asfortranarray(np.ones((20, 5), complex)), np.asfortranarray(np.ones((30, 5), complex))
     assert np.allclose(csr_matmul(A, X), A @ X) and np.allclose(csr_matmul(A, Y, transpose=True), A.T @ Y)
-    assert asked == []
+    assert not any(key[4][3] == 2 for key in _threads.LOADER.queue)  # nothing left to load: Numba's served
+    ready = [_threads.LOADER.ready(key) is not None for key in _threads.LOADER.warm if key[4][3] == 2]
+    assert len(ready) == 2 and all(ready)
     with pytest.raises(TypeError, match="batch"):
         prefetch(np.float64, batch=1)
+
+
+def test_batch_products_of_real_dtypes_stay_on_the_library(monkeypatch):
+    """float32 and float64 products of several columns run on the compiled kernels and load no Numba signature."""
+    native()
+    from convmat.spmm import _threads, csr_matmul
+
+    monkeypatch.setattr(_threads.LOADER, "warm", {key for key in _threads.LOADER.warm if key[4][3] != 2})
+    started = []
+    monkeypatch.setattr(_threads, "prefetch", lambda key=None: started.append(key))
+    monkeypatch.setattr(_threads, "wait", lambda key: started.append(key))
+    for dtype in ("float32", "float64"):
+        A = random_matrix(6, 30, 20, 0.4, dtype, "int32", 0)
+        X = np.asfortranarray(operand(1, 20 * 4, dtype).reshape(4, 20).T)
+        assert np.allclose(csr_matmul(A, X), A @ X, rtol=1e-4)
+        assert np.allclose(csr_matmul(A, X[:, :3].T.copy().T, transpose=False), A @ X[:, :3], rtol=1e-4)
+    assert started == []
 
 
 def test_switched_off_by_the_environment():

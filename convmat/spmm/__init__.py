@@ -101,12 +101,14 @@ tens of ms more, compiling it (empty cache) seconds.  A product whose
 kernels are not loaded yet is computed by the kernels of ``_native.c``
 (:mod:`convmat.spmm._native`: C functions for the four dtypes and both index
 dtypes, loaded in about a millisecond; one vector at 1.05-1.2 times the
-Numba kernels' time, several columns at 0.95-1.2 times for real dtypes and
-1.35-2.2 times for complex ones), and then starts
-the loader, a daemon thread, for the next products; :func:`prefetch`
-starts it earlier.  Where the library was not built (no C compiler at
-install time) or for signatures it has no function for (mixed dtypes), a
-one-vector product is computed by the NumPy twins instead (about ten times
+Numba kernels' time, several columns at 0.8-1.1 times for real dtypes and
+1.35-2.2 times for complex ones), and then starts the loader, a daemon
+thread, for the next products; :func:`prefetch` starts it earlier.
+Products of several columns of real dtypes stay on the compiled kernels
+and never load Numba (its import, and a compilation of seconds when its
+cache is empty, would take a core from the products that follow).  Where
+the library was not built (no C compiler at install time) or for
+signatures it has no function for (mixed dtypes), a one-vector product is computed by the NumPy twins instead (about ten times
 slower than the kernels: some 0.1 s for a 9-million-entry matrix on two
 cores), and from :data:`TWIN_MAX_NNZ` non-zeros up, where the twins would
 take longer than loading Numba from its cache, waits for the kernels; a
@@ -328,6 +330,27 @@ def _check_out(out, shape, dtype):
 # --------------------------------------------------------------------------- #
 # the product
 # --------------------------------------------------------------------------- #
+def _batch_kernels(indptr, indices, data, X, dtype, conj, transpose):
+    """The kernels of a product of several columns, and the Numba signature to load after it (or None).
+
+    The compiled library's for :data:`convmat.spmm._native.BATCH_DTYPES` (as fast as Numba's: Numba is
+    not loaded for them); for the other dtypes Numba's once loaded, the library's before; without the
+    library Numba's, waited for; None without either (SciPy computes).
+    """
+    like = np.empty((1, 1), dtype=dtype)  # the row-major operand and result
+    Xlike = like if _products.rowmajor_is_copy(X, dtype, conj) else X[:1, :1]
+    key = _threads.signature(transpose, indptr, indices, data, Xlike, like)
+    compiled = _native.kernels(indptr, indices, data, dtype=dtype)
+    if compiled is not None and dtype in _native.BATCH_DTYPES:
+        return compiled, None
+    K = _threads.ready(key)
+    if K is not None:
+        return K, None
+    if compiled is not None:
+        return compiled, key
+    return _threads.wait(key), None
+
+
 def _scipy_product(A, X, transpose, conjugate, dtype, shape, out):
     """SciPy's product ``op(A) @ X`` (dtypes without kernels, or without Numba and the compiled library)."""
     op = A.conj() if conjugate else A
@@ -453,23 +476,13 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
         data = data.astype(dtype)
     conj_in = conjugate and X.dtype.kind == "c"  # conj(A) @ X = conj(A @ conj(X))
 
-    # Products need Numba's kernels only once they are loaded: before, the compiled kernels (and for one
-    # vector the NumPy twins) give the same bits.  Products of several columns without either wait for
-    # Numba; without Numba, SciPy computes them.
+    # The compiled kernels, Numba's and (for one vector) the NumPy twins give the same bits: which serves is
+    # a matter of speed and of what is loaded (_batch_kernels for several columns, below for one vector).
     K, mat_key = None, None
     if k != 1:
-        like = np.empty((1, 1), dtype=dtype)  # the row-major operand and result
-        Xlike = like if _products.rowmajor_is_copy(X, dtype, conj_in) else X[:1, :1]
-        mat_key = _threads.signature(kernel_transpose, indptr, indices, data, Xlike, like)
-        K = _threads.ready(mat_key)
+        K, mat_key = _batch_kernels(indptr, indices, data, X, dtype, conj_in, kernel_transpose)
         if K is None:
-            K = _native.kernels(indptr, indices, data, dtype=dtype)  # mat_key: Numba's to load after the product
-        else:
-            mat_key = None
-        if K is None:
-            K, mat_key = _threads.wait(mat_key), None
-            if K is None:
-                return _scipy_product(A, X, transpose, conjugate, dtype, shape, out)
+            return _scipy_product(A, X, transpose, conjugate, dtype, shape, out)
     ncols = n if A.format == "csr" else m
     nnz = int(indptr[-1])
     if nnz * max(k, 1) < _products.PARALLEL_MIN_WORK:
@@ -507,7 +520,7 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
             else:
                 Xc = _products._rowmajor(K, X, dtype, conj_in, threads)
                 _products._product_mat(K, indptr, indices, data, Xc, Y, ncols, kernel_transpose, threads, zero)
-                if mat_key is not None:  # computed by the compiled library: load Numba's kernels for the next products
+                if mat_key is not None:  # load Numba's kernels for the next products, now that this one is done
                     _threads.prefetch(mat_key)
             if conjugate:
                 np.conjugate(Y, out=Y)

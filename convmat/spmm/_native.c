@@ -246,6 +246,37 @@ __attribute__((target("avx,fma"))) static int64_t fma4_##S##_##IS(              
     }                                                                                                    \
     return t;                                                                                            \
 }
+/* tr_mat's four rows with the same intrinsics: the rows' blocks of Y in registers, each entry's block of
+   acc read, given the four products in row order, written back. */
+#define TRA4(S, T, V, SUF, BR, W, IS, I)                                                                \
+__attribute__((target("avx,fma"))) static int64_t tra4_##S##_##IS(                                        \
+    const I *restrict indices, const T *restrict data, T *acc, const T *y0, const T *y1, const T *y2,    \
+    const T *y3, int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k) \
+{                                                                                                        \
+    int64_t t = 0;                                                                                       \
+    for (; t + 2 * W <= k; t += 2 * W) {                                                                 \
+        V u0 = _mm256_loadu_##SUF(y0 + t), v0 = _mm256_loadu_##SUF(y0 + t + W);                          \
+        V u1 = _mm256_loadu_##SUF(y1 + t), v1 = _mm256_loadu_##SUF(y1 + t + W);                          \
+        V u2 = _mm256_loadu_##SUF(y2 + t), v2 = _mm256_loadu_##SUF(y2 + t + W);                          \
+        V u3 = _mm256_loadu_##SUF(y3 + t), v3 = _mm256_loadu_##SUF(y3 + t + W);                          \
+        for (int64_t p = s0; p < s1; p++) {                                                              \
+            T *z = acc + (int64_t)indices[qi + p] * k + t;                                               \
+            V a0 = _mm256_broadcast_##BR(data + q0 + p), a1 = _mm256_broadcast_##BR(data + q1 + p);      \
+            V a2 = _mm256_broadcast_##BR(data + q2 + p), a3 = _mm256_broadcast_##BR(data + q3 + p);      \
+            V c = _mm256_loadu_##SUF(z), d = _mm256_loadu_##SUF(z + W);                                  \
+            c = _mm256_fmadd_##SUF(a0, u0, c); d = _mm256_fmadd_##SUF(a0, v0, d);                        \
+            c = _mm256_fmadd_##SUF(a1, u1, c); d = _mm256_fmadd_##SUF(a1, v1, d);                        \
+            c = _mm256_fmadd_##SUF(a2, u2, c); d = _mm256_fmadd_##SUF(a2, v2, d);                        \
+            c = _mm256_fmadd_##SUF(a3, u3, c); d = _mm256_fmadd_##SUF(a3, v3, d);                        \
+            _mm256_storeu_##SUF(z, c); _mm256_storeu_##SUF(z + W, d);                                    \
+        }                                                                                                \
+    }                                                                                                    \
+    return t;                                                                                            \
+}
+TRA4(f4, float, __m256, ps, ss, 8, i4, int32_t)
+TRA4(f4, float, __m256, ps, ss, 8, i8, int64_t)
+TRA4(f8, double, __m256d, pd, sd, 4, i4, int32_t)
+TRA4(f8, double, __m256d, pd, sd, 4, i8, int64_t)
 FMA4(f4, float, __m256, ps, ss, 8, i4, int32_t)
 FMA4(f4, float, __m256, ps, ss, 8, i8, int64_t)
 FMA4(f8, double, __m256d, pd, sd, 4, i4, int32_t)
@@ -255,12 +286,18 @@ FMA4(f8, double, __m256d, pd, sd, 4, i8, int64_t)
 #ifdef HAVE_FMA4
 #define FMA4_START_f4(IS, args) (__builtin_cpu_supports("fma") ? fma4_f4_##IS args : 0)
 #define FMA4_START_f8(IS, args) (__builtin_cpu_supports("fma") ? fma4_f8_##IS args : 0)
+#define TRA4_START_f4(IS, args) (__builtin_cpu_supports("fma") ? tra4_f4_##IS args : 0)
+#define TRA4_START_f8(IS, args) (__builtin_cpu_supports("fma") ? tra4_f8_##IS args : 0)
 #else
 #define FMA4_START_f4(IS, args) 0
 #define FMA4_START_f8(IS, args) 0
+#define TRA4_START_f4(IS, args) 0
+#define TRA4_START_f8(IS, args) 0
 #endif
 #define FMA4_START_c8(IS, args) 0
 #define FMA4_START_c16(IS, args) 0
+#define TRA4_START_c8(IS, args) 0
+#define TRA4_START_c16(IS, args) 0
 
 /* Columns of four rows of a run that fwd4's plain loop keeps in local arrays (the complex dtypes, and
    processors without FMA; the real dtypes' blocks are the intrinsics' above where there is FMA). */
@@ -372,10 +409,12 @@ CLONES_FMA void tr_mat_##S##_##IS(const I *restrict indptr, const I *restrict in
                 int64_t i0 = order[r + g], i1 = order[r + g + 1], i2 = order[r + g + 2], i3 = order[r + g + 3]; \
                 const T *y0 = Y + i0 * k, *y1 = Y + i1 * k, *y2 = Y + i2 * k, *y3 = Y + i3 * k;          \
                 int64_t q0 = (int64_t)indptr[i0], q1 = (int64_t)indptr[i1], q2 = (int64_t)indptr[i2], q3 = (int64_t)indptr[i3]; \
+                int64_t t0 = TRA4_START_##S(IS, (indices, data, acc, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k)); \
+                if (t0 < k)                                                                              \
                 for (int64_t p = s0; p < s1; p++) {                                                      \
                     T *restrict z = acc + (int64_t)indices[qi + p] * k;                                  \
                     T a0 = data[q0 + p], a1 = data[q1 + p], a2 = data[q2 + p], a3 = data[q3 + p];        \
-                    for (int64_t t = 0; t < k; t++)                                                      \
+                    for (int64_t t = t0; t < k; t++)                                                     \
                         z[t] = madd_##S(madd_##S(madd_##S(madd_##S(z[t], a0, y0[t]), a1, y1[t]), a2, y2[t]), a3, y3[t]); \
                 }                                                                                        \
             }                                                                                            \

@@ -13,14 +13,15 @@ them in the same blocks: the same bits as the Numba kernels
 (loading the library takes about a millisecond, importing Numba about
 0.3 s, compiling the batch kernels seconds).  Against the Numba kernels'
 time (float32 and float64 on this project's layers): one vector 1.05-1.2
-times, several columns 0.95-1.2 times (the real dtypes' column blocks are
+times, several columns 0.8-1.1 times (the real dtypes' column blocks are
 written with AVX and FMA intrinsics; complex ones run plain loops, 1.35-2.2
 times).
 
 They serve products whose arrays they have functions for (data, operand and
 result of one dtype of :data:`convmat.spmm.KERNEL_DTYPES`, ``indptr`` and
 ``indices`` both ``int32`` or both ``int64``, contiguous) until Numba's
-kernels of the product's signature are loaded; other products use the Numba
+kernels of the product's signature are loaded, and products of several
+columns of :data:`BATCH_DTYPES` always; other products use the Numba
 kernels, or for one vector the NumPy twins until those are loaded.  Set the
 environment variable ``CONVMAT_NATIVE=0`` (read once, at the first product)
 to leave the library unused.
@@ -35,7 +36,13 @@ import numpy as np
 
 from ._mat_kernels import RUN_ROWS, SEGMENT_BYTES
 
-__all__ = ["kernels", "available"]
+__all__ = ["kernels", "available", "BATCH_DTYPES"]
+
+#: Dtypes whose compiled batch kernels (``fwd_mat``, ``tr_mat``) run as fast as the Numba kernels
+#: (0.8-1.1 times their time on the layers of ``benchmarks/spmm.py``, float32 and float64: AVX and FMA
+#: intrinsics): products of several columns in them run on the library whenever it is there, and
+#: never load Numba.  Complex ones (plain loops, 1.35-2.2 times) run on it until Numba's are loaded.
+BATCH_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _SUFFIX = {np.dtype(np.float32): "f4", np.dtype(np.float64): "f8",
            np.dtype(np.complex64): "c8", np.dtype(np.complex128): "c16"}
