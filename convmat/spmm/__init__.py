@@ -5,15 +5,17 @@ same products with Numba kernels on all usable cores, reading the CSR arrays
 in place: no copy of the matrix, and no transposed copy for ``A.T @ X``.
 
 Numba is loaded on a background thread, started by :func:`prefetch` or
-after the first one-vector product, never by ``import convmat.spmm``.  Until
-the kernels are loaded, one-vector products are computed by the same
-kernels compiled ahead of time in C (``_native.c``, built when convmat is
-installed), or, where there was no C compiler, by their NumPy twins
-(``_twins.py``); both perform the same operations in the same order, so
+after the first product, never by ``import convmat.spmm``.  Until the
+kernels are loaded, products are computed by the same kernels compiled
+ahead of time in C (``_native.c``, built when convmat is installed), or,
+for one vector where there was no C compiler, by their NumPy twins
+(``_twins.py``); they perform the same operations in the same order, so
 they give the same bits.  The first product in a process does not wait for
-Numba's import (about 0.3 s); products of several columns wait for it.
-Without Numba, one-vector products stay on these and the others are SciPy's
-own product (one thread); :func:`available` says whether Numba loads.
+Numba's import (about 0.3 s); products of several columns of float32 and
+float64 stay on the compiled kernels (as fast as Numba's); without the
+library, products of several columns wait for Numba.  Without Numba,
+products stay on the compiled kernels or the twins, or are SciPy's own
+product (one thread); :func:`available` says whether Numba loads.
 
 How the kernels work
 --------------------
@@ -108,11 +110,12 @@ Products of several columns of real dtypes stay on the compiled kernels
 and never load Numba (its import, and a compilation of seconds when its
 cache is empty, would take a core from the products that follow).  Where
 the library was not built (no C compiler at install time) or for
-signatures it has no function for (mixed dtypes), a one-vector product is computed by the NumPy twins instead (about ten times
-slower than the kernels: some 0.1 s for a 9-million-entry matrix on two
-cores), and from :data:`TWIN_MAX_NNZ` non-zeros up, where the twins would
-take longer than loading Numba from its cache, waits for the kernels; a
-product of several columns waits for them.
+signatures it has no function for (mixed dtypes), a one-vector product is
+computed by the NumPy twins instead (about ten times slower than the
+kernels: some 0.1 s for a 9-million-entry matrix on two cores), and from
+:data:`TWIN_MAX_NNZ` non-zeros up, where the twins would take longer than
+loading Numba from its cache, waits for the kernels; a product of several
+columns waits for them.
 The loader holds the GIL most of the time, so a NumPy twin computed next to
 it waits for the interpreter at each NumPy call: the first product starts it
 after itself.
@@ -419,11 +422,12 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
     Numba kernels, mixed precisions (a float32 ``A`` with a float64 ``X``)
     included, computed in the result dtype without copying ``A``.  While Numba
     is loading (the first products in a process, see :func:`prefetch`) and
-    when it does not import (:func:`available`), one-vector products come
-    from the same kernels compiled in C or from their NumPy twins, the same
-    bits; products of several
-    columns wait for Numba, or without it are SciPy's ``A @ X`` on one
-    thread, as are other numeric results (integers).
+    when it does not import (:func:`available`), products come from the
+    same kernels compiled in C (products of several columns of float32 and
+    float64 always do), or for one vector from their NumPy twins, the same
+    bits; without the library, products of several columns wait for Numba,
+    or without it are SciPy's ``A @ X`` on one thread, as are other numeric
+    results (integers).
 
     Extra memory: ``A.T @ X`` on several threads allocates
     ``TRANSPOSE_BLOCKS_PER_THREAD * default_threads() - 1`` partial results of the

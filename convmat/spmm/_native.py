@@ -4,7 +4,7 @@
 :mod:`convmat.spmm._kernels` written in C, operation for operation (the
 same sums in the same order, no fused multiply-add), and ``fwd_mat`` and
 ``tr_mat`` of :mod:`convmat.spmm._mat_kernels` (the same chains of fused
-multiply-adds in the same order, without the register blocking), built when
+multiply-adds in the same order, in the same runs of rows), built when
 convmat is installed (``setup.py``; optional: without a C compiler there is
 no library).  :func:`kernels` returns them as a table with the Numba
 kernels' names and call signatures, so :mod:`convmat.spmm._products` runs
