@@ -242,10 +242,9 @@ def prefetch(dtype=np.float64, index_dtype=np.int32, *, batch=False):
     a, i = np.empty(1, dt), np.empty(1, it)
     _threads.prefetch(_threads.signature(False, i, i, a, a, a))
     _threads.prefetch(_threads.signature(True, i, i, a, a, a))
-    if batch:  # the signatures of csr_matmul's products of columns copied to row-major (as ConvOperator's)
-        b = np.empty((1, 1), dt)
-        _threads.prefetch(_threads.signature(False, i, i, a, b, b))
-        _threads.prefetch(_threads.signature(True, i, i, a, b, b))
+    if batch:  # the signatures of products of columns copied to row-major (as ConvOperator's)
+        for transpose in (False, True):
+            _threads.prefetch(_batch_signature(transpose, i, i, a, dt))
 
 
 def _as_dtype(value, name):
@@ -333,6 +332,13 @@ def _check_out(out, shape, dtype):
 # --------------------------------------------------------------------------- #
 # the product
 # --------------------------------------------------------------------------- #
+def _batch_signature(transpose, indptr, indices, data, dtype, X=None):
+    """The Numba signature of a product of several columns: operand and result row-major arrays of
+    ``dtype`` (``X`` itself where the product uses it as it is, else a copy)."""
+    like = np.empty((1, 1), dtype=dtype)
+    return _threads.signature(transpose, indptr, indices, data, like if X is None else X[:1, :1], like)
+
+
 def _batch_kernels(indptr, indices, data, X, dtype, conj, transpose):
     """The kernels of a product of several columns, and the Numba signature to load after it (or None).
 
@@ -340,12 +346,11 @@ def _batch_kernels(indptr, indices, data, X, dtype, conj, transpose):
     not loaded for them); for the other dtypes Numba's once loaded, the library's before; without the
     library Numba's, waited for; None without either (SciPy computes).
     """
-    like = np.empty((1, 1), dtype=dtype)  # the row-major operand and result
-    Xlike = like if _products.rowmajor_is_copy(X, dtype, conj) else X[:1, :1]
-    key = _threads.signature(transpose, indptr, indices, data, Xlike, like)
     compiled = _native.kernels(indptr, indices, data, dtype=dtype)
     if compiled is not None and dtype in _native.BATCH_DTYPES:
         return compiled, None
+    key = _batch_signature(transpose, indptr, indices, data, dtype,
+                           None if _products.rowmajor_is_copy(X, dtype, conj) else X)
     K = _threads.ready(key)
     if K is not None:
         return K, None

@@ -410,8 +410,7 @@ CLONES_FMA void tr_mat_##S##_##IS(const I *restrict indptr, const I *restrict in
                 const T *y0 = Y + i0 * k, *y1 = Y + i1 * k, *y2 = Y + i2 * k, *y3 = Y + i3 * k;          \
                 int64_t q0 = (int64_t)indptr[i0], q1 = (int64_t)indptr[i1], q2 = (int64_t)indptr[i2], q3 = (int64_t)indptr[i3]; \
                 int64_t t0 = TRA4_START_##S(IS, (indices, data, acc, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k)); \
-                if (t0 < k)                                                                              \
-                for (int64_t p = s0; p < s1; p++) {                                                      \
+                for (int64_t p = s0; t0 < k && p < s1; p++) { /* the columns the intrinsics left */     \
                     T *restrict z = acc + (int64_t)indices[qi + p] * k;                                  \
                     T a0 = data[q0 + p], a1 = data[q1 + p], a2 = data[q2 + p], a3 = data[q3 + p];        \
                     for (int64_t t = t0; t < k; t++)                                                     \

@@ -75,7 +75,7 @@ def _warm(kernels, key):
         kernels["fwd_vec"](indptr, indices, data, x, y, 0, 0, zero)
 
 
-#: The background loader of the products' kernels (one-vector signatures warmed by :func:`_warm`).
+#: The background loader of the products' kernels (signatures warmed by :func:`_warm`).
 LOADER = Loader("spmm", _make, _warm)
 
 
