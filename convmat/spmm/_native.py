@@ -85,7 +85,7 @@ def _ptr(a):
 
 
 def _table(lib, data_dtype, index_dtype):
-    """The four kernels of one data and index dtype, with the Numba kernels' call signatures."""
+    """The kernels of one data and index dtype, with the Numba kernels' call signatures."""
     import ctypes
 
     s, i = _SUFFIX[data_dtype], _INDEX[index_dtype]
@@ -157,7 +157,8 @@ def kernels(indptr, indices, data, x=None, y=None, dtype=None):
     """
     dt, it = data.dtype, indptr.dtype
     vectors = () if x is None else (x, y)
-    if (dt not in _SUFFIX or (dtype is not None and np.dtype(dtype) != dt) or it not in _INDEX or indices.dtype != it or any(v.dtype != dt for v in vectors)
+    if (dt not in _SUFFIX or (dtype is not None and np.dtype(dtype) != dt) or it not in _INDEX
+            or indices.dtype != it or any(v.dtype != dt for v in vectors)
             or not all(a.flags.c_contiguous for a in (indptr, indices, data, *vectors))
             or (y is not None and not y.flags.writeable)):
         return None
