@@ -3,7 +3,10 @@
 * One vector: against the Numba kernels, bit for bit, in the blocks
   :func:`convmat.spmm._products._product_vec` runs (hypothesis: shapes, empty rows, duplicates, four
   dtypes, int32 and int64 indices, one to many blocks, NaN, inf and -0.0), and on convolution matrices
-  whose transposed product takes four rows at a time (``tr_vec4``).
+  whose products take four rows at a time (``tr_vec4``, ``fwd_vec4``).
+* ``fwd_vec4`` (no Numba twin) against Numba's ``fwd_vec`` (hypothesis: matrices whose quarters share
+  their columns except in some slots, differing in a block of eight, in the entries left, or in length),
+  and serving forward products of float32 and float64 beside Numba's kernels.
 * Several columns: ``fwd_mat``, ``tr_mat``, ``row_keys`` and ``transpose_into`` against the Numba
   kernels in the blocks of :func:`convmat.spmm._products._product_mat` (hypothesis: the same matrices,
   their rows repeated so that runs of rows share columns, duplicates inside runs, 1 to 40 columns), and
@@ -27,6 +30,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_spmm_twins import DTYPES, kernels, operand, random_matrix, same_bits
@@ -95,11 +99,12 @@ def test_compiled_kernels_give_the_numba_kernels_bits(seed, m, n, density, dtype
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("index_dtype", ["int32", "int64"])
 def test_compiled_kernels_on_convolutions_four_rows_at_a_time(monkeypatch, dtype, index_dtype):
-    """Output channels a quarter apart share their columns (``tr_vec4``), and where they do not (NaN rows)."""
+    """Output channels a quarter apart share their columns (``tr_vec4``, ``fwd_vec4``); inf and -0.0 among the values."""
     native()
     from convmat import conv_matrix
 
     monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(_products, "VEC4_MIN_NNZ", 0)  # the forward product's fwd_vec4 too
     rng = np.random.default_rng(7)
     C = conv_matrix(rng.standard_normal((8, 3, 3, 3)), (19, 17), padding=1, stride=(2, 1), dtype=dtype)
     C.indptr, C.indices = C.indptr.astype(index_dtype), C.indices.astype(index_dtype)
@@ -112,6 +117,97 @@ def test_compiled_kernels_on_convolutions_four_rows_at_a_time(monkeypatch, dtype
         for threads in (1, 2):
             numba_y, native_y = both(C, v, transpose, threads)
             assert same_bits(native_y, numba_y), (transpose, threads)
+
+
+def quartered(seed, P, max_len, n, dtype, index_dtype, differ):
+    """A CSR matrix of 4P rows whose rows s, s + P, s + 2P, s + 3P share their columns (duplicates and
+    unsorted indices included), except in a fraction ``differ`` of the slots: one index changed (in a
+    block of eight or among the entries left), or one row longer."""
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(0, max_len + 1, P)
+    cols = [rng.integers(0, n, L) for L in lens]
+    rows = [None] * (4 * P)
+    for s in range(P):
+        for k in range(4):
+            rows[s + k * P] = cols[s].copy()
+        if rng.random() < differ:
+            k = int(rng.integers(1, 4))
+            if lens[s] and rng.random() < 0.7:
+                u = int(rng.integers(0, lens[s]))
+                rows[s + k * P][u] = (rows[s + k * P][u] + 1 + rng.integers(0, n - 1)) % n if n > 1 else 0
+            else:
+                rows[s + k * P] = np.append(rows[s + k * P], rng.integers(0, n))
+    indptr = np.zeros(4 * P + 1, np.int64)
+    np.cumsum([r.size for r in rows], out=indptr[1:])
+    indices = np.concatenate(rows) if indptr[-1] else np.zeros(0, np.int64)
+    vals = rng.standard_normal(indices.size) * 10.0 ** rng.integers(-3, 4, indices.size)
+    return sp.csr_array((vals.astype(dtype), indices.astype(index_dtype), indptr.astype(index_dtype)),
+                        shape=(4 * P, n))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    P=st.integers(1, 12),
+    max_len=st.sampled_from([0, 3, 8, 9, 17, 40]),
+    n=st.integers(1, 60),
+    dtype=st.sampled_from(["float32", "float64"]),
+    index_dtype=st.sampled_from(["int32", "int64"]),
+    differ=st.sampled_from([0.0, 0.3, 1.0]),
+    special=st.booleans(),
+)
+def test_fwd_vec4_gives_fwd_vec_bits(seed, P, max_len, n, dtype, index_dtype, differ, special):
+    """The library's ``fwd_vec4`` (no Numba twin) against Numba's ``fwd_vec``, row for row, over any
+    split of the slots: four rows with the same columns gathered together, slots whose rows differ (in a
+    block of eight, in the entries left, in length) computed again row by row."""
+    native()
+    A = quartered(seed, P, max_len, n, dtype, index_dtype, differ)
+    x = operand(seed, n, dtype)
+    if special and A.nnz:
+        A.data[[0, A.nnz // 2, -1]] = [-0.0, np.inf, np.nan]
+    if special:
+        x[0] = -0.0
+    zero = A.dtype.type(0)
+    expected = np.empty(A.shape[0], A.dtype)
+    kernels()["fwd_vec"](A.indptr, A.indices, A.data, x, expected, 0, A.shape[0], zero)
+    fwd_vec4 = _native.kernels(A.indptr, A.indices, A.data, x, expected)["fwd_vec4"]
+    cut = int(np.random.default_rng(seed).integers(0, P + 1))
+    y = np.full(A.shape[0], np.nan, A.dtype)
+    for s0, s1 in ((0, cut), (cut, P)):
+        fwd_vec4(A.indptr, A.indices, A.data, x, y, P, s0, s1, zero)
+    assert same_bits(y, expected)
+
+
+def test_fwd_vec4_serves_forward_products_beside_numba(monkeypatch):
+    """Once Numba's kernels are loaded, a forward one-vector product on a convolution still takes the
+    library's ``fwd_vec4`` (float32 and float64); transposed and complex products take Numba's alone."""
+    native()
+    import convmat.spmm as spmm
+    from convmat import conv_matrix
+
+    kernels()
+    monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(_products, "VEC4_MIN_NNZ", 0)
+    used = []
+    real = _products._quarter_period
+    monkeypatch.setattr(_products, "_quarter_period", lambda *a: used.append(True) or real(*a))
+    for dtype in DTYPES:
+        C = conv_matrix(np.random.default_rng(5).standard_normal((8, 4, 3, 3)), (12, 10), padding=1, dtype=dtype)
+        x, y = operand(1, C.shape[1], dtype), operand(2, C.shape[0], dtype)
+        spmm.csr_matmul(C, x)  # loads Numba's kernels of this signature, if the library served it
+        spmm.prefetch(dtype)
+        spmm._threads.LOADER.settle()
+        key = spmm._threads.signature(False, C.indptr, C.indices, C.data, x, np.empty(C.shape[0], dtype))
+        K, cold = spmm._vec_kernels(key, False, C.indptr, C.indices, C.data, x, np.empty(C.shape[0], dtype))
+        assert not cold
+        assert ("fwd_vec4" in K) == (np.dtype(dtype) in _native.VEC4_DTYPES), dtype
+        assert "fwd_vec4" not in spmm._vec_kernels(key, True, C.indptr, C.indices, C.data, y, x.copy())[0]
+        used.clear()
+        got = spmm.csr_matmul(C, x, threads=2)
+        assert bool(used) == (np.dtype(dtype) in _native.VEC4_DTYPES), dtype  # the slots of four rows looked for
+        expected = np.empty(C.shape[0], dtype)
+        kernels()["fwd_vec"](C.indptr, C.indices, C.data, x, expected, 0, C.shape[0], C.dtype.type(0))
+        assert same_bits(got, expected), dtype
 
 
 def both_mat(A, X, transpose, threads):
@@ -164,7 +260,7 @@ def test_compiled_batch_kernels_give_the_numba_kernels_bits(seed, m, n, density,
     A = with_runs(random_matrix(seed, m, n, density, dtype, index_dtype, empty_every), repeat, seed)
     X = operand(seed, (A.shape[0] if transpose else A.shape[1]) * k, dtype).reshape(-1, k)
     mp = pytest.MonkeyPatch()
-    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ"):  # blocks and sorted runs when small
+    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ", "VEC4_MIN_NNZ"):  # blocks and sorted runs when small
         mp.setattr(_products, name, 0)
     try:
         numba_Y, native_Y = both_mat(A, X, transpose, threads)
@@ -180,7 +276,7 @@ def test_compiled_batch_kernels_on_convolutions(monkeypatch, dtype, k):
     native()
     from convmat import conv_matrix
 
-    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ"):  # blocks and runs on a small layer
+    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ", "VEC4_MIN_NNZ"):  # blocks and runs on a small layer
         monkeypatch.setattr(_products, name, 0)
     rng = np.random.default_rng(8)
     C = conv_matrix(rng.standard_normal((10, 3, 3, 3)), (15, 13), padding=1, dtype=dtype)
@@ -211,7 +307,7 @@ def test_the_plain_c_gives_the_same_bits(tmp_path):
     from convmat import conv_matrix
 
     mp = pytest.MonkeyPatch()
-    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ"):
+    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ", "VEC4_MIN_NNZ"):
         mp.setattr(_products, name, 0)
     try:
         for dtype in DTYPES:
@@ -288,8 +384,10 @@ def test_fresh_process_first_products_compiled_before_numba(twin_max):
     kernels()
     r = _fresh(twin_max)
     assert r["available"]
-    assert [table for table, _ in r["served"]] == [True, True]
+    # the two first products, then the later forward one, on Numba's kernels with the library's fwd_vec4
+    assert [table for table, _ in r["served"]] == [True, True, True]
     assert r["served"][0][1] is False  # the first product ran before anything imported Numba
+    assert r["served"][2][1] is True
     assert r["warm"] == 2  # then Numba's kernels were loaded in the background for the later products
     assert r["same"] == [True, True]
 
@@ -299,8 +397,9 @@ def test_fresh_process_first_batch_products_compiled_before_numba():
     native()
     kernels()
     r = _fresh(1 << 26, batch=True)
-    # the four first products, then the two later batch products (the later one-vector ones run on Numba's)
-    assert [table for table, _ in r["served"]] == [True] * 6
+    # the four first products, the two later batch products, and the library's fwd_vec4 for the later
+    # forward one-vector product (the later one-vector products run on Numba's kernels)
+    assert [table for table, _ in r["served"]] == [True] * 7
     assert r["served"][0][1] is False  # the first product ran before anything imported Numba
     assert r["served"][1][1] is False  # and the second: batch products of real dtypes do not load Numba
     assert r["warm"] == 2  # Numba's kernels of the two one-vector signatures only, loaded in the background
@@ -352,5 +451,5 @@ def test_switched_off_by_the_environment():
     kernels()
     r = _fresh(1 << 26, CONVMAT_NATIVE="0")
     assert not r["available"]
-    assert [table for table, _ in r["served"]] == [False, False]
+    assert [table for table, _ in r["served"]] == [False, False, False]  # nor fwd_vec4 for the later product
     assert r["same"] == [True, True]

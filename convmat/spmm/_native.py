@@ -17,6 +17,13 @@ times, several columns 0.8-1.1 times (the real dtypes' column blocks are
 written with AVX and FMA intrinsics; complex ones run plain loops, 1.35-2.2
 times).
 
+``fwd_vec4`` (float32 and float64, :data:`VEC4_DTYPES`) has no Numba twin:
+``fwd_vec`` for the four quarters of the rows at once where they share
+their columns (the output channels of a convolution), ``x`` gathered once
+for the four rows, each row's eight lanes in a vector register (AVX2), the
+bits of ``fwd_vec``; it serves forward one-vector products also once Numba's
+kernels are loaded (:func:`convmat.spmm._vec_kernels`).
+
 They serve products whose arrays they have functions for (data, operand and
 result of one dtype of :data:`convmat.spmm.KERNEL_DTYPES`, ``indptr`` and
 ``indices`` both ``int32`` or both ``int64``, contiguous) until Numba's
@@ -36,13 +43,20 @@ import numpy as np
 
 from ._mat_kernels import RUN_ROWS, SEGMENT_BYTES
 
-__all__ = ["kernels", "available", "BATCH_DTYPES"]
+__all__ = ["kernels", "available", "BATCH_DTYPES", "VEC4_DTYPES"]
 
 #: Dtypes whose compiled batch kernels (``fwd_mat``, ``tr_mat``) run as fast as the Numba kernels
 #: (0.8-1.1 times their time on the layers of ``benchmarks/spmm.py``, float32 and float64: AVX and FMA
 #: intrinsics): products of several columns in them run on the library whenever it is there, and
 #: never load Numba.  Complex ones (plain loops, 1.35-2.2 times) run on it until Numba's are loaded.
 BATCH_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: Dtypes with a kernel ``fwd_vec4`` (no Numba twin): ``A @ x`` for the slots of four rows a quarter
+#: apart (the output channels of a convolution, as ``tr_vec4``), ``x`` gathered once for the four rows
+#: where they have the same columns (AVX2), with ``fwd_vec``'s bits for every row.  0.5-0.75 times the
+#: time of Numba's ``fwd_vec`` on one thread on this project's layers (``benchmarks/spmm.py``): one-vector
+#: products in them take it from the library whenever it is there, also once Numba's kernels are loaded.
+VEC4_DTYPES = BATCH_DTYPES
 
 _SUFFIX = {np.dtype(np.float32): "f4", np.dtype(np.float64): "f8",
            np.dtype(np.complex64): "c8", np.dtype(np.complex128): "c16"}
@@ -130,8 +144,17 @@ def _table(lib, data_dtype, index_dtype):
     def transpose_into(src, dst, i0, i1):
         trans(_ptr(src), _ptr(dst), src.shape[0], src.shape[1], i0, i1)
 
-    return {"fwd_vec": fwd_vec, "tr_vec": tr_vec, "tr_vec4": tr_vec4, "reduce": reduce, "fwd_mat": fwd_mat,
-            "tr_mat": tr_mat, "row_keys": row_keys, "transpose_into": transpose_into}
+    table = {"fwd_vec": fwd_vec, "tr_vec": tr_vec, "tr_vec4": tr_vec4, "reduce": reduce, "fwd_mat": fwd_mat,
+             "tr_mat": tr_mat, "row_keys": row_keys, "transpose_into": transpose_into}
+    if data_dtype in VEC4_DTYPES:
+        fwd4 = getattr(lib, f"fwd_vec4_{s}_{i}")
+        fwd4.argtypes, fwd4.restype = [P, P, P, P, P, L, L, L], None
+
+        def fwd_vec4(indptr, indices, data, x, y, P_, s0, s1, zero):
+            fwd4(_ptr(indptr), _ptr(indices), _ptr(data), _ptr(x), _ptr(y), P_, s0, s1)
+
+        table["fwd_vec4"] = fwd_vec4
+    return table
 
 
 def kernels(indptr, indices, data, x=None, y=None, dtype=None):
@@ -153,7 +176,9 @@ def kernels(indptr, indices, data, x=None, y=None, dtype=None):
     -------
     dict or None
         ``{"fwd_vec", "tr_vec", "tr_vec4", "reduce", "fwd_mat", "tr_mat", "row_keys",
-        "transpose_into"}`` called as the Numba kernels of those names.
+        "transpose_into"}`` called as the Numba kernels of those names, and for
+        :data:`VEC4_DTYPES` ``"fwd_vec4"``, called as
+        ``fwd_vec4(indptr, indices, data, x, y, P, s0, s1, zero)``.
     """
     dt, it = data.dtype, indptr.dtype
     vectors = () if x is None else (x, y)
