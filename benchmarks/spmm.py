@@ -39,6 +39,7 @@ times (at most about ``--budget`` seconds each).
     python benchmarks/spmm.py                 # 4 layers x batch 1, 8, 64 (about 3 minutes)
     python benchmarks/spmm.py --quick         # 2 small layers, batch 1 and 64 (under 30 s)
     python benchmarks/spmm.py --batch 64 --no-scipy
+    python benchmarks/spmm.py --threads-crossover   # where a second thread starts to pay
 
 A CUDA section (cuSPARSE through CuPy against torch conv2d on the GPU) runs
 when CuPy imports and sees a device; otherwise it prints why it is skipped.
@@ -347,6 +348,43 @@ def cuda_section(args):
             print(line, flush=True)
 
 
+def threads_crossover(args):
+    """``threads`` against one thread on small and mid-sized convolutions (float32, the pool forced on):
+    where a second thread starts to pay, which ``THREADS_MIN_NNZ`` and ``THREADS_MIN_WORK`` encode."""
+    from convmat.spmm import _products
+
+    print(f"{args.threads} threads against one, products forced onto the pool (THREADS_MIN_* = 0); best of 5 "
+          f"rounds of alternated runs, times in microseconds; the defaults: THREADS_MIN_NNZ {_products.THREADS_MIN_NNZ:,}, "
+          f"THREADS_MIN_WORK {_products.THREADS_MIN_WORK:,}")
+    saved = _products.THREADS_MIN_NNZ, _products.THREADS_MIN_WORK
+    _products.THREADS_MIN_NNZ = _products.THREADS_MIN_WORK = 0
+    rng = np.random.default_rng(0)
+    print(f"{'layer':<18}{'k':>4}{'nnz x k':>14}{'C@X 1t':>10}{'2t':>9}{'2t/1t':>7}{'C^T@Y 1t':>11}{'2t':>9}{'2t/1t':>7}")
+    try:
+        for cin, size in ((8, 16), (8, 32), (16, 32), (16, 64), (32, 64)):
+            C = conv_matrix(rng.standard_normal((cin, cin, 3, 3)).astype(np.float32), (size, size), padding=1,
+                            dtype=np.float32)
+            for k in (1, 8, 64):
+                X = rng.standard_normal((C.shape[1], k)).astype(np.float32)
+                Y = rng.standard_normal((C.shape[0], k)).astype(np.float32)
+                X, Y = (X[:, 0].copy(), Y[:, 0].copy()) if k == 1 else (np.asfortranarray(X), np.asfortranarray(Y))
+                calls = max(1, int(2e7 / (C.nnz * k)))
+
+                def timed(fn):
+                    return lambda: [fn() for _ in range(calls)]
+
+                f1, f2 = alternating(timed(lambda: csr_matmul(C, X, threads=1)),
+                                     timed(lambda: csr_matmul(C, X, threads=args.threads)), 5, args.budget, rounds=5)
+                b1, b2 = alternating(timed(lambda: csr_matmul(C, Y, transpose=True, threads=1)),
+                                     timed(lambda: csr_matmul(C, Y, transpose=True, threads=args.threads)), 5,
+                                     args.budget, rounds=5)
+                us = lambda v: f"{v / calls * 1e6:.0f}"  # noqa: E731
+                print(f"{f'{cin}-{cin} 3x3 {size}':<18}{k:>4}{C.nnz * k:>14,}{us(f1):>10}{us(f2):>9}{f2 / f1:>7.2f}"
+                      f"{us(b1):>11}{us(b2):>9}{b2 / b1:>7.2f}", flush=True)
+    finally:
+        _products.THREADS_MIN_NNZ, _products.THREADS_MIN_WORK = saved
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per product (default 5)")
@@ -360,7 +398,12 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true", help="skip torch")
     ap.add_argument("--distinct", type=int, default=20,
                     help="count distinct results of this many transposed products, fixed and dynamic (0: skip)")
+    ap.add_argument("--threads-crossover", action="store_true",
+                    help="only time two threads against one on small and mid-sized products (about 1 minute)")
     args = ap.parse_args(argv)
+    if args.threads_crossover:
+        threads_crossover(args)
+        return
     if args.quick:
         args.repeat = min(args.repeat, 3)
         args.budget = min(args.budget, 0.5)

@@ -37,6 +37,8 @@ DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
 def small_products_in_parallel(request, monkeypatch):
     """Run small products on the pool, with (``ordered``) and without the row ordering."""
     monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(_products, "THREADS_MIN_NNZ", 0)  # and on the pool
+    monkeypatch.setattr(_products, "THREADS_MIN_WORK", 0)
     ordered = request.param == "ordered"
     monkeypatch.setattr(_products, "ORDER_MIN_WORK", 0 if ordered else 1 << 62)
     monkeypatch.setattr(_products, "ORDER_MIN_ROW_NNZ", 0)
@@ -447,7 +449,7 @@ for threads in (1, 2, 3):
 print(h.hexdigest())
 """
 # Small products on the pool, rows in column order: the paths whose sums could depend on timing.
-_TUNABLES = {"PARALLEL_MIN_WORK": 0, "ORDER_MIN_WORK": 0, "ORDER_MIN_ROW_NNZ": 0, "ORDER_MIN_SHARED": 0}
+_TUNABLES = {"PARALLEL_MIN_WORK": 0, "THREADS_MIN_NNZ": 0, "THREADS_MIN_WORK": 0, "ORDER_MIN_WORK": 0, "ORDER_MIN_ROW_NNZ": 0, "ORDER_MIN_SHARED": 0}
 _DETERMINISM_SCRIPT = _DETERMINISM_SCRIPT.replace("{TUNABLES!r}", repr(_TUNABLES))
 
 
@@ -596,6 +598,39 @@ def test_sum_of_partial_results_in_its_fixed_order(monkeypatch, dtype):
         _products._reduce(K, out, parts, 3)
         got.append(out)
     assert np.array_equal(got[0], want) and np.array_equal(got[1], want)
+
+
+@pytest.mark.parametrize("k", [1, 8])
+def test_small_products_stay_on_the_calling_thread(monkeypatch, k):
+    """Below THREADS_MIN_NNZ (one vector) and THREADS_MIN_WORK (several columns) a product asks the pool
+    for nothing, whatever ``threads`` says; from them on it does; the bits are the same."""
+    from convmat import conv_matrix
+    from convmat.spmm import _threads
+
+    spmm.csr_matmul(sp.csr_array(np.eye(2)), np.ones(2))  # start the loader before counting
+    _threads.LOADER.settle()
+    rng = np.random.default_rng(SEED)
+    C = conv_matrix(rng.standard_normal((8, 8, 3, 3)), (16, 16), padding=1, dtype=np.float32)
+    X = rng.standard_normal((C.shape[1], k)).astype(np.float32).reshape(-1) if k == 1 else \
+        np.asfortranarray(rng.standard_normal((C.shape[1], k)).astype(np.float32))
+    Y = rng.standard_normal(C.shape[0] * k).astype(np.float32).reshape(C.shape[0], k)[:, 0 if k == 1 else slice(None)]
+    submitted = []
+    pool = _threads._pool
+
+    def counting(n):
+        executor = pool(n)
+        submitted.append(n)
+        return executor
+
+    monkeypatch.setattr(_threads, "_pool", counting)
+    results = []
+    for least in (C.nnz * k + 1, C.nnz * k):  # just too small for the pool, then just large enough
+        monkeypatch.setattr(_products, "THREADS_MIN_NNZ" if k == 1 else "THREADS_MIN_WORK", least)
+        submitted.clear()
+        results.append([spmm.csr_matmul(C, X, threads=2), spmm.csr_matmul(C, Y, transpose=True, threads=2)])
+        assert bool(submitted) == (least == C.nnz * k)
+    for a, b in zip(*results):
+        assert a.tobytes() == b.tobytes()
 
 
 def test_transposed_vector_product_with_empty_blocks(monkeypatch):

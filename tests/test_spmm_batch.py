@@ -102,6 +102,8 @@ def test_stored_product_has_the_kernels_bits_for_every_thread_count(monkeypatch)
     """csr_matmul's blocks (any thread count) give the bits of one call over all rows."""
     K = kernels(True)
     monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(_products, "THREADS_MIN_NNZ", 0)  # and on the pool
+    monkeypatch.setattr(_products, "THREADS_MIN_WORK", 0)
     C, X, _ = setup(np.float32, 24)
     from convmat.spmm import csr_matmul
 

@@ -187,6 +187,8 @@ def test_fwd_vec4_serves_forward_products_beside_numba(monkeypatch):
 
     kernels()
     monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(_products, "THREADS_MIN_NNZ", 0)  # and on the pool
+    monkeypatch.setattr(_products, "THREADS_MIN_WORK", 0)
     monkeypatch.setattr(_products, "VEC4_MIN_NNZ", 0)
     used = []
     real = _products._quarter_period
@@ -260,7 +262,7 @@ def test_compiled_batch_kernels_give_the_numba_kernels_bits(seed, m, n, density,
     A = with_runs(random_matrix(seed, m, n, density, dtype, index_dtype, empty_every), repeat, seed)
     X = operand(seed, (A.shape[0] if transpose else A.shape[1]) * k, dtype).reshape(-1, k)
     mp = pytest.MonkeyPatch()
-    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ", "VEC4_MIN_NNZ"):  # blocks and sorted runs when small
+    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ"):  # blocks and sorted runs when small
         mp.setattr(_products, name, 0)
     try:
         numba_Y, native_Y = both_mat(A, X, transpose, threads)
@@ -276,7 +278,7 @@ def test_compiled_batch_kernels_on_convolutions(monkeypatch, dtype, k):
     native()
     from convmat import conv_matrix
 
-    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ", "VEC4_MIN_NNZ"):  # blocks and runs on a small layer
+    for name in ("PARALLEL_MIN_WORK", "ORDER_MIN_WORK", "ORDER_MIN_ROW_NNZ"):  # blocks and runs on a small layer
         monkeypatch.setattr(_products, name, 0)
     rng = np.random.default_rng(8)
     C = conv_matrix(rng.standard_normal((10, 3, 3, 3)), (15, 13), padding=1, dtype=dtype)

@@ -216,6 +216,8 @@ def test_twins_in_chunks_and_special_values(monkeypatch, transpose):
 def test_products_before_and_after_loading_are_the_same_bits(monkeypatch, threads):
     """csr_matmul on the twins (kernels not ready) and on the kernels: one result, for every thread count."""
     monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(_products, "THREADS_MIN_NNZ", 0)  # and on the pool
+    monkeypatch.setattr(_products, "THREADS_MIN_WORK", 0)
     kernels()
     from convmat import conv_matrix
 
@@ -232,6 +234,8 @@ def test_products_before_and_after_loading_are_the_same_bits(monkeypatch, thread
                 csr_matmul(C, y, transpose=True, conjugate=True, threads=threads)]
         monkeypatch.undo()
         monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
+        monkeypatch.setattr(_products, "THREADS_MIN_NNZ", 0)  # and on the pool
+        monkeypatch.setattr(_products, "THREADS_MIN_WORK", 0)
         for a, b in zip(warm, cold):
             assert same_bits(a, b), dtype
 

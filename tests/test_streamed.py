@@ -59,6 +59,8 @@ def partition(request, monkeypatch):
     four-row slots and a sorted row order for batches (as large layers are)."""
     if request.param == "many blocks":
         monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 1)
+        monkeypatch.setattr(_products, "THREADS_MIN_NNZ", 1)  # and on the pool
+        monkeypatch.setattr(_products, "THREADS_MIN_WORK", 1)
         monkeypatch.setattr(_products, "TRANSPOSE_BLOCKS_PER_THREAD", 3)
         monkeypatch.setattr(_products, "ORDER_MIN_WORK", 1)
         monkeypatch.setattr(_products, "ORDER_MIN_ROW_NNZ", 1)

@@ -156,6 +156,8 @@ from ._products import (  # noqa: F401 - the tunables, documented here
     ORDER_MIN_SHARED,
     ORDER_MIN_WORK,
     PARALLEL_MIN_WORK,
+    THREADS_MIN_NNZ,
+    THREADS_MIN_WORK,
     TRANSPOSE_MEMORY,
     TWIN_MAX_NNZ,
     VEC4_MIN_NNZ,
@@ -431,8 +433,10 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
         Conjugate ``A`` (nothing to do for a real ``A``).
     threads : int, optional
         Number of threads (default: the usable cores,
-        ``len(os.sched_getaffinity(0))``).  Products of fewer than
-        :data:`PARALLEL_MIN_WORK` non-zeros times columns use one.
+        ``len(os.sched_getaffinity(0))``).  One-vector products of fewer
+        than :data:`THREADS_MIN_NNZ` non-zeros, and products of several
+        columns of fewer than :data:`THREADS_MIN_WORK` non-zeros times
+        columns, use one (the bits do not depend on it).
     out : numpy.ndarray, optional
         Where to write the result: exactly the result's shape and dtype, any
         layout (a C-contiguous ``out`` is written directly, any other through
@@ -528,8 +532,8 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
             return _scipy_product(A, X, transpose, conjugate, dtype, shape, out)
     ncols = n if A.format == "csr" else m
     nnz = int(indptr[-1])
-    if nnz * max(k, 1) < _products.PARALLEL_MIN_WORK:
-        threads = 1
+    if nnz * max(k, 1) < (_products.THREADS_MIN_NNZ if k == 1 else _products.THREADS_MIN_WORK):
+        threads = 1  # a pool thread would cost more than it saves
 
     # The kernels write a C-contiguous result: out itself when it is C-contiguous and independent.
     direct = (

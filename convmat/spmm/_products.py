@@ -15,8 +15,18 @@ from ._threads import default_threads, parallel, parallel_blocks
 #: ``X`` are processed in slabs, each pass reading the matrix again.
 TRANSPOSE_MEMORY = 1 << 30
 
-#: Products with fewer non-zeros times columns run on the calling thread only.
+#: Products with fewer non-zeros times columns are one block of rows (the transposed product's
+#: partial sums, and so its bits, depend on it) and run on the calling thread only.
 PARALLEL_MIN_WORK = 1 << 16
+
+#: One-vector products of fewer non-zeros, and products of several columns of fewer non-zeros times
+#: columns, run on the calling thread only (in the same blocks: the bits do not depend on it).
+#: Handing work to a pool thread and waiting for it costs about 0.1 ms per parallel step on this
+#: project's 2-core machine (a virtual machine), and a product of several columns takes three such
+#: steps (operand to row-major, row order, product); below these sizes two threads were slower than
+#: one (``benchmarks/spmm.py --threads-crossover``).
+THREADS_MIN_NNZ = 1 << 20
+THREADS_MIN_WORK = 1 << 24
 
 #: Forward one-vector products of at least this many non-zeros look for slots of four rows with the
 #: same columns (``fwd_vec4``; looking costs about 15 microseconds, the kernel saves a quarter to a
