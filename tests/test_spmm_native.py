@@ -4,9 +4,10 @@
   :func:`convmat.spmm._products._product_vec` runs (hypothesis: shapes, empty rows, duplicates, four
   dtypes, int32 and int64 indices, one to many blocks, NaN, inf and -0.0), and on convolution matrices
   whose products take four rows at a time (``tr_vec4``, ``fwd_vec4``).
-* ``fwd_vec4`` (no Numba twin) against Numba's ``fwd_vec`` (hypothesis: matrices whose quarters share
-  their columns except in some slots, differing in a block of eight, in the entries left, or in length),
-  and serving forward products of float32 and float64 beside Numba's kernels.
+* ``fwd_vec4`` (no Numba twin) against Numba's ``fwd_vec``, and the one-pass ``tr_vec4`` against Numba's
+  (hypothesis: matrices whose quarters share their columns except in some slots, differing in a block
+  of eight, in the entries left, or in length), and both serving products of float32 and float64
+  beside Numba's kernels.
 * Several columns: ``fwd_mat``, ``tr_mat``, ``row_keys`` and ``transpose_into`` against the Numba
   kernels in the blocks of :func:`convmat.spmm._products._product_mat` (hypothesis: the same matrices,
   their rows repeated so that runs of rows share columns, duplicates inside runs, 1 to 40 columns), and
@@ -145,71 +146,84 @@ def quartered(seed, P, max_len, n, dtype, index_dtype, differ):
                         shape=(4 * P, n))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     P=st.integers(1, 12),
-    max_len=st.sampled_from([0, 3, 8, 9, 17, 40]),
+    max_len=st.sampled_from([0, 3, 8, 9, 17, 40, 5000]),
     n=st.integers(1, 60),
     dtype=st.sampled_from(["float32", "float64"]),
     index_dtype=st.sampled_from(["int32", "int64"]),
     differ=st.sampled_from([0.0, 0.3, 1.0]),
+    transpose=st.booleans(),
     special=st.booleans(),
 )
-def test_fwd_vec4_gives_fwd_vec_bits(seed, P, max_len, n, dtype, index_dtype, differ, special):
-    """The library's ``fwd_vec4`` (no Numba twin) against Numba's ``fwd_vec``, row for row, over any
-    split of the slots: four rows with the same columns gathered together, slots whose rows differ (in a
-    block of eight, in the entries left, in length) computed again row by row."""
+def test_four_row_kernels_give_the_numba_kernels_bits(seed, P, max_len, n, dtype, index_dtype, differ, transpose,
+                                                     special):
+    """The library's ``fwd_vec4`` (no Numba twin) against Numba's ``fwd_vec``, and its one-pass ``tr_vec4``
+    against Numba's ``tr_vec4``, over two pieces of the slots (the second adding into the first's
+    result): four rows with the same columns taken together, slots whose rows differ (in a block of
+    eight, in the entries left, in length) row by row (``tr_vec4``: after putting back what it had
+    added), slots longer than the values it keeps (5000 entries) by the two-pass kernel."""
     native()
     A = quartered(seed, P, max_len, n, dtype, index_dtype, differ)
-    x = operand(seed, n, dtype)
+    v = operand(seed, A.shape[0] if transpose else n, dtype)
     if special and A.nnz:
         A.data[[0, A.nnz // 2, -1]] = [-0.0, np.inf, np.nan]
     if special:
-        x[0] = -0.0
+        v[0] = -0.0
     zero = A.dtype.type(0)
-    expected = np.empty(A.shape[0], A.dtype)
-    kernels()["fwd_vec"](A.indptr, A.indices, A.data, x, expected, 0, A.shape[0], zero)
-    fwd_vec4 = _native.kernels(A.indptr, A.indices, A.data, x, expected)["fwd_vec4"]
+    size = n if transpose else A.shape[0]
     cut = int(np.random.default_rng(seed).integers(0, P + 1))
-    y = np.full(A.shape[0], np.nan, A.dtype)
-    for s0, s1 in ((0, cut), (cut, P)):
-        fwd_vec4(A.indptr, A.indices, A.data, x, y, P, s0, s1, zero)
-    assert same_bits(y, expected)
+    out = []
+    for table, name in ((kernels(), "tr_vec4" if transpose else "fwd_vec"),
+                        (_native.kernels(A.indptr, A.indices, A.data, v, np.empty(size, A.dtype)),
+                         "tr_vec4" if transpose else "fwd_vec4")):
+        y = np.full(size, np.nan, A.dtype)
+        if transpose:
+            for s0, s1, clear in ((0, cut, True), (cut, P, False)):
+                table[name](A.indptr, A.indices, A.data, v, y, P, s0, s1, zero, clear)
+        elif name == "fwd_vec":
+            table[name](A.indptr, A.indices, A.data, v, y, 0, A.shape[0], zero)
+        else:
+            for s0, s1 in ((0, cut), (cut, P)):
+                table[name](A.indptr, A.indices, A.data, v, y, P, s0, s1, zero)
+        out.append(y)
+    assert same_bits(out[1], out[0])
 
 
-def test_fwd_vec4_serves_forward_products_beside_numba(monkeypatch):
-    """Once Numba's kernels are loaded, a forward one-vector product on a convolution still takes the
-    library's ``fwd_vec4`` (float32 and float64); transposed and complex products take Numba's alone."""
+def test_four_row_kernels_serve_products_beside_numba(monkeypatch):
+    """Once Numba's kernels are loaded, one-vector products on a convolution still take the library's
+    ``fwd_vec4`` and one-pass ``tr_vec4`` (float32 and float64; complex ones Numba's alone), with the
+    bits of Numba's ``fwd_vec`` and ``tr_vec4`` in the same blocks."""
     native()
     import convmat.spmm as spmm
     from convmat import conv_matrix
 
-    kernels()
+    K = kernels()
     monkeypatch.setattr(_products, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(_products, "THREADS_MIN_NNZ", 0)  # and on the pool
     monkeypatch.setattr(_products, "THREADS_MIN_WORK", 0)
     monkeypatch.setattr(_products, "VEC4_MIN_NNZ", 0)
-    used = []
-    real = _products._quarter_period
-    monkeypatch.setattr(_products, "_quarter_period", lambda *a: used.append(True) or real(*a))
     for dtype in DTYPES:
         C = conv_matrix(np.random.default_rng(5).standard_normal((8, 4, 3, 3)), (12, 10), padding=1, dtype=dtype)
-        x, y = operand(1, C.shape[1], dtype), operand(2, C.shape[0], dtype)
-        spmm.csr_matmul(C, x)  # loads Numba's kernels of this signature, if the library served it
-        spmm.prefetch(dtype)
-        spmm._threads.LOADER.settle()
-        key = spmm._threads.signature(False, C.indptr, C.indices, C.data, x, np.empty(C.shape[0], dtype))
-        K, cold = spmm._vec_kernels(key, False, C.indptr, C.indices, C.data, x, np.empty(C.shape[0], dtype))
-        assert not cold
-        assert ("fwd_vec4" in K) == (np.dtype(dtype) in _native.VEC4_DTYPES), dtype
-        assert "fwd_vec4" not in spmm._vec_kernels(key, True, C.indptr, C.indices, C.data, y, x.copy())[0]
-        used.clear()
-        got = spmm.csr_matmul(C, x, threads=2)
-        assert bool(used) == (np.dtype(dtype) in _native.VEC4_DTYPES), dtype  # the slots of four rows looked for
-        expected = np.empty(C.shape[0], dtype)
-        kernels()["fwd_vec"](C.indptr, C.indices, C.data, x, expected, 0, C.shape[0], C.dtype.type(0))
-        assert same_bits(got, expected), dtype
+        zero = C.dtype.type(0)
+        for transpose, v, size in ((False, operand(1, C.shape[1], dtype), C.shape[0]),
+                                   (True, operand(2, C.shape[0], dtype), C.shape[1])):
+            spmm.csr_matmul(C, v, transpose=transpose)  # loads Numba's kernels of this signature
+            spmm._threads.LOADER.settle()
+            out = np.empty(size, dtype)
+            key = spmm._threads.signature(transpose, C.indptr, C.indices, C.data, v, out)
+            table, cold = spmm._vec_kernels(key, C.indptr, C.indices, C.data, v, out)
+            assert not cold
+            library = _native.kernels(C.indptr, C.indices, C.data, v, out)
+            served = np.dtype(dtype) in _native.VEC4_DTYPES
+            assert ("fwd_vec4" in table) == served, dtype
+            assert (table["tr_vec4"] is library["tr_vec4"]) == served, dtype
+            assert table["fwd_vec"] is K["fwd_vec"], dtype  # the rest is Numba's
+            got = spmm.csr_matmul(C, v, transpose=transpose, threads=2)
+            _products._product_vec(K, C.indptr, C.indices, C.data, v, out, C.shape[1], transpose, 2, zero)
+            assert same_bits(got, out), (dtype, transpose)
 
 
 def both_mat(A, X, transpose, threads):
@@ -386,8 +400,8 @@ def test_fresh_process_first_products_compiled_before_numba(twin_max):
     kernels()
     r = _fresh(twin_max)
     assert r["available"]
-    # the two first products, then the later forward one, on Numba's kernels with the library's fwd_vec4
-    assert [table for table, _ in r["served"]] == [True, True, True]
+    # the two first products, then the later ones on Numba's kernels with the library's fwd_vec4 and tr_vec4
+    assert [table for table, _ in r["served"]] == [True] * 4
     assert r["served"][0][1] is False  # the first product ran before anything imported Numba
     assert r["served"][2][1] is True
     assert r["warm"] == 2  # then Numba's kernels were loaded in the background for the later products
@@ -399,9 +413,9 @@ def test_fresh_process_first_batch_products_compiled_before_numba():
     native()
     kernels()
     r = _fresh(1 << 26, batch=True)
-    # the four first products, the two later batch products, and the library's fwd_vec4 for the later
-    # forward one-vector product (the later one-vector products run on Numba's kernels)
-    assert [table for table, _ in r["served"]] == [True] * 7
+    # the four first products, the two later batch products, and the library's fwd_vec4 and tr_vec4 for
+    # the later one-vector products (which run on Numba's kernels otherwise)
+    assert [table for table, _ in r["served"]] == [True] * 8
     assert r["served"][0][1] is False  # the first product ran before anything imported Numba
     assert r["served"][1][1] is False  # and the second: batch products of real dtypes do not load Numba
     assert r["warm"] == 2  # Numba's kernels of the two one-vector signatures only, loaded in the background
@@ -453,5 +467,5 @@ def test_switched_off_by_the_environment():
     kernels()
     r = _fresh(1 << 26, CONVMAT_NATIVE="0")
     assert not r["available"]
-    assert [table for table, _ in r["served"]] == [False, False, False]  # nor fwd_vec4 for the later product
+    assert [table for table, _ in r["served"]] == [False] * 4  # nor the four-row kernels for the later products
     assert r["same"] == [True, True]

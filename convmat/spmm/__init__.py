@@ -371,27 +371,29 @@ def _batch_kernels(indptr, indices, data, X, dtype, conj, transpose):
     return _threads.wait(key), None
 
 
-def _vec_kernels(key, transpose, indptr, indices, data, x, y):
+def _vec_kernels(key, indptr, indices, data, x, y):
     """The kernels of a one-vector product, and whether Numba's are still to be loaded (then None: the
     NumPy twins, or the compiled library's).
 
-    Numba's once loaded, the library's before.  A forward product also takes the library's
-    ``fwd_vec4`` beside Numba's kernels when it has one (:data:`convmat.spmm._native.VEC4_DTYPES`:
-    faster than Numba's ``fwd_vec`` on four rows with the same columns, with its bits).
+    Numba's once loaded, the library's before.  Products of
+    :data:`convmat.spmm._native.VEC4_DTYPES` also take the library's ``fwd_vec4`` and ``tr_vec4``
+    beside Numba's kernels, where it has them: faster than Numba's ``fwd_vec`` and ``tr_vec4`` on
+    four rows with the same columns, with their bits.
     """
     K = _threads.ready(key)
     if K is None:
         return _native.kernels(indptr, indices, data, x, y), True
-    if not transpose and data.dtype in _native.VEC4_DTYPES:
+    if data.dtype in _native.VEC4_DTYPES:
         both = _WITH_VEC4.get(key)
         if both is None:
             compiled = _native.kernels(indptr, indices, data, x, y)
-            both = _WITH_VEC4[key] = K if compiled is None else {**K, "fwd_vec4": compiled["fwd_vec4"]}
+            both = _WITH_VEC4[key] = K if compiled is None else {
+                **K, "fwd_vec4": compiled["fwd_vec4"], "tr_vec4": compiled["tr_vec4"]}
         K = both
     return K, False
 
 
-#: Numba's one-vector kernels with the library's fwd_vec4, by signature (built once each).
+#: Numba's one-vector kernels with the library's fwd_vec4 and tr_vec4, by signature (built once each).
 _WITH_VEC4 = {}
 
 
@@ -556,7 +558,7 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
                 y = Y.reshape(-1)
                 key = _threads.signature(kernel_transpose, indptr, indices, data, x, y)
                 # cold: Numba's kernels not loaded (the compiled library's, or the NumPy twins)
-                K, cold = _vec_kernels(key, kernel_transpose, indptr, indices, data, x, y)
+                K, cold = _vec_kernels(key, indptr, indices, data, x, y)
                 if K is None and nnz >= _products.TWIN_MAX_NNZ:  # Numba loads faster than the twins compute
                     K = _threads.wait(key)
                 _products._product_vec(K, indptr, indices, data, x, y, ncols, kernel_transpose, threads, zero)

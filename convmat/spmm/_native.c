@@ -516,17 +516,30 @@ V4_ATTR v8_f8 v8_gather_f8_i8(const double *x, ix8_i8 j)
     v8_f8 r = {_mm256_i64gather_pd(x, j.lo, 8), _mm256_i64gather_pd(x, j.hi, 8)};
     return r;
 }
-V4_ATTR v8_f4 v8_madd_f4(v8_f4 c, const float *d, v8_f4 x)
-{
-    v8_f4 r = {_mm256_add_ps(c.a, _mm256_mul_ps(_mm256_loadu_ps(d), x.a))};
-    return r;
-}
-V4_ATTR v8_f8 v8_madd_f8(v8_f8 c, const double *d, v8_f8 x)
-{
-    v8_f8 r = {_mm256_add_pd(c.lo, _mm256_mul_pd(_mm256_loadu_pd(d), x.lo)),
-               _mm256_add_pd(c.hi, _mm256_mul_pd(_mm256_loadu_pd(d + 4), x.hi))};
-    return r;
-}
+V4_ATTR v8_f4 v8_load_f4(const float *p) { v8_f4 r = {_mm256_loadu_ps(p)}; return r; }
+V4_ATTR v8_f8 v8_load_f8(const double *p) { v8_f8 r = {_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4)}; return r; }
+V4_ATTR v8_f4 v8_set1_f4(float v) { v8_f4 r = {_mm256_set1_ps(v)}; return r; }
+V4_ATTR v8_f8 v8_set1_f8(double v) { v8_f8 r = {_mm256_set1_pd(v), _mm256_set1_pd(v)}; return r; }
+V4_ATTR v8_f4 v8_mul_f4(v8_f4 a, v8_f4 b) { v8_f4 r = {_mm256_mul_ps(a.a, b.a)}; return r; }
+V4_ATTR v8_f8 v8_mul_f8(v8_f8 a, v8_f8 b) { v8_f8 r = {_mm256_mul_pd(a.lo, b.lo), _mm256_mul_pd(a.hi, b.hi)}; return r; }
+V4_ATTR v8_f4 v8_add_f4(v8_f4 a, v8_f4 b) { v8_f4 r = {_mm256_add_ps(a.a, b.a)}; return r; }
+V4_ATTR v8_f8 v8_add_f8(v8_f8 a, v8_f8 b) { v8_f8 r = {_mm256_add_pd(a.lo, b.lo), _mm256_add_pd(a.hi, b.hi)}; return r; }
+/* c + d[0:8] * x, each lane rounded twice (fwd_vec's lanes) */
+#define v8_madd(S, c, d, x) v8_add_##S(c, v8_mul_##S(v8_load_##S(d), x))
+/* The eight lanes of w, each given to F(u, value) in order (shuffles, not a store and reloads). */
+#define V8_LANES_f4(w, F)                                                                                \
+    { __m128 lo_ = _mm256_castps256_ps128((w).a), hi_ = _mm256_extractf128_ps((w).a, 1);                   \
+      F(0, _mm_cvtss_f32(lo_)) F(1, _mm_cvtss_f32(_mm_shuffle_ps(lo_, lo_, 1)))                           \
+      F(2, _mm_cvtss_f32(_mm_shuffle_ps(lo_, lo_, 2))) F(3, _mm_cvtss_f32(_mm_shuffle_ps(lo_, lo_, 3)))     \
+      F(4, _mm_cvtss_f32(hi_)) F(5, _mm_cvtss_f32(_mm_shuffle_ps(hi_, hi_, 1)))                           \
+      F(6, _mm_cvtss_f32(_mm_shuffle_ps(hi_, hi_, 2))) F(7, _mm_cvtss_f32(_mm_shuffle_ps(hi_, hi_, 3))) }
+#define V8_LANES_f8(w, F)                                                                                \
+    { __m128d a_ = _mm256_castpd256_pd128((w).lo), b_ = _mm256_extractf128_pd((w).lo, 1);                  \
+      __m128d c_ = _mm256_castpd256_pd128((w).hi), d_ = _mm256_extractf128_pd((w).hi, 1);                  \
+      F(0, _mm_cvtsd_f64(a_)) F(1, _mm_cvtsd_f64(_mm_unpackhi_pd(a_, a_)))                                \
+      F(2, _mm_cvtsd_f64(b_)) F(3, _mm_cvtsd_f64(_mm_unpackhi_pd(b_, b_)))                                \
+      F(4, _mm_cvtsd_f64(c_)) F(5, _mm_cvtsd_f64(_mm_unpackhi_pd(c_, c_)))                                \
+      F(6, _mm_cvtsd_f64(d_)) F(7, _mm_cvtsd_f64(_mm_unpackhi_pd(d_, d_))) }
 V4_ATTR void v8_store_f4(float *o, v8_f4 c) { _mm256_storeu_ps(o, c.a); }
 V4_ATTR void v8_store_f8(double *o, v8_f8 c) { _mm256_storeu_pd(o, c.lo); _mm256_storeu_pd(o + 4, c.hi); }
 
@@ -550,8 +563,8 @@ __attribute__((target("avx2"))) static void fwd4v_##S##_##IS(const I *restrict i
                       _mm256_or_si256(ix8_diff_##IS(j, ix8_load_##IS(indices + q[2] + t)),                \
                                       ix8_diff_##IS(j, ix8_load_##IS(indices + q[3] + t)))));             \
                 v8_##S v = v8_gather_##S##_##IS(x, j);                                                   \
-                c0 = v8_madd_##S(c0, data + q[0] + t, v); c1 = v8_madd_##S(c1, data + q[1] + t, v);      \
-                c2 = v8_madd_##S(c2, data + q[2] + t, v); c3 = v8_madd_##S(c3, data + q[3] + t, v);      \
+                c0 = v8_madd(S, c0, data + q[0] + t, v); c1 = v8_madd(S, c1, data + q[1] + t, v);        \
+                c2 = v8_madd(S, c2, data + q[2] + t, v); c3 = v8_madd(S, c3, data + q[3] + t, v);        \
             }                                                                                            \
             T l[4][8];                                                                                   \
             v8_store_##S(l[0], c0); v8_store_##S(l[1], c1); v8_store_##S(l[2], c2); v8_store_##S(l[3], c3); \
@@ -573,13 +586,92 @@ __attribute__((target("avx2"))) static void fwd4v_##S##_##IS(const I *restrict i
     }                                                                                                    \
 }
 #define FWD4V_CALL(S, IS, args) if (__builtin_cpu_supports("avx2")) { fwd4v_##S##_##IS args; return; }
+
+/* tr_vec4 in one pass (tr4v): the four rows' indices are compared eight at a time as the entries are
+   added, w = ((d0 y0 + d1 y1) + d2 y2) + d3 y3 for eight entries in a vector, and acc[j] += w entry
+   after entry, in order, each previous value kept; if the rows differ after all, the kept values are
+   put back (last first: duplicates too) and the slot is added row after row, as tr_vec4 does.  So
+   tr_vec4's bits, without its separate pass over the four rows' indices.  Slots of more than
+   TR4V_KEEP entries go to tr_vec4. */
+#define TR4V_KEEP 4096
+#define TR4V_ADD_f4(u, value) { uint64_t j_ = (uint64_t)ix[t + u]; float o_ = acc[j_]; kept[t + u] = o_; acc[j_] = o_ + (value); }
+#define TR4V_ADD_f8(u, value) { uint64_t j_ = (uint64_t)ix[t + u]; double o_ = acc[j_]; kept[t + u] = o_; acc[j_] = o_ + (value); }
+#define TR4V(S, T, IS, I)                                                                                \
+__attribute__((target("avx2"))) static void tr4v_##S##_##IS(const I *restrict indptr, const I *restrict indices, \
+    const T *restrict data, const T *restrict y, T *restrict acc, int64_t ncols, int64_t P, int64_t s0,  \
+    int64_t s1, int clear)                                                                               \
+{                                                                                                        \
+    if (clear)                                                                                           \
+        for (int64_t j = 0; j < ncols; j++) acc[j] = zero_##S();                                         \
+    T kept[TR4V_KEEP];                                                                                   \
+    for (int64_t s = s0; s < s1; s++) {                                                                  \
+        int64_t a[4] = {s, s + P, s + 2 * P, s + 3 * P}, q[4];                                           \
+        for (int k = 0; k < 4; k++) q[k] = (int64_t)indptr[a[k]];                                       \
+        int64_t n = (int64_t)indptr[a[0] + 1] - q[0];                                                    \
+        int same = 1;                                                                                    \
+        for (int k = 1; k < 4; k++) same &= (int64_t)indptr[a[k] + 1] - q[k] == n;                       \
+        if (same && n > TR4V_KEEP) {                                                                     \
+            tr_vec4_##S##_##IS(indptr, indices, data, y, acc, ncols, P, s, s + 1, 0);                    \
+            continue;                                                                                    \
+        }                                                                                                \
+        if (same) {                                                                                      \
+            T v0 = y[a[0]], v1 = y[a[1]], v2 = y[a[2]], v3 = y[a[3]];                                    \
+            v8_##S w0 = v8_set1_##S(v0), w1 = v8_set1_##S(v1), w2 = v8_set1_##S(v2), w3 = v8_set1_##S(v3); \
+            const I *ix = indices + q[0];                                                                \
+            int64_t t = 0;                                                                               \
+            for (; t + 8 <= n; t += 8) {                                                                 \
+                ix8_##IS j = ix8_load_##IS(ix + t);                                                      \
+                __m256i bad = _mm256_or_si256(ix8_diff_##IS(j, ix8_load_##IS(indices + q[1] + t)),       \
+                              _mm256_or_si256(ix8_diff_##IS(j, ix8_load_##IS(indices + q[2] + t)),        \
+                                              ix8_diff_##IS(j, ix8_load_##IS(indices + q[3] + t))));     \
+                if (!_mm256_testz_si256(bad, bad)) { same = 0; break; }                                  \
+                v8_##S w = v8_add_##S(v8_mul_##S(v8_load_##S(data + q[0] + t), w0),                      \
+                                      v8_mul_##S(v8_load_##S(data + q[1] + t), w1));                    \
+                w = v8_add_##S(w, v8_mul_##S(v8_load_##S(data + q[2] + t), w2));                          \
+                w = v8_add_##S(w, v8_mul_##S(v8_load_##S(data + q[3] + t), w3));                          \
+                V8_LANES_##S(w, TR4V_ADD_##S)                                                                \
+            }                                                                                            \
+            for (; same && t < n; t++) { /* the entries left, one at a time */                           \
+                I c = ix[t];                                                                             \
+                if (indices[q[1] + t] != c || indices[q[2] + t] != c || indices[q[3] + t] != c) { same = 0; break; } \
+                T w = add_##S(add_##S(mul_##S(data[q[0] + t], v0), mul_##S(data[q[1] + t], v1)),         \
+                              mul_##S(data[q[2] + t], v2));                                              \
+                uint64_t j = (uint64_t)c;                                                                \
+                kept[t] = acc[j];                                                                        \
+                acc[j] = add_##S(acc[j], add_##S(w, mul_##S(data[q[3] + t], v3)));                       \
+            }                                                                                            \
+            if (same)                                                                                    \
+                continue;                                                                                \
+            for (int64_t u = t - 1; u >= 0; u--) acc[(uint64_t)ix[u]] = kept[u]; /* the bits before */   \
+        }                                                                                                \
+        for (int k = 0; k < 4; k++) {                                                                    \
+            T v = y[a[k]];                                                                               \
+            for (int64_t p = q[k], e = (int64_t)indptr[a[k] + 1]; p < e; p++) {                          \
+                uint64_t j = (uint64_t)indices[p];                                                       \
+                acc[j] = add_##S(acc[j], mul_##S(data[p], v));                                           \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+}
+#define TR4V_CALL(S, IS, args) if (__builtin_cpu_supports("avx2")) { tr4v_##S##_##IS args; return; }
 #else
 #define FWD4V(S, T, IS, I)
 #define FWD4V_CALL(S, IS, args)
+#define TR4V(S, T, IS, I)
+#define TR4V_CALL(S, IS, args)
 #endif
 
-#define FWD_VEC4(S, T, IS, I)                                                                            \
+#define VEC4_KERNELS(S, T, IS, I)                                                                            \
 FWD4V(S, T, IS, I)                                                                                       \
+TR4V(S, T, IS, I)                                                                                        \
+/* tr_vec4 in one pass where there is AVX2 (the same bits), tr_vec4 elsewhere */                        \
+void tr_vec4v_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data,   \
+                         const T *restrict y, T *restrict acc, int64_t ncols, int64_t P, int64_t s0, int64_t s1, \
+                         int clear)                                                                      \
+{                                                                                                        \
+    TR4V_CALL(S, IS, (indptr, indices, data, y, acc, ncols, P, s0, s1, clear))                           \
+    tr_vec4_##S##_##IS(indptr, indices, data, y, acc, ncols, P, s0, s1, clear);                          \
+}                                                                                                        \
 void fwd_vec4_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data,   \
                          const T *restrict x, T *restrict y, int64_t P, int64_t s0, int64_t s1)          \
 {                                                                                                        \
@@ -587,10 +679,10 @@ void fwd_vec4_##S##_##IS(const I *restrict indptr, const I *restrict indices, co
     for (int k = 0; k < 4; k++) fwd_vec_##S##_##IS(indptr, indices, data, x, y, s0 + k * P, s1 + k * P); \
 }
 
-FWD_VEC4(f4, float, i4, int32_t)
-FWD_VEC4(f4, float, i8, int64_t)
-FWD_VEC4(f8, double, i4, int32_t)
-FWD_VEC4(f8, double, i8, int64_t)
+VEC4_KERNELS(f4, float, i4, int32_t)
+VEC4_KERNELS(f4, float, i8, int64_t)
+VEC4_KERNELS(f8, double, i4, int32_t)
+VEC4_KERNELS(f8, double, i8, int64_t)
 MAT_KERNELS(f4, float, i4, int32_t)
 MAT_KERNELS(f4, float, i8, int64_t)
 MAT_KERNELS(f8, double, i4, int32_t)

@@ -53,9 +53,12 @@ BATCH_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: Dtypes with a kernel ``fwd_vec4`` (no Numba twin): ``A @ x`` for the slots of four rows a quarter
 #: apart (the output channels of a convolution, as ``tr_vec4``), ``x`` gathered once for the four rows
-#: where they have the same columns (AVX2), with ``fwd_vec``'s bits for every row.  0.5-0.75 times the
-#: time of Numba's ``fwd_vec`` on one thread on this project's layers (``benchmarks/spmm.py``): one-vector
-#: products in them take it from the library whenever it is there, also once Numba's kernels are loaded.
+#: where they have the same columns (AVX2), with ``fwd_vec``'s bits for every row; and whose ``tr_vec4``
+#: runs in one pass (the rows' indices compared as the entries are added, the previous values kept
+#: and put back if the rows differ after all: ``tr_vec4``'s bits).  0.5-0.75 and 0.83-0.88 times the
+#: time of Numba's ``fwd_vec`` and ``tr_vec4`` on one thread on this project's layers: one-vector
+#: products in them take these two from the library whenever it is there, also once Numba's kernels
+#: are loaded.
 VEC4_DTYPES = BATCH_DTYPES
 
 _SUFFIX = {np.dtype(np.float32): "f4", np.dtype(np.float64): "f8",
@@ -147,13 +150,17 @@ def _table(lib, data_dtype, index_dtype):
     table = {"fwd_vec": fwd_vec, "tr_vec": tr_vec, "tr_vec4": tr_vec4, "reduce": reduce, "fwd_mat": fwd_mat,
              "tr_mat": tr_mat, "row_keys": row_keys, "transpose_into": transpose_into}
     if data_dtype in VEC4_DTYPES:
-        fwd4 = getattr(lib, f"fwd_vec4_{s}_{i}")
+        fwd4, tr4v = getattr(lib, f"fwd_vec4_{s}_{i}"), getattr(lib, f"tr_vec4v_{s}_{i}")
         fwd4.argtypes, fwd4.restype = [P, P, P, P, P, L, L, L], None
+        tr4v.argtypes, tr4v.restype = tr4.argtypes, None
 
         def fwd_vec4(indptr, indices, data, x, y, P_, s0, s1, zero):
             fwd4(_ptr(indptr), _ptr(indices), _ptr(data), _ptr(x), _ptr(y), P_, s0, s1)
 
-        table["fwd_vec4"] = fwd_vec4
+        def tr_vec4_one_pass(indptr, indices, data, y, acc, P_, s0, s1, zero, clear):
+            tr4v(_ptr(indptr), _ptr(indices), _ptr(data), _ptr(y), _ptr(acc), acc.shape[0], P_, s0, s1, bool(clear))
+
+        table["fwd_vec4"], table["tr_vec4"] = fwd_vec4, tr_vec4_one_pass
     return table
 
 
