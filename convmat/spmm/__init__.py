@@ -67,7 +67,11 @@ How the kernels work
   ``s + m/4``, ``s + m/2``, ``s + 3m/4``: the output channels of a
   convolution, checked on a few rows and then slot by slot), blocks are of
   such slots and an entry adds ``((d0 y0 + d1 y1) + d2 y2) + d3 y3`` with one
-  read-modify-write; without reading the rows in another order.
+  read-modify-write; without reading the rows in another order.  For float32
+  and float64 the compiled library's ``tr_vec4`` does it in one pass (the
+  rows compared as their entries are added, the previous values kept and
+  put back if the rows differ after all: the same bits), 0.74-0.95 times
+  Numba's time, beside Numba's kernels too.
 * ``conjugate=True`` uses ``conj(A) @ X = conj(A @ conj(X))``: one pass over
   ``X`` and one over the result, no copy of ``A``.
 * The one-vector kernels (``A @ x``, ``A.T @ y`` and the sum of its

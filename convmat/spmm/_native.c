@@ -9,7 +9,8 @@
  * helpers of a product of several columns.  So they give the Numba kernels' bits, which
  * tests/test_spmm_native.py checks, and need neither Numba nor its import: the first product in a
  * process runs here.  And fwd_vec4, which has no Numba twin: fwd_vec's bits for four rows at a time,
- * x gathered once for them (AVX2), faster than Numba's fwd_vec, so it serves also after Numba loads.
+ * x gathered once for them (AVX2), faster than Numba's fwd_vec, so it serves also after Numba loads;
+ * likewise tr_vec4v, tr_vec4 in one pass (AVX2), with tr_vec4's bits.
  *
  * Plain C functions on raw pointers, called through ctypes (which releases the GIL) by
  * convmat/spmm/_native.py.  setup.py builds it as the extension convmat.spmm._native_lib, which is

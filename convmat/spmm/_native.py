@@ -55,7 +55,7 @@ BATCH_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: apart (the output channels of a convolution, as ``tr_vec4``), ``x`` gathered once for the four rows
 #: where they have the same columns (AVX2), with ``fwd_vec``'s bits for every row; and whose ``tr_vec4``
 #: runs in one pass (the rows' indices compared as the entries are added, the previous values kept
-#: and put back if the rows differ after all: ``tr_vec4``'s bits).  0.5-0.75 and 0.83-0.88 times the
+#: and put back if the rows differ after all: ``tr_vec4``'s bits).  0.5-0.75 and 0.74-0.95 times the
 #: time of Numba's ``fwd_vec`` and ``tr_vec4`` on one thread on this project's layers: one-vector
 #: products in them take these two from the library whenever it is there, also once Numba's kernels
 #: are loaded.
