@@ -83,6 +83,23 @@ static inline c16 madd_c16(c16 c, c16 a, c16 b)
 /* Lane a of fwd_vec adds the product at p + l. */
 #define LANE(S, a, l) a = add_##S(a, mul_##S(data[p + l], x[(uint64_t)indices[p + l]]));
 
+/* Slot s of a matrix of 4P rows: its rows a[k] = s + kP, their first entries q[k], the first row's
+   length *n; whether the four rows have that length. */
+#define SLOT(IS, I)                                                                                      \
+static inline int slot_##IS(const I *restrict indptr, int64_t s, int64_t P, int64_t a[4], int64_t q[4], int64_t *n) \
+{                                                                                                        \
+    int same = 1;                                                                                        \
+    for (int k = 0; k < 4; k++) {                                                                        \
+        a[k] = s + k * P;                                                                                \
+        q[k] = (int64_t)indptr[a[k]];                                                                    \
+    }                                                                                                    \
+    *n = (int64_t)indptr[a[0] + 1] - q[0];                                                               \
+    for (int k = 1; k < 4; k++) same &= (int64_t)indptr[a[k] + 1] - q[k] == *n;                          \
+    return same;                                                                                         \
+}
+SLOT(i4, int32_t)
+SLOT(i8, int64_t)
+
 #define KERNELS(S, T, IS, I)                                                                          \
 /* y[i] = sum of data[p] * x[indices[p]] over row i, in 8 lanes (lane l: products l, l + 8, ... of the   \
    row, in order, from zero), then ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). */                 \
@@ -124,6 +141,19 @@ CLONES void tr_vec_##S##_##IS(const I *restrict indptr, const I *restrict indice
     }                                                                                                    \
 }                                                                                                        \
                                                                                                          \
+/* acc[indices[p]] += data[p] * y[i] for the four rows a[0..3], row after row, entry after entry. */     \
+static inline void tr_rows_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data, \
+                                      const T *restrict y, T *restrict acc, const int64_t a[4])          \
+{                                                                                                        \
+    for (int k = 0; k < 4; k++) {                                                                        \
+        T v = y[a[k]];                                                                                   \
+        for (int64_t p = (int64_t)indptr[a[k]], e = (int64_t)indptr[a[k] + 1]; p < e; p++) {             \
+            uint64_t j = (uint64_t)indices[p];                                                           \
+            acc[j] = add_##S(acc[j], mul_##S(data[p], v));                                               \
+        }                                                                                                \
+    }                                                                                                    \
+}                                                                                                        \
+                                                                                                         \
 /* acc += A.T @ y for the slots s0 <= s < s1 of a matrix of 4P rows, slot s the rows s + kP: four rows   \
    with the same columns add ((d0 y0 + d1 y1) + d2 y2) + d3 y3 per entry, others row after row. */       \
 CLONES void tr_vec4_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data, const T *restrict y, T *restrict acc,           \
@@ -132,11 +162,8 @@ CLONES void tr_vec4_##S##_##IS(const I *restrict indptr, const I *restrict indic
     if (clear)                                                                                           \
         for (int64_t j = 0; j < ncols; j++) acc[j] = zero_##S();                                         \
     for (int64_t s = s0; s < s1; s++) {                                                                  \
-        int64_t a[4] = {s, s + P, s + 2 * P, s + 3 * P}, q[4];                                           \
-        for (int k = 0; k < 4; k++) q[k] = (int64_t)indptr[a[k]];                                       \
-        int64_t n = (int64_t)indptr[a[0] + 1] - q[0];                                                    \
-        int same = 1;                                                                                    \
-        for (int k = 1; k < 4; k++) same &= (int64_t)indptr[a[k] + 1] - q[k] == n;                       \
+        int64_t a[4], q[4], n;                                                                           \
+        int same = slot_##IS(indptr, s, P, a, q, &n);                                                  \
         if (same) { /* no early exit: a vectorised comparison */                                         \
             int64_t bad = 0;                                                                             \
             for (int64_t t = 0; t < n; t++) {                                                            \
@@ -154,13 +181,7 @@ CLONES void tr_vec4_##S##_##IS(const I *restrict indptr, const I *restrict indic
                 acc[j] = add_##S(acc[j], add_##S(w, mul_##S(data[q[3] + t], v3)));                       \
             }                                                                                            \
         } else {                                                                                         \
-            for (int k = 0; k < 4; k++) {                                                                \
-                T v = y[a[k]];                                                                           \
-                for (int64_t p = q[k], e = (int64_t)indptr[a[k] + 1]; p < e; p++) {                      \
-                    uint64_t j = (uint64_t)indices[p];                                                   \
-                    acc[j] = add_##S(acc[j], mul_##S(data[p], v));                                       \
-                }                                                                                        \
-            }                                                                                            \
+            tr_rows_##S##_##IS(indptr, indices, data, y, acc, a);                                        \
         }                                                                                                \
     }                                                                                                    \
 }
@@ -549,11 +570,8 @@ __attribute__((target("avx2"))) static void fwd4v_##S##_##IS(const I *restrict i
     const T *restrict data, const T *restrict x, T *restrict y, int64_t P, int64_t s0, int64_t s1)        \
 {                                                                                                        \
     for (int64_t s = s0; s < s1; s++) {                                                                  \
-        int64_t a[4] = {s, s + P, s + 2 * P, s + 3 * P}, q[4];                                           \
-        for (int k = 0; k < 4; k++) q[k] = (int64_t)indptr[a[k]];                                       \
-        int64_t n = (int64_t)indptr[a[0] + 1] - q[0];                                                    \
-        int same = 1;                                                                                    \
-        for (int k = 1; k < 4; k++) same &= (int64_t)indptr[a[k] + 1] - q[k] == n;                       \
+        int64_t a[4], q[4], n;                                                                           \
+        int same = slot_##IS(indptr, s, P, a, q, &n);                                                  \
         if (same) {                                                                                      \
             v8_##S c0 = v8_zero_##S(), c1 = c0, c2 = c0, c3 = c0;                                        \
             __m256i bad = _mm256_setzero_si256();                                                        \
@@ -606,11 +624,8 @@ __attribute__((target("avx2"))) static void tr4v_##S##_##IS(const I *restrict in
         for (int64_t j = 0; j < ncols; j++) acc[j] = zero_##S();                                         \
     T kept[TR4V_KEEP];                                                                                   \
     for (int64_t s = s0; s < s1; s++) {                                                                  \
-        int64_t a[4] = {s, s + P, s + 2 * P, s + 3 * P}, q[4];                                           \
-        for (int k = 0; k < 4; k++) q[k] = (int64_t)indptr[a[k]];                                       \
-        int64_t n = (int64_t)indptr[a[0] + 1] - q[0];                                                    \
-        int same = 1;                                                                                    \
-        for (int k = 1; k < 4; k++) same &= (int64_t)indptr[a[k] + 1] - q[k] == n;                       \
+        int64_t a[4], q[4], n;                                                                           \
+        int same = slot_##IS(indptr, s, P, a, q, &n);                                                  \
         if (same && n > TR4V_KEEP) {                                                                     \
             tr_vec4_##S##_##IS(indptr, indices, data, y, acc, ncols, P, s, s + 1, 0);                    \
             continue;                                                                                    \
@@ -645,13 +660,7 @@ __attribute__((target("avx2"))) static void tr4v_##S##_##IS(const I *restrict in
                 continue;                                                                                \
             for (int64_t u = t - 1; u >= 0; u--) acc[(uint64_t)ix[u]] = kept[u]; /* the bits before */   \
         }                                                                                                \
-        for (int k = 0; k < 4; k++) {                                                                    \
-            T v = y[a[k]];                                                                               \
-            for (int64_t p = q[k], e = (int64_t)indptr[a[k] + 1]; p < e; p++) {                          \
-                uint64_t j = (uint64_t)indices[p];                                                       \
-                acc[j] = add_##S(acc[j], mul_##S(data[p], v));                                           \
-            }                                                                                            \
-        }                                                                                                \
+        tr_rows_##S##_##IS(indptr, indices, data, y, acc, a);                                            \
     }                                                                                                    \
 }
 #define TR4V_CALL(S, IS, args) if (__builtin_cpu_supports("avx2")) { tr4v_##S##_##IS args; return; }
