@@ -100,7 +100,7 @@ static inline int slot_##IS(const I *restrict indptr, int64_t s, int64_t P, int6
 SLOT(i4, int32_t)
 SLOT(i8, int64_t)
 
-#define KERNELS(S, T, IS, I)                                                                          \
+#define KERNELS(S, T, IS, I)                                                                             \
 /* y[i] = sum of data[p] * x[indices[p]] over row i, in 8 lanes (lane l: products l, l + 8, ... of the   \
    row, in order, from zero), then ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). */                 \
 CLONES FWD_OPT void fwd_vec_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data,      \
@@ -163,7 +163,7 @@ CLONES void tr_vec4_##S##_##IS(const I *restrict indptr, const I *restrict indic
         for (int64_t j = 0; j < ncols; j++) acc[j] = zero_##S();                                         \
     for (int64_t s = s0; s < s1; s++) {                                                                  \
         int64_t a[4], q[4], n;                                                                           \
-        int same = slot_##IS(indptr, s, P, a, q, &n);                                                  \
+        int same = slot_##IS(indptr, s, P, a, q, &n);                                                    \
         if (same) { /* no early exit: a vectorised comparison */                                         \
             int64_t bad = 0;                                                                             \
             for (int64_t t = 0; t < n; t++) {                                                            \
@@ -208,7 +208,7 @@ static inline void run_##IS(const I *restrict indptr, const I *restrict indices,
     }                                                                                                    \
 }                                                                                                        \
                                                                                                          \
-/* key[i] = first column * scale + last column of row i (-1 if empty), r0 <= i < r1. */                   \
+/* key[i] = first column * scale + last column of row i (-1 if empty), r0 <= i < r1. */                  \
 void row_keys_##IS(const I *restrict indptr, const I *restrict indices, int64_t scale, int64_t *restrict key, \
                    int64_t r0, int64_t r1)                                                               \
 {                                                                                                        \
@@ -228,8 +228,8 @@ RUN(i8, int64_t)
 #define HAVE_FMA4 1
 /* For T (float or double) in AVX vectors V of W elements (_mm256_*_SUF): blocks of 2W columns (two
    vectors per row), then of W. */
-#define FMA4(S, T, V, SUF, BR, W, IS, I)                                                                \
-__attribute__((target("avx,fma"))) static int64_t fma4_##S##_##IS(                                        \
+#define FMA4(S, T, V, SUF, BR, W, IS, I)                                                                 \
+__attribute__((target("avx,fma"))) static int64_t fma4_##S##_##IS(                                       \
     const I *restrict indices, const T *restrict data, const T *restrict X, T *y0, T *y1, T *y2, T *y3,  \
     int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k)       \
 {                                                                                                        \
@@ -271,8 +271,8 @@ __attribute__((target("avx,fma"))) static int64_t fma4_##S##_##IS(              
 }
 /* tr_mat's four rows with the same intrinsics: the rows' blocks of Y in registers, each entry's block of
    acc read, given the four products in row order, written back. */
-#define TRA4(S, T, V, SUF, BR, W, IS, I)                                                                \
-__attribute__((target("avx,fma"))) static int64_t tra4_##S##_##IS(                                        \
+#define TRA4(S, T, V, SUF, BR, W, IS, I)                                                                 \
+__attribute__((target("avx,fma"))) static int64_t tra4_##S##_##IS(                                       \
     const I *restrict indices, const T *restrict data, T *acc, const T *y0, const T *y1, const T *y2,    \
     const T *y3, int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k) \
 {                                                                                                        \
@@ -330,8 +330,8 @@ FMA4(f8, double, __m256d, pd, sd, 4, i8, int64_t)
 #define BLOCK_c16 4
 
 #define MAT_KERNELS(S, T, IS, I)                                                                         \
-/* y_g[t] += data[q_g + p] * X[indices[qi + p], t] for s0 <= p < s1 in order, for four rows g: BLOCK_S    \
-   columns of the four rows in registers while the entries stream by, then the other columns. */       \
+/* y_g[t] += data[q_g + p] * X[indices[qi + p], t] for s0 <= p < s1 in order, for four rows g: BLOCK_S   \
+   columns of the four rows in registers while the entries stream by, then the other columns. */         \
 static inline __attribute__((always_inline)) void fwd4_##S##_##IS(const I *restrict indices, const T *restrict data, const T *restrict X, \
                                    T *restrict y0, T *restrict y1, T *restrict y2, T *restrict y3,       \
                                    int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3,           \
@@ -367,7 +367,7 @@ static inline __attribute__((always_inline)) void fwd4_##S##_##IS(const I *restr
 /* Y[i] = sum over the row of data[p] * X[indices[p]] for the rows i = order[r], r0 <= r < r1 (X: rows   \
    of k values): each entry a chain of fused multiply-adds in the row's order from zero.  Runs of rows   \
    with the same columns, a segment of entries at a time, four rows at a time (fwd4), as fwd_mat of      \
-   _mat_kernels (which does not change the bits: each entry's chain is its row's alone). */               \
+   _mat_kernels (which does not change the bits: each entry's chain is its row's alone). */              \
 CLONES_FMA void fwd_mat_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data, \
                                    const T *restrict X, T *restrict Y, const int64_t *restrict order,    \
                                    int64_t k, int64_t r0, int64_t r1, int64_t seg_bytes, int64_t run_rows) \
@@ -383,7 +383,7 @@ CLONES_FMA void fwd_mat_##S##_##IS(const I *restrict indptr, const I *restrict i
             int64_t s1 = s0 + seg < L ? s0 + seg : L, g = 0;                                             \
             for (; g + 4 <= n; g += 4) {                                                                 \
                 int64_t i0 = order[r + g], i1 = order[r + g + 1], i2 = order[r + g + 2], i3 = order[r + g + 3]; \
-                fwd4_##S##_##IS(indices, data, X, Y + i0 * k, Y + i1 * k, Y + i2 * k, Y + i3 * k, qi,     \
+                fwd4_##S##_##IS(indices, data, X, Y + i0 * k, Y + i1 * k, Y + i2 * k, Y + i3 * k, qi,    \
                                 (int64_t)indptr[i0], (int64_t)indptr[i1], (int64_t)indptr[i2], (int64_t)indptr[i3], \
                                 s0, s1, k);                                                              \
             }                                                                                            \
@@ -415,8 +415,8 @@ CLONES_FMA void fwd_mat_##S##_##IS(const I *restrict indptr, const I *restrict i
    entries, four rows per entry (then the others one by one), so that an entry of acc that a row meets   \
    twice gets the same sums in the same order. */                                                        \
 CLONES_FMA void tr_mat_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data, \
-                                  const T *restrict Y, T *restrict acc, const int64_t *restrict order,  \
-                                  int64_t ncols, int64_t k, int64_t r0, int64_t r1, int clear,         \
+                                  const T *restrict Y, T *restrict acc, const int64_t *restrict order,   \
+                                  int64_t ncols, int64_t k, int64_t r0, int64_t r1, int clear,           \
                                   int64_t seg_bytes, int64_t run_rows)                                   \
 {                                                                                                        \
     if (clear)                                                                                           \
@@ -433,7 +433,7 @@ CLONES_FMA void tr_mat_##S##_##IS(const I *restrict indptr, const I *restrict in
                 const T *y0 = Y + i0 * k, *y1 = Y + i1 * k, *y2 = Y + i2 * k, *y3 = Y + i3 * k;          \
                 int64_t q0 = (int64_t)indptr[i0], q1 = (int64_t)indptr[i1], q2 = (int64_t)indptr[i2], q3 = (int64_t)indptr[i3]; \
                 int64_t t0 = TRA4_START_##S(IS, (indices, data, acc, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k)); \
-                for (int64_t p = s0; t0 < k && p < s1; p++) { /* the columns the intrinsics left */     \
+                for (int64_t p = s0; t0 < k && p < s1; p++) { /* the columns the intrinsics left */      \
                     T *restrict z = acc + (int64_t)indices[qi + p] * k;                                  \
                     T a0 = data[q0 + p], a1 = data[q1 + p], a2 = data[q2 + p], a3 = data[q3 + p];        \
                     for (int64_t t = t0; t < k; t++)                                                     \
@@ -475,7 +475,7 @@ TRANSPOSE(16, item16)
 
 /* out[j] = ((out[j] + part[0, j]) + part[1, j]) + ... for j0 <= j < j1 (part: nparts rows of n). */
 #define REDUCE(S, T)                                                                                     \
-CLONES void reduce_##S(T *out, const T *part, int64_t nparts, int64_t n, int64_t j0, int64_t j1)              \
+CLONES void reduce_##S(T *out, const T *part, int64_t nparts, int64_t n, int64_t j0, int64_t j1)         \
 {                                                                                                        \
     for (int64_t t0 = j0; t0 < j1; t0 += 512) {                                                          \
         int64_t t1 = t0 + 512 < j1 ? t0 + 512 : j1;                                                      \
@@ -550,28 +550,28 @@ V4_ATTR v8_f8 v8_add_f8(v8_f8 a, v8_f8 b) { v8_f8 r = {_mm256_add_pd(a.lo, b.lo)
 #define v8_madd(S, c, d, x) v8_add_##S(c, v8_mul_##S(v8_load_##S(d), x))
 /* The eight lanes of w, each given to F(u, value) in order (shuffles, not a store and reloads). */
 #define V8_LANES_f4(w, F)                                                                                \
-    { __m128 lo_ = _mm256_castps256_ps128((w).a), hi_ = _mm256_extractf128_ps((w).a, 1);                   \
-      F(0, _mm_cvtss_f32(lo_)) F(1, _mm_cvtss_f32(_mm_shuffle_ps(lo_, lo_, 1)))                           \
-      F(2, _mm_cvtss_f32(_mm_shuffle_ps(lo_, lo_, 2))) F(3, _mm_cvtss_f32(_mm_shuffle_ps(lo_, lo_, 3)))     \
-      F(4, _mm_cvtss_f32(hi_)) F(5, _mm_cvtss_f32(_mm_shuffle_ps(hi_, hi_, 1)))                           \
+    { __m128 lo_ = _mm256_castps256_ps128((w).a), hi_ = _mm256_extractf128_ps((w).a, 1);                 \
+      F(0, _mm_cvtss_f32(lo_)) F(1, _mm_cvtss_f32(_mm_shuffle_ps(lo_, lo_, 1)))                          \
+      F(2, _mm_cvtss_f32(_mm_shuffle_ps(lo_, lo_, 2))) F(3, _mm_cvtss_f32(_mm_shuffle_ps(lo_, lo_, 3)))  \
+      F(4, _mm_cvtss_f32(hi_)) F(5, _mm_cvtss_f32(_mm_shuffle_ps(hi_, hi_, 1)))                          \
       F(6, _mm_cvtss_f32(_mm_shuffle_ps(hi_, hi_, 2))) F(7, _mm_cvtss_f32(_mm_shuffle_ps(hi_, hi_, 3))) }
 #define V8_LANES_f8(w, F)                                                                                \
-    { __m128d a_ = _mm256_castpd256_pd128((w).lo), b_ = _mm256_extractf128_pd((w).lo, 1);                  \
-      __m128d c_ = _mm256_castpd256_pd128((w).hi), d_ = _mm256_extractf128_pd((w).hi, 1);                  \
-      F(0, _mm_cvtsd_f64(a_)) F(1, _mm_cvtsd_f64(_mm_unpackhi_pd(a_, a_)))                                \
-      F(2, _mm_cvtsd_f64(b_)) F(3, _mm_cvtsd_f64(_mm_unpackhi_pd(b_, b_)))                                \
-      F(4, _mm_cvtsd_f64(c_)) F(5, _mm_cvtsd_f64(_mm_unpackhi_pd(c_, c_)))                                \
+    { __m128d a_ = _mm256_castpd256_pd128((w).lo), b_ = _mm256_extractf128_pd((w).lo, 1);                \
+      __m128d c_ = _mm256_castpd256_pd128((w).hi), d_ = _mm256_extractf128_pd((w).hi, 1);                \
+      F(0, _mm_cvtsd_f64(a_)) F(1, _mm_cvtsd_f64(_mm_unpackhi_pd(a_, a_)))                               \
+      F(2, _mm_cvtsd_f64(b_)) F(3, _mm_cvtsd_f64(_mm_unpackhi_pd(b_, b_)))                               \
+      F(4, _mm_cvtsd_f64(c_)) F(5, _mm_cvtsd_f64(_mm_unpackhi_pd(c_, c_)))                               \
       F(6, _mm_cvtsd_f64(d_)) F(7, _mm_cvtsd_f64(_mm_unpackhi_pd(d_, d_))) }
 V4_ATTR void v8_store_f4(float *o, v8_f4 c) { _mm256_storeu_ps(o, c.a); }
 V4_ATTR void v8_store_f8(double *o, v8_f8 c) { _mm256_storeu_pd(o, c.lo); _mm256_storeu_pd(o + 4, c.hi); }
 
 #define FWD4V(S, T, IS, I)                                                                               \
 __attribute__((target("avx2"))) static void fwd4v_##S##_##IS(const I *restrict indptr, const I *restrict indices, \
-    const T *restrict data, const T *restrict x, T *restrict y, int64_t P, int64_t s0, int64_t s1)        \
+    const T *restrict data, const T *restrict x, T *restrict y, int64_t P, int64_t s0, int64_t s1)       \
 {                                                                                                        \
     for (int64_t s = s0; s < s1; s++) {                                                                  \
         int64_t a[4], q[4], n;                                                                           \
-        int same = slot_##IS(indptr, s, P, a, q, &n);                                                  \
+        int same = slot_##IS(indptr, s, P, a, q, &n);                                                    \
         if (same) {                                                                                      \
             v8_##S c0 = v8_zero_##S(), c1 = c0, c2 = c0, c3 = c0;                                        \
             __m256i bad = _mm256_setzero_si256();                                                        \
@@ -579,8 +579,8 @@ __attribute__((target("avx2"))) static void fwd4v_##S##_##IS(const I *restrict i
             for (; t + 8 <= n; t += 8) {                                                                 \
                 ix8_##IS j = ix8_load_##IS(indices + q[0] + t);                                          \
                 bad = _mm256_or_si256(bad, _mm256_or_si256(ix8_diff_##IS(j, ix8_load_##IS(indices + q[1] + t)), \
-                      _mm256_or_si256(ix8_diff_##IS(j, ix8_load_##IS(indices + q[2] + t)),                \
-                                      ix8_diff_##IS(j, ix8_load_##IS(indices + q[3] + t)))));             \
+                      _mm256_or_si256(ix8_diff_##IS(j, ix8_load_##IS(indices + q[2] + t)),               \
+                                      ix8_diff_##IS(j, ix8_load_##IS(indices + q[3] + t)))));            \
                 v8_##S v = v8_gather_##S##_##IS(x, j);                                                   \
                 c0 = v8_madd(S, c0, data + q[0] + t, v); c1 = v8_madd(S, c1, data + q[1] + t, v);        \
                 c2 = v8_madd(S, c2, data + q[2] + t, v); c3 = v8_madd(S, c3, data + q[3] + t, v);        \
@@ -625,7 +625,7 @@ __attribute__((target("avx2"))) static void tr4v_##S##_##IS(const I *restrict in
     T kept[TR4V_KEEP];                                                                                   \
     for (int64_t s = s0; s < s1; s++) {                                                                  \
         int64_t a[4], q[4], n;                                                                           \
-        int same = slot_##IS(indptr, s, P, a, q, &n);                                                  \
+        int same = slot_##IS(indptr, s, P, a, q, &n);                                                    \
         if (same && n > TR4V_KEEP) {                                                                     \
             tr_vec4_##S##_##IS(indptr, indices, data, y, acc, ncols, P, s, s + 1, 0);                    \
             continue;                                                                                    \
@@ -638,14 +638,14 @@ __attribute__((target("avx2"))) static void tr4v_##S##_##IS(const I *restrict in
             for (; t + 8 <= n; t += 8) {                                                                 \
                 ix8_##IS j = ix8_load_##IS(ix + t);                                                      \
                 __m256i bad = _mm256_or_si256(ix8_diff_##IS(j, ix8_load_##IS(indices + q[1] + t)),       \
-                              _mm256_or_si256(ix8_diff_##IS(j, ix8_load_##IS(indices + q[2] + t)),        \
+                              _mm256_or_si256(ix8_diff_##IS(j, ix8_load_##IS(indices + q[2] + t)),       \
                                               ix8_diff_##IS(j, ix8_load_##IS(indices + q[3] + t))));     \
                 if (!_mm256_testz_si256(bad, bad)) { same = 0; break; }                                  \
                 v8_##S w = v8_add_##S(v8_mul_##S(v8_load_##S(data + q[0] + t), w0),                      \
-                                      v8_mul_##S(v8_load_##S(data + q[1] + t), w1));                    \
-                w = v8_add_##S(w, v8_mul_##S(v8_load_##S(data + q[2] + t), w2));                          \
-                w = v8_add_##S(w, v8_mul_##S(v8_load_##S(data + q[3] + t), w3));                          \
-                V8_LANES_##S(w, TR4V_ADD_##S)                                                                \
+                                      v8_mul_##S(v8_load_##S(data + q[1] + t), w1));                     \
+                w = v8_add_##S(w, v8_mul_##S(v8_load_##S(data + q[2] + t), w2));                         \
+                w = v8_add_##S(w, v8_mul_##S(v8_load_##S(data + q[3] + t), w3));                         \
+                V8_LANES_##S(w, TR4V_ADD_##S)                                                            \
             }                                                                                            \
             for (; same && t < n; t++) { /* the entries left, one at a time */                           \
                 I c = ix[t];                                                                             \
@@ -671,18 +671,18 @@ __attribute__((target("avx2"))) static void tr4v_##S##_##IS(const I *restrict in
 #define TR4V_CALL(S, IS, args)
 #endif
 
-#define VEC4_KERNELS(S, T, IS, I)                                                                            \
+#define VEC4_KERNELS(S, T, IS, I)                                                                        \
 FWD4V(S, T, IS, I)                                                                                       \
 TR4V(S, T, IS, I)                                                                                        \
-/* tr_vec4 in one pass where there is AVX2 (the same bits), tr_vec4 elsewhere */                        \
-void tr_vec4v_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data,   \
+/* tr_vec4 in one pass where there is AVX2 (the same bits), tr_vec4 elsewhere */                         \
+void tr_vec4v_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data,    \
                          const T *restrict y, T *restrict acc, int64_t ncols, int64_t P, int64_t s0, int64_t s1, \
                          int clear)                                                                      \
 {                                                                                                        \
     TR4V_CALL(S, IS, (indptr, indices, data, y, acc, ncols, P, s0, s1, clear))                           \
     tr_vec4_##S##_##IS(indptr, indices, data, y, acc, ncols, P, s0, s1, clear);                          \
 }                                                                                                        \
-void fwd_vec4_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data,   \
+void fwd_vec4_##S##_##IS(const I *restrict indptr, const I *restrict indices, const T *restrict data,    \
                          const T *restrict x, T *restrict y, int64_t P, int64_t s0, int64_t s1)          \
 {                                                                                                        \
     FWD4V_CALL(S, IS, (indptr, indices, data, x, y, P, s0, s1))                                          \

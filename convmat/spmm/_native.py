@@ -21,8 +21,10 @@ times).
 ``fwd_vec`` for the four quarters of the rows at once where they share
 their columns (the output channels of a convolution), ``x`` gathered once
 for the four rows, each row's eight lanes in a vector register (AVX2), the
-bits of ``fwd_vec``; it serves forward one-vector products also once Numba's
-kernels are loaded (:func:`convmat.spmm._vec_kernels`).
+bits of ``fwd_vec``.  For those dtypes ``tr_vec4`` is ``tr_vec4v`` of
+``_native.c``: ``tr_vec4`` in one pass (AVX2), its bits.  Both serve
+one-vector products also once Numba's kernels are loaded
+(:func:`convmat.spmm._vec_kernels`).
 
 They serve products whose arrays they have functions for (data, operand and
 result of one dtype of :data:`convmat.spmm.KERNEL_DTYPES`, ``indptr`` and
@@ -185,7 +187,8 @@ def kernels(indptr, indices, data, x=None, y=None, dtype=None):
         ``{"fwd_vec", "tr_vec", "tr_vec4", "reduce", "fwd_mat", "tr_mat", "row_keys",
         "transpose_into"}`` called as the Numba kernels of those names, and for
         :data:`VEC4_DTYPES` ``"fwd_vec4"``, called as
-        ``fwd_vec4(indptr, indices, data, x, y, P, s0, s1, zero)``.
+        ``fwd_vec4(indptr, indices, data, x, y, P, s0, s1, zero)`` (their
+        ``"tr_vec4"`` is the one-pass kernel).
     """
     dt, it = data.dtype, indptr.dtype
     vectors = () if x is None else (x, y)

@@ -241,8 +241,8 @@ def quarter_period(m, row):
 
 
 def _same_values(a, b):
-    """``np.array_equal`` for 1-D index arrays, in a few microseconds where their dtypes agree (every
-    forward one-vector product asks it three times)."""
+    """``np.array_equal`` for 1-D index arrays, in a microsecond or two where their dtypes agree (every
+    one-vector product on a matrix of 4P rows asks it up to nine times)."""
     if a.dtype != b.dtype:
         return np.array_equal(a, b)
     return a.shape == b.shape and a.tobytes() == b.tobytes()
