@@ -370,11 +370,13 @@ def recording(*arrays, **kw):
     return table
 _native.kernels = recording
 rng = np.random.default_rng(3)
-C = conv_matrix(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), (40, 40), padding=1, dtype=np.float32)
-x = rng.standard_normal(C.shape[1]).astype(np.float32)
-y = rng.standard_normal(C.shape[0]).astype(np.float32)
-X = rng.standard_normal((C.shape[1], 24)).astype(np.float32)
-Y = np.asfortranarray(rng.standard_normal((C.shape[0], 24)).astype(np.float32))
+dt = np.dtype("{dtype}")
+def values(*shape):
+    v = rng.standard_normal(shape)
+    return (v + 1j * rng.standard_normal(shape) if dt.kind == "c" else v).astype(dt)
+C = conv_matrix(values(8, 8, 3, 3), (40, 40), padding=1, dtype=dt)
+x, y = values(C.shape[1]), values(C.shape[0])
+X, Y = values(C.shape[1], 24), np.asfortranarray(values(C.shape[0], 24))
 products = [lambda: csr_matmul(C, x), lambda: csr_matmul(C, y, transpose=True)]
 if {batch}:  # first of all, in a fresh process
     products = [lambda: csr_matmul(C, X), lambda: csr_matmul(C, Y, transpose=True)] + products
@@ -386,8 +388,9 @@ print(json.dumps(dict(served=served, warm=len(_threads.LOADER.warm), available=_
 """
 
 
-def _fresh(twin_max, batch=False, **env):
-    out = subprocess.run([sys.executable, "-c", _FRESH.format(twin_max=twin_max, batch=batch)], capture_output=True,
+def _fresh(twin_max, batch=False, dtype="float32", **env):
+    code = _FRESH.format(twin_max=twin_max, batch=batch, dtype=dtype)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, timeout=600, env=dict(os.environ, **env))
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -408,46 +411,48 @@ def test_fresh_process_first_products_compiled_before_numba(twin_max):
     assert r["same"] == [True, True]
 
 
-def test_fresh_process_first_batch_products_compiled_before_numba():
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+def test_fresh_process_first_batch_products_compiled_before_numba(dtype):
     """Products of several columns first in a process: on the compiled kernels, before Numba is imported."""
     native()
     kernels()
-    r = _fresh(1 << 26, batch=True)
-    # the four first products, the two later batch products, and the library's fwd_vec4 and tr_vec4 for
-    # the later one-vector products (which run on Numba's kernels otherwise)
-    assert [table for table, _ in r["served"]] == [True] * 8
+    r = _fresh(1 << 26, batch=True, dtype=dtype)
+    # the four first products, the two later batch products, and for float32 the library's fwd_vec4 and
+    # tr_vec4 for the later one-vector products (which run on Numba's kernels otherwise)
+    assert [table for table, _ in r["served"]] == [True] * (8 if dtype == "float32" else 6)
     assert r["served"][0][1] is False  # the first product ran before anything imported Numba
-    assert r["served"][1][1] is False  # and the second: batch products of real dtypes do not load Numba
+    assert r["served"][1][1] is False  # and the second: batch products do not load Numba
     assert r["warm"] == 2  # Numba's kernels of the two one-vector signatures only, loaded in the background
     assert r["same"] == [True] * 4
 
 
 @pytest.mark.parametrize("index_dtype", ["int32", "int64"])
 def test_prefetch_batch_loads_the_signatures_of_batch_products(monkeypatch, index_dtype):
-    """After ``prefetch(dtype, batch=True)`` products of F-ordered columns (as ConvOperator passes them) of a
-    dtype the library serves only until Numba is loaded (complex) run on Numba's kernels at once."""
+    """Where the library is not there, ``prefetch(dtype, batch=True)`` loads Numba's kernels of products of
+    F-ordered columns (as ConvOperator passes them): the products find them loaded and wait for nothing."""
     kernels()
     from convmat.spmm import _threads, csr_matmul, prefetch
 
     A = random_matrix(5, 30, 20, 0.4, "complex128", index_dtype, 0)
     # forget the batch signatures earlier tests loaded (x of a signature: (dtype, contiguous, writeable, ndim))
     monkeypatch.setattr(_threads.LOADER, "warm", {key for key in _threads.LOADER.warm if key[4][3] != 2})
+    monkeypatch.setattr(_native, "kernels", lambda *a, **kw: None)  # no library
     prefetch(np.complex128, np.dtype(index_dtype), batch=True)
     _threads.LOADER.settle()
-    served = []
-    compiled = _native.kernels
-    monkeypatch.setattr(_native, "kernels", lambda *a, **kw: served.append(1) or compiled(*a, **kw))
+    waited = []
+    wait = _threads.wait
+    monkeypatch.setattr(_threads, "wait", lambda key: waited.append(key) or wait(key))
     X, Y = np.asfortranarray(np.ones((20, 5), complex)), np.asfortranarray(np.ones((30, 5), complex))
     assert np.allclose(csr_matmul(A, X), A @ X) and np.allclose(csr_matmul(A, Y, transpose=True), A.T @ Y)
-    assert not any(key[4][3] == 2 for key in _threads.LOADER.queue)  # nothing left to load: Numba's served
+    assert waited == []  # both signatures were loaded by prefetch
     ready = [_threads.LOADER.ready(key) is not None for key in _threads.LOADER.warm if key[4][3] == 2]
     assert len(ready) == 2 and all(ready)
     with pytest.raises(TypeError, match="batch"):
         prefetch(np.float64, batch=1)
 
 
-def test_batch_products_of_real_dtypes_stay_on_the_library(monkeypatch):
-    """float32 and float64 products of several columns run on the compiled kernels and load no Numba signature."""
+def test_batch_products_stay_on_the_library(monkeypatch):
+    """Products of several columns, every dtype, run on the compiled kernels and load no Numba signature."""
     native()
     from convmat.spmm import _threads, csr_matmul
 
@@ -455,7 +460,7 @@ def test_batch_products_of_real_dtypes_stay_on_the_library(monkeypatch):
     started = []
     monkeypatch.setattr(_threads, "prefetch", lambda key=None: started.append(key))
     monkeypatch.setattr(_threads, "wait", lambda key: started.append(key))
-    for dtype in ("float32", "float64"):
+    for dtype in DTYPES:
         A = random_matrix(6, 30, 20, 0.4, dtype, "int32", 0)
         X = np.asfortranarray(operand(1, 20 * 4, dtype).reshape(4, 20).T)
         assert np.allclose(csr_matmul(A, X), A @ X, rtol=1e-4)

@@ -116,10 +116,9 @@ tens of ms more, compiling it (empty cache) seconds.  A product whose
 kernels are not loaded yet is computed by the kernels of ``_native.c``
 (:mod:`convmat.spmm._native`: C functions for the four dtypes and both index
 dtypes, loaded in about a millisecond; one vector at 1.05-1.2 times the
-Numba kernels' time, several columns at 0.8-1.1 times for real dtypes and
-1.35-2.2 times for complex ones), and then starts the loader, a daemon
-thread, for the next products; :func:`prefetch` starts it earlier.
-Products of several columns of real dtypes stay on the compiled kernels
+Numba kernels' time, several columns at 0.44-1.1 times), and then starts
+the loader, a daemon thread, for the next products; :func:`prefetch` starts
+it earlier.  Products of several columns stay on the compiled kernels
 and never load Numba (its import, and a compilation of seconds when its
 cache is empty, would take a core from the products that follow).  Where
 the library was not built (no C compiler at install time) or for
@@ -221,7 +220,9 @@ def prefetch(dtype=np.float64, index_dtype=np.int32, *, batch=False):
         ``int32`` or ``int64``, the matrix's index dtype.
     batch : bool
         Also load the kernels of products of several columns (compiled in
-        a few seconds when Numba's cache is empty).
+        a few seconds when Numba's cache is empty).  Only where the
+        compiled library is not there: products of several columns run on
+        its kernels otherwise, and never on Numba's.
 
     Raises
     ------
@@ -356,23 +357,16 @@ def _batch_signature(transpose, indptr, indices, data, dtype, X=None):
 
 
 def _batch_kernels(indptr, indices, data, X, dtype, conj, transpose):
-    """The kernels of a product of several columns, and the Numba signature to load after it (or None).
-
-    The compiled library's for :data:`convmat.spmm._native.BATCH_DTYPES` (as fast as Numba's: Numba is
-    not loaded for them); for the other dtypes Numba's once loaded, the library's before; without the
-    library Numba's, waited for; None without either (SciPy computes).
-    """
+    """The kernels of a product of several columns: the compiled library's where it has them (0.44-1.1
+    times the Numba kernels' time, every dtype: Numba is not loaded for them), else Numba's, waited
+    for; None without either (SciPy computes)."""
     compiled = _native.kernels(indptr, indices, data, dtype=dtype)
-    if compiled is not None and dtype in _native.BATCH_DTYPES:
-        return compiled, None
+    if compiled is not None:
+        return compiled
     key = _batch_signature(transpose, indptr, indices, data, dtype,
                            None if _products.rowmajor_is_copy(X, dtype, conj) else X)
     K = _threads.ready(key)
-    if K is not None:
-        return K, None
-    if compiled is not None:
-        return compiled, key
-    return _threads.wait(key), None
+    return K if K is not None else _threads.wait(key)
 
 
 def _vec_kernels(key, indptr, indices, data, x, y):
@@ -531,9 +525,9 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
 
     # The compiled kernels, Numba's and (for one vector) the NumPy twins give the same bits: which serves is
     # a matter of speed and of what is loaded (_batch_kernels for several columns, below for one vector).
-    K, mat_key = None, None
+    K = None
     if k != 1:
-        K, mat_key = _batch_kernels(indptr, indices, data, X, dtype, conj_in, kernel_transpose)
+        K = _batch_kernels(indptr, indices, data, X, dtype, conj_in, kernel_transpose)
         if K is None:
             return _scipy_product(A, X, transpose, conjugate, dtype, shape, out)
     ncols = n if A.format == "csr" else m
@@ -571,8 +565,6 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
             else:
                 Xc = _products._rowmajor(K, X, dtype, conj_in, threads)
                 _products._product_mat(K, indptr, indices, data, Xc, Y, ncols, kernel_transpose, threads, zero)
-                if mat_key is not None:  # load Numba's kernels for the next products, now that this one is done
-                    _threads.prefetch(mat_key)
             if conjugate:
                 np.conjugate(Y, out=Y)
     if out is None or direct:

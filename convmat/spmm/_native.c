@@ -304,6 +304,89 @@ FMA4(f4, float, __m256, ps, ss, 8, i4, int32_t)
 FMA4(f4, float, __m256, ps, ss, 8, i8, int64_t)
 FMA4(f8, double, __m256d, pd, sd, 4, i4, int32_t)
 FMA4(f8, double, __m256d, pd, sd, 4, i8, int64_t)
+
+/* The complex dtypes in the same registers, W complex numbers a vector (re, im interleaved): madd_c8's
+   fma(-a.im, b.im, c.re) and fma(a.im, b.re, c.im) are one fma of a.im (broadcast) with the swapped b,
+   its real parts negated (-a.im b.im = a.im (-b.im), exactly), then fma(a.re, b.re, .) and
+   fma(a.re, b.im, .) one fma of a.re with b: the same two roundings per part, in the same order. */
+__attribute__((target("avx,fma"))) static inline __m256 cswap_c8(__m256 b)
+{
+    return _mm256_xor_ps(_mm256_permute_ps(b, 0xB1), _mm256_setr_ps(-0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f));
+}
+__attribute__((target("avx,fma"))) static inline __m256d cswap_c16(__m256d b)
+{
+    return _mm256_xor_pd(_mm256_permute_pd(b, 0x5), _mm256_setr_pd(-0.0, 0.0, -0.0, 0.0));
+}
+/* c + a b for the complex a at *a (a.re, a.im broadcast from memory) and b, bs = cswap(b) */
+#define CMADD(SUF, BR, B, c, a, b, bs)                                                                   \
+    _mm256_fmadd_##SUF(_mm256_broadcast_##BR(&(a)->re), b, _mm256_fmadd_##SUF(_mm256_broadcast_##BR(&(a)->im), bs, c))
+#define CFMA4(S, T, V, SUF, BR, B, W, IS, I)                                                             \
+__attribute__((target("avx,fma"))) static int64_t fma4_##S##_##IS(                                       \
+    const I *restrict indices, const T *restrict data, const T *restrict X, T *y0, T *y1, T *y2, T *y3,  \
+    int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k)       \
+{                                                                                                        \
+    int64_t t = 0;                                                                                       \
+    for (; t + 2 * W <= k; t += 2 * W) {                                                                 \
+        V c0 = _mm256_loadu_##SUF((B *)(y0 + t)), d0 = _mm256_loadu_##SUF((B *)(y0 + t + W));            \
+        V c1 = _mm256_loadu_##SUF((B *)(y1 + t)), d1 = _mm256_loadu_##SUF((B *)(y1 + t + W));            \
+        V c2 = _mm256_loadu_##SUF((B *)(y2 + t)), d2 = _mm256_loadu_##SUF((B *)(y2 + t + W));            \
+        V c3 = _mm256_loadu_##SUF((B *)(y3 + t)), d3 = _mm256_loadu_##SUF((B *)(y3 + t + W));            \
+        for (int64_t p = s0; p < s1; p++) {                                                              \
+            const T *x = X + (int64_t)indices[qi + p] * k + t;                                           \
+            V u = _mm256_loadu_##SUF((const B *)x), v = _mm256_loadu_##SUF((const B *)(x + W));          \
+            V us = cswap_##S(u), vs = cswap_##S(v);                                                      \
+            c0 = CMADD(SUF, BR, B, c0, data + q0 + p, u, us); d0 = CMADD(SUF, BR, B, d0, data + q0 + p, v, vs); \
+            c1 = CMADD(SUF, BR, B, c1, data + q1 + p, u, us); d1 = CMADD(SUF, BR, B, d1, data + q1 + p, v, vs); \
+            c2 = CMADD(SUF, BR, B, c2, data + q2 + p, u, us); d2 = CMADD(SUF, BR, B, d2, data + q2 + p, v, vs); \
+            c3 = CMADD(SUF, BR, B, c3, data + q3 + p, u, us); d3 = CMADD(SUF, BR, B, d3, data + q3 + p, v, vs); \
+        }                                                                                                \
+        _mm256_storeu_##SUF((B *)(y0 + t), c0); _mm256_storeu_##SUF((B *)(y0 + t + W), d0);              \
+        _mm256_storeu_##SUF((B *)(y1 + t), c1); _mm256_storeu_##SUF((B *)(y1 + t + W), d1);              \
+        _mm256_storeu_##SUF((B *)(y2 + t), c2); _mm256_storeu_##SUF((B *)(y2 + t + W), d2);              \
+        _mm256_storeu_##SUF((B *)(y3 + t), c3); _mm256_storeu_##SUF((B *)(y3 + t + W), d3);              \
+    }                                                                                                    \
+    for (; t + W <= k; t += W) {                                                                         \
+        V c0 = _mm256_loadu_##SUF((B *)(y0 + t)), c1 = _mm256_loadu_##SUF((B *)(y1 + t));                \
+        V c2 = _mm256_loadu_##SUF((B *)(y2 + t)), c3 = _mm256_loadu_##SUF((B *)(y3 + t));                \
+        for (int64_t p = s0; p < s1; p++) {                                                              \
+            V u = _mm256_loadu_##SUF((const B *)(X + (int64_t)indices[qi + p] * k + t)), us = cswap_##S(u); \
+            c0 = CMADD(SUF, BR, B, c0, data + q0 + p, u, us); c1 = CMADD(SUF, BR, B, c1, data + q1 + p, u, us); \
+            c2 = CMADD(SUF, BR, B, c2, data + q2 + p, u, us); c3 = CMADD(SUF, BR, B, c3, data + q3 + p, u, us); \
+        }                                                                                                \
+        _mm256_storeu_##SUF((B *)(y0 + t), c0); _mm256_storeu_##SUF((B *)(y1 + t), c1);                  \
+        _mm256_storeu_##SUF((B *)(y2 + t), c2); _mm256_storeu_##SUF((B *)(y3 + t), c3);                  \
+    }                                                                                                    \
+    return t;                                                                                            \
+}
+/* tr_mat's four rows, complex: the rows' blocks of Y and their swaps in registers, a block of W columns. */
+#define CTRA4(S, T, V, SUF, BR, B, W, IS, I)                                                             \
+__attribute__((target("avx,fma"))) static int64_t tra4_##S##_##IS(                                       \
+    const I *restrict indices, const T *restrict data, T *acc, const T *y0, const T *y1, const T *y2,    \
+    const T *y3, int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k) \
+{                                                                                                        \
+    int64_t t = 0;                                                                                       \
+    for (; t + W <= k; t += W) {                                                                         \
+        V u0 = _mm256_loadu_##SUF((const B *)(y0 + t)), u1 = _mm256_loadu_##SUF((const B *)(y1 + t));    \
+        V u2 = _mm256_loadu_##SUF((const B *)(y2 + t)), u3 = _mm256_loadu_##SUF((const B *)(y3 + t));    \
+        V w0 = cswap_##S(u0), w1 = cswap_##S(u1), w2 = cswap_##S(u2), w3 = cswap_##S(u3);                \
+        for (int64_t p = s0; p < s1; p++) {                                                              \
+            B *z = (B *)(acc + (int64_t)indices[qi + p] * k + t);                                        \
+            V c = _mm256_loadu_##SUF(z);                                                                 \
+            c = CMADD(SUF, BR, B, c, data + q0 + p, u0, w0); c = CMADD(SUF, BR, B, c, data + q1 + p, u1, w1); \
+            c = CMADD(SUF, BR, B, c, data + q2 + p, u2, w2); c = CMADD(SUF, BR, B, c, data + q3 + p, u3, w3); \
+            _mm256_storeu_##SUF(z, c);                                                                   \
+        }                                                                                                \
+    }                                                                                                    \
+    return t;                                                                                            \
+}
+CFMA4(c8, c8, __m256, ps, ss, float, 4, i4, int32_t)
+CFMA4(c8, c8, __m256, ps, ss, float, 4, i8, int64_t)
+CFMA4(c16, c16, __m256d, pd, sd, double, 2, i4, int32_t)
+CFMA4(c16, c16, __m256d, pd, sd, double, 2, i8, int64_t)
+CTRA4(c8, c8, __m256, ps, ss, float, 4, i4, int32_t)
+CTRA4(c8, c8, __m256, ps, ss, float, 4, i8, int64_t)
+CTRA4(c16, c16, __m256d, pd, sd, double, 2, i4, int32_t)
+CTRA4(c16, c16, __m256d, pd, sd, double, 2, i8, int64_t)
 #endif
 /* The first column fwd4's plain loops start from: after the intrinsics' blocks when the processor has FMA. */
 #ifdef HAVE_FMA4
@@ -311,19 +394,23 @@ FMA4(f8, double, __m256d, pd, sd, 4, i8, int64_t)
 #define FMA4_START_f8(IS, args) (__builtin_cpu_supports("fma") ? fma4_f8_##IS args : 0)
 #define TRA4_START_f4(IS, args) (__builtin_cpu_supports("fma") ? tra4_f4_##IS args : 0)
 #define TRA4_START_f8(IS, args) (__builtin_cpu_supports("fma") ? tra4_f8_##IS args : 0)
+#define FMA4_START_c8(IS, args) (__builtin_cpu_supports("fma") ? fma4_c8_##IS args : 0)
+#define FMA4_START_c16(IS, args) (__builtin_cpu_supports("fma") ? fma4_c16_##IS args : 0)
+#define TRA4_START_c8(IS, args) (__builtin_cpu_supports("fma") ? tra4_c8_##IS args : 0)
+#define TRA4_START_c16(IS, args) (__builtin_cpu_supports("fma") ? tra4_c16_##IS args : 0)
 #else
 #define FMA4_START_f4(IS, args) 0
 #define FMA4_START_f8(IS, args) 0
 #define TRA4_START_f4(IS, args) 0
 #define TRA4_START_f8(IS, args) 0
-#endif
 #define FMA4_START_c8(IS, args) 0
 #define FMA4_START_c16(IS, args) 0
 #define TRA4_START_c8(IS, args) 0
 #define TRA4_START_c16(IS, args) 0
+#endif
 
-/* Columns of four rows of a run that fwd4's plain loop keeps in local arrays (the complex dtypes, and
-   processors without FMA; the real dtypes' blocks are the intrinsics' above where there is FMA). */
+/* Columns of four rows of a run that fwd4's plain loop keeps in local arrays (processors without FMA;
+   where there is FMA the intrinsics' blocks above, and the plain loops take the columns they leave). */
 #define BLOCK_f4 16
 #define BLOCK_f8 8
 #define BLOCK_c8 8

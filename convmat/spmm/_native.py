@@ -13,9 +13,9 @@ them in the same blocks: the same bits as the Numba kernels
 (loading the library takes about a millisecond, importing Numba about
 0.3 s, compiling the batch kernels seconds).  Against the Numba kernels'
 time (float32 and float64 on this project's layers): one vector 1.05-1.2
-times, several columns 0.8-1.1 times (the real dtypes' column blocks are
-written with AVX and FMA intrinsics; complex ones run plain loops, 1.35-2.2
-times).
+times, several columns 0.8-1.1 times for float32 and float64 and 0.44-1.04
+times for complex64 and complex128 (their column blocks are written with AVX
+and FMA intrinsics).
 
 ``fwd_vec4`` (float32 and float64, :data:`VEC4_DTYPES`) has no Numba twin:
 ``fwd_vec`` for the four quarters of the rows at once where they share
@@ -28,10 +28,11 @@ one-vector products also once Numba's kernels are loaded
 
 They serve products whose arrays they have functions for (data, operand and
 result of one dtype of :data:`convmat.spmm.KERNEL_DTYPES`, ``indptr`` and
-``indices`` both ``int32`` or both ``int64``, contiguous) until Numba's
-kernels of the product's signature are loaded, and products of several
-columns of :data:`BATCH_DTYPES` always; other products use the Numba
-kernels, or for one vector the NumPy twins until those are loaded.  Set the
+``indices`` both ``int32`` or both ``int64``, contiguous): one-vector
+products until Numba's kernels of the product's signature are loaded,
+products of several columns always (Numba is not loaded for them); other
+products use the Numba kernels, or for one vector the NumPy twins until
+those are loaded.  Set the
 environment variable ``CONVMAT_NATIVE=0`` (read once, at the first product)
 to leave the library unused.
 """
@@ -45,13 +46,7 @@ import numpy as np
 
 from ._mat_kernels import RUN_ROWS, SEGMENT_BYTES
 
-__all__ = ["kernels", "available", "BATCH_DTYPES", "VEC4_DTYPES"]
-
-#: Dtypes whose compiled batch kernels (``fwd_mat``, ``tr_mat``) run as fast as the Numba kernels
-#: (0.8-1.1 times their time on the layers of ``benchmarks/spmm.py``, float32 and float64: AVX and FMA
-#: intrinsics): products of several columns in them run on the library whenever it is there, and
-#: never load Numba.  Complex ones (plain loops, 1.35-2.2 times) run on it until Numba's are loaded.
-BATCH_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+__all__ = ["kernels", "available", "VEC4_DTYPES"]
 
 #: Dtypes with a kernel ``fwd_vec4`` (no Numba twin): ``A @ x`` for the slots of four rows a quarter
 #: apart (the output channels of a convolution, as ``tr_vec4``), ``x`` gathered once for the four rows
@@ -61,7 +56,7 @@ BATCH_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: time of Numba's ``fwd_vec`` and ``tr_vec4`` on one thread on this project's layers: one-vector
 #: products in them take these two from the library whenever it is there, also once Numba's kernels
 #: are loaded.
-VEC4_DTYPES = BATCH_DTYPES
+VEC4_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _SUFFIX = {np.dtype(np.float32): "f4", np.dtype(np.float64): "f8",
            np.dtype(np.complex64): "c8", np.dtype(np.complex128): "c16"}
