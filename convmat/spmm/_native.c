@@ -5,7 +5,8 @@
  * with -ffp-contract=off, and the build fails rather than contract), complex products written
  * (ac - bd) + (ad + bc)i.  And fwd_mat and tr_mat of convmat/spmm/_mat_kernels.py, whose result
  * entries are chains of fused multiply-adds (fma(): one rounding, however it is computed) in the
- * order of those kernels, without their register blocking; with row_keys and transpose_into, the
+ * order of those kernels, four rows by a block of columns in AVX registers where the processor has
+ * FMA, every dtype (their column blocks do not change the bits); with row_keys and transpose, the
  * helpers of a product of several columns.  So they give the Numba kernels' bits, which
  * tests/test_spmm_native.py checks, and need neither Numba nor its import: the first product in a
  * process runs here.  And fwd_vec4, which has no Numba twin: fwd_vec's bits for four rows at a time,
@@ -220,193 +221,143 @@ void row_keys_##IS(const I *restrict indptr, const I *restrict indices, int64_t 
 RUN(i4, int32_t)
 RUN(i8, int64_t)
 
-/* fwd4's column blocks with AVX and FMA intrinsics for the real dtypes (GCC does not vectorise the
-   plain loop below: it cannot tell the four rows apart): _mm256_fmadd is fma() on each element.
-   Returns the first column left for the plain loop. */
+/* fwd4's and tr_mat's column blocks with AVX and FMA intrinsics (GCC does not vectorise the plain
+   loops below: it cannot tell the four rows apart), every dtype: _mm256_fmadd is fma() on each
+   element.  Return the first column left for the plain loops. */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(CONVMAT_GENERIC)
 #include <immintrin.h>
 #define HAVE_FMA4 1
-/* For T (float or double) in AVX vectors V of W elements (_mm256_*_SUF): blocks of 2W columns (two
-   vectors per row), then of W. */
-#define FMA4(S, T, V, SUF, BR, W, IS, I)                                                                 \
-__attribute__((target("avx,fma"))) static int64_t fma4_##S##_##IS(                                       \
-    const I *restrict indices, const T *restrict data, const T *restrict X, T *y0, T *y1, T *y2, T *y3,  \
-    int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k)       \
-{                                                                                                        \
-    int64_t t = 0;                                                                                       \
-    for (; t + 2 * W <= k; t += 2 * W) {                                                                 \
-        V c0 = _mm256_loadu_##SUF(y0 + t), d0 = _mm256_loadu_##SUF(y0 + t + W);                          \
-        V c1 = _mm256_loadu_##SUF(y1 + t), d1 = _mm256_loadu_##SUF(y1 + t + W);                          \
-        V c2 = _mm256_loadu_##SUF(y2 + t), d2 = _mm256_loadu_##SUF(y2 + t + W);                          \
-        V c3 = _mm256_loadu_##SUF(y3 + t), d3 = _mm256_loadu_##SUF(y3 + t + W);                          \
-        for (int64_t p = s0; p < s1; p++) {                                                              \
-            const T *x = X + (int64_t)indices[qi + p] * k + t;                                           \
-            V u = _mm256_loadu_##SUF(x), v = _mm256_loadu_##SUF(x + W);                                  \
-            V a0 = _mm256_broadcast_##BR(data + q0 + p), a1 = _mm256_broadcast_##BR(data + q1 + p);      \
-            V a2 = _mm256_broadcast_##BR(data + q2 + p), a3 = _mm256_broadcast_##BR(data + q3 + p);      \
-            c0 = _mm256_fmadd_##SUF(a0, u, c0); d0 = _mm256_fmadd_##SUF(a0, v, d0);                      \
-            c1 = _mm256_fmadd_##SUF(a1, u, c1); d1 = _mm256_fmadd_##SUF(a1, v, d1);                      \
-            c2 = _mm256_fmadd_##SUF(a2, u, c2); d2 = _mm256_fmadd_##SUF(a2, v, d2);                      \
-            c3 = _mm256_fmadd_##SUF(a3, u, c3); d3 = _mm256_fmadd_##SUF(a3, v, d3);                      \
-        }                                                                                                \
-        _mm256_storeu_##SUF(y0 + t, c0); _mm256_storeu_##SUF(y0 + t + W, d0);                            \
-        _mm256_storeu_##SUF(y1 + t, c1); _mm256_storeu_##SUF(y1 + t + W, d1);                            \
-        _mm256_storeu_##SUF(y2 + t, c2); _mm256_storeu_##SUF(y2 + t + W, d2);                            \
-        _mm256_storeu_##SUF(y3 + t, c3); _mm256_storeu_##SUF(y3 + t + W, d3);                            \
-    }                                                                                                    \
-    for (; t + W <= k; t += W) {                                                                         \
-        V c0 = _mm256_loadu_##SUF(y0 + t), c1 = _mm256_loadu_##SUF(y1 + t);                              \
-        V c2 = _mm256_loadu_##SUF(y2 + t), c3 = _mm256_loadu_##SUF(y3 + t);                              \
-        for (int64_t p = s0; p < s1; p++) {                                                              \
-            V u = _mm256_loadu_##SUF(X + (int64_t)indices[qi + p] * k + t);                              \
-            c0 = _mm256_fmadd_##SUF(_mm256_broadcast_##BR(data + q0 + p), u, c0);                        \
-            c1 = _mm256_fmadd_##SUF(_mm256_broadcast_##BR(data + q1 + p), u, c1);                        \
-            c2 = _mm256_fmadd_##SUF(_mm256_broadcast_##BR(data + q2 + p), u, c2);                        \
-            c3 = _mm256_fmadd_##SUF(_mm256_broadcast_##BR(data + q3 + p), u, c3);                        \
-        }                                                                                                \
-        _mm256_storeu_##SUF(y0 + t, c0); _mm256_storeu_##SUF(y1 + t, c1);                                \
-        _mm256_storeu_##SUF(y2 + t, c2); _mm256_storeu_##SUF(y3 + t, c3);                                \
-    }                                                                                                    \
-    return t;                                                                                            \
-}
-/* tr_mat's four rows with the same intrinsics: the rows' blocks of Y in registers, each entry's block of
-   acc read, given the four products in row order, written back. */
-#define TRA4(S, T, V, SUF, BR, W, IS, I)                                                                 \
-__attribute__((target("avx,fma"))) static int64_t tra4_##S##_##IS(                                       \
-    const I *restrict indices, const T *restrict data, T *acc, const T *y0, const T *y1, const T *y2,    \
-    const T *y3, int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k) \
-{                                                                                                        \
-    int64_t t = 0;                                                                                       \
-    for (; t + 2 * W <= k; t += 2 * W) {                                                                 \
-        V u0 = _mm256_loadu_##SUF(y0 + t), v0 = _mm256_loadu_##SUF(y0 + t + W);                          \
-        V u1 = _mm256_loadu_##SUF(y1 + t), v1 = _mm256_loadu_##SUF(y1 + t + W);                          \
-        V u2 = _mm256_loadu_##SUF(y2 + t), v2 = _mm256_loadu_##SUF(y2 + t + W);                          \
-        V u3 = _mm256_loadu_##SUF(y3 + t), v3 = _mm256_loadu_##SUF(y3 + t + W);                          \
-        for (int64_t p = s0; p < s1; p++) {                                                              \
-            T *z = acc + (int64_t)indices[qi + p] * k + t;                                               \
-            V a0 = _mm256_broadcast_##BR(data + q0 + p), a1 = _mm256_broadcast_##BR(data + q1 + p);      \
-            V a2 = _mm256_broadcast_##BR(data + q2 + p), a3 = _mm256_broadcast_##BR(data + q3 + p);      \
-            V c = _mm256_loadu_##SUF(z), d = _mm256_loadu_##SUF(z + W);                                  \
-            c = _mm256_fmadd_##SUF(a0, u0, c); d = _mm256_fmadd_##SUF(a0, v0, d);                        \
-            c = _mm256_fmadd_##SUF(a1, u1, c); d = _mm256_fmadd_##SUF(a1, v1, d);                        \
-            c = _mm256_fmadd_##SUF(a2, u2, c); d = _mm256_fmadd_##SUF(a2, v2, d);                        \
-            c = _mm256_fmadd_##SUF(a3, u3, c); d = _mm256_fmadd_##SUF(a3, v3, d);                        \
-            _mm256_storeu_##SUF(z, c); _mm256_storeu_##SUF(z + W, d);                                    \
-        }                                                                                                \
-    }                                                                                                    \
-    return t;                                                                                            \
-}
-TRA4(f4, float, __m256, ps, ss, 8, i4, int32_t)
-TRA4(f4, float, __m256, ps, ss, 8, i8, int64_t)
-TRA4(f8, double, __m256d, pd, sd, 4, i4, int32_t)
-TRA4(f8, double, __m256d, pd, sd, 4, i8, int64_t)
-FMA4(f4, float, __m256, ps, ss, 8, i4, int32_t)
-FMA4(f4, float, __m256, ps, ss, 8, i8, int64_t)
-FMA4(f8, double, __m256d, pd, sd, 4, i4, int32_t)
-FMA4(f8, double, __m256d, pd, sd, 4, i8, int64_t)
-
-/* The complex dtypes in the same registers, W complex numbers a vector (re, im interleaved): madd_c8's
-   fma(-a.im, b.im, c.re) and fma(a.im, b.re, c.im) are one fma of a.im (broadcast) with the swapped b,
-   its real parts negated (-a.im b.im = a.im (-b.im), exactly), then fma(a.re, b.re, .) and
-   fma(a.re, b.im, .) one fma of a.re with b: the same two roundings per part, in the same order. */
-__attribute__((target("avx,fma"))) static inline __m256 cswap_c8(__m256 b)
+#define VEC_ATTR static inline __attribute__((always_inline, target("avx,fma")))
+/* Per dtype S, in AVX vectors V of W values of T (complex: W numbers, re and im interleaved): load,
+   store, prep(b) (what c + a b needs of b besides b, once per b) and madd(c, a, b, prep(b)) = c + a b
+   for the matrix entry a at a pointer, in madd_S's roundings and order.  Complex: madd_c8's
+   fma(-a.im, b.im, c.re) and fma(a.im, b.re, c.im) are one fma of a.im (broadcast) with prep(b) = b
+   with its pairs swapped and its real parts negated (-a.im b.im = a.im (-b.im), exactly), then
+   fma(a.re, b.re, .) and fma(a.re, b.im, .) one fma of a.re with b. */
+#define VOPS(S, T, V, SUF, B, NW)                                                                        \
+enum { W_##S = NW };                                                                                     \
+VEC_ATTR V vld_##S(const T *p) { return _mm256_loadu_##SUF((const B *)p); }                              \
+VEC_ATTR void vst_##S(T *p, V v) { _mm256_storeu_##SUF((B *)p, v); }
+VOPS(f4, float, __m256, ps, float, 8)
+VOPS(f8, double, __m256d, pd, double, 4)
+VOPS(c8, c8, __m256, ps, float, 4)
+VOPS(c16, c16, __m256d, pd, double, 2)
+VEC_ATTR __m256 vprep_f4(__m256 b) { return b; }
+VEC_ATTR __m256d vprep_f8(__m256d b) { return b; }
+VEC_ATTR __m256 vprep_c8(__m256 b)
 {
-    return _mm256_xor_ps(_mm256_permute_ps(b, 0xB1), _mm256_setr_ps(-0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f));
+    const __m256 re = _mm256_setr_ps(-0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f);
+    return _mm256_xor_ps(_mm256_permute_ps(b, 0xB1), re);
 }
-__attribute__((target("avx,fma"))) static inline __m256d cswap_c16(__m256d b)
+VEC_ATTR __m256d vprep_c16(__m256d b)
 {
     return _mm256_xor_pd(_mm256_permute_pd(b, 0x5), _mm256_setr_pd(-0.0, 0.0, -0.0, 0.0));
 }
-/* c + a b for the complex a at *a (a.re, a.im broadcast from memory) and b, bs = cswap(b) */
-#define CMADD(SUF, BR, B, c, a, b, bs)                                                                   \
-    _mm256_fmadd_##SUF(_mm256_broadcast_##BR(&(a)->re), b, _mm256_fmadd_##SUF(_mm256_broadcast_##BR(&(a)->im), bs, c))
-#define CFMA4(S, T, V, SUF, BR, B, W, IS, I)                                                             \
+VEC_ATTR __m256 vmadd_f4(__m256 c, const float *a, __m256 b, __m256 bp)
+{
+    (void)bp;
+    return _mm256_fmadd_ps(_mm256_broadcast_ss(a), b, c);
+}
+VEC_ATTR __m256d vmadd_f8(__m256d c, const double *a, __m256d b, __m256d bp)
+{
+    (void)bp;
+    return _mm256_fmadd_pd(_mm256_broadcast_sd(a), b, c);
+}
+VEC_ATTR __m256 vmadd_c8(__m256 c, const c8 *a, __m256 b, __m256 bp)
+{
+    return _mm256_fmadd_ps(_mm256_broadcast_ss(&a->re), b, _mm256_fmadd_ps(_mm256_broadcast_ss(&a->im), bp, c));
+}
+VEC_ATTR __m256d vmadd_c16(__m256d c, const c16 *a, __m256d b, __m256d bp)
+{
+    return _mm256_fmadd_pd(_mm256_broadcast_sd(&a->re), b, _mm256_fmadd_pd(_mm256_broadcast_sd(&a->im), bp, c));
+}
+
+/* fwd4: blocks of 2W columns (two vectors per row), then of W; X's vectors prepared once per entry. */
+#define FMA4(S, T, V, IS, I)                                                                             \
 __attribute__((target("avx,fma"))) static int64_t fma4_##S##_##IS(                                       \
     const I *restrict indices, const T *restrict data, const T *restrict X, T *y0, T *y1, T *y2, T *y3,  \
     int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k)       \
 {                                                                                                        \
+    const int64_t W = W_##S;                                                                             \
     int64_t t = 0;                                                                                       \
     for (; t + 2 * W <= k; t += 2 * W) {                                                                 \
-        V c0 = _mm256_loadu_##SUF((B *)(y0 + t)), d0 = _mm256_loadu_##SUF((B *)(y0 + t + W));            \
-        V c1 = _mm256_loadu_##SUF((B *)(y1 + t)), d1 = _mm256_loadu_##SUF((B *)(y1 + t + W));            \
-        V c2 = _mm256_loadu_##SUF((B *)(y2 + t)), d2 = _mm256_loadu_##SUF((B *)(y2 + t + W));            \
-        V c3 = _mm256_loadu_##SUF((B *)(y3 + t)), d3 = _mm256_loadu_##SUF((B *)(y3 + t + W));            \
+        V c0 = vld_##S(y0 + t), d0 = vld_##S(y0 + t + W), c1 = vld_##S(y1 + t), d1 = vld_##S(y1 + t + W); \
+        V c2 = vld_##S(y2 + t), d2 = vld_##S(y2 + t + W), c3 = vld_##S(y3 + t), d3 = vld_##S(y3 + t + W); \
         for (int64_t p = s0; p < s1; p++) {                                                              \
             const T *x = X + (int64_t)indices[qi + p] * k + t;                                           \
-            V u = _mm256_loadu_##SUF((const B *)x), v = _mm256_loadu_##SUF((const B *)(x + W));          \
-            V us = cswap_##S(u), vs = cswap_##S(v);                                                      \
-            c0 = CMADD(SUF, BR, B, c0, data + q0 + p, u, us); d0 = CMADD(SUF, BR, B, d0, data + q0 + p, v, vs); \
-            c1 = CMADD(SUF, BR, B, c1, data + q1 + p, u, us); d1 = CMADD(SUF, BR, B, d1, data + q1 + p, v, vs); \
-            c2 = CMADD(SUF, BR, B, c2, data + q2 + p, u, us); d2 = CMADD(SUF, BR, B, d2, data + q2 + p, v, vs); \
-            c3 = CMADD(SUF, BR, B, c3, data + q3 + p, u, us); d3 = CMADD(SUF, BR, B, d3, data + q3 + p, v, vs); \
+            V u = vld_##S(x), v = vld_##S(x + W), up = vprep_##S(u), vp = vprep_##S(v);                  \
+            c0 = vmadd_##S(c0, data + q0 + p, u, up); d0 = vmadd_##S(d0, data + q0 + p, v, vp);          \
+            c1 = vmadd_##S(c1, data + q1 + p, u, up); d1 = vmadd_##S(d1, data + q1 + p, v, vp);          \
+            c2 = vmadd_##S(c2, data + q2 + p, u, up); d2 = vmadd_##S(d2, data + q2 + p, v, vp);          \
+            c3 = vmadd_##S(c3, data + q3 + p, u, up); d3 = vmadd_##S(d3, data + q3 + p, v, vp);          \
         }                                                                                                \
-        _mm256_storeu_##SUF((B *)(y0 + t), c0); _mm256_storeu_##SUF((B *)(y0 + t + W), d0);              \
-        _mm256_storeu_##SUF((B *)(y1 + t), c1); _mm256_storeu_##SUF((B *)(y1 + t + W), d1);              \
-        _mm256_storeu_##SUF((B *)(y2 + t), c2); _mm256_storeu_##SUF((B *)(y2 + t + W), d2);              \
-        _mm256_storeu_##SUF((B *)(y3 + t), c3); _mm256_storeu_##SUF((B *)(y3 + t + W), d3);              \
+        vst_##S(y0 + t, c0); vst_##S(y0 + t + W, d0); vst_##S(y1 + t, c1); vst_##S(y1 + t + W, d1);      \
+        vst_##S(y2 + t, c2); vst_##S(y2 + t + W, d2); vst_##S(y3 + t, c3); vst_##S(y3 + t + W, d3);      \
     }                                                                                                    \
     for (; t + W <= k; t += W) {                                                                         \
-        V c0 = _mm256_loadu_##SUF((B *)(y0 + t)), c1 = _mm256_loadu_##SUF((B *)(y1 + t));                \
-        V c2 = _mm256_loadu_##SUF((B *)(y2 + t)), c3 = _mm256_loadu_##SUF((B *)(y3 + t));                \
+        V c0 = vld_##S(y0 + t), c1 = vld_##S(y1 + t), c2 = vld_##S(y2 + t), c3 = vld_##S(y3 + t);        \
         for (int64_t p = s0; p < s1; p++) {                                                              \
-            V u = _mm256_loadu_##SUF((const B *)(X + (int64_t)indices[qi + p] * k + t)), us = cswap_##S(u); \
-            c0 = CMADD(SUF, BR, B, c0, data + q0 + p, u, us); c1 = CMADD(SUF, BR, B, c1, data + q1 + p, u, us); \
-            c2 = CMADD(SUF, BR, B, c2, data + q2 + p, u, us); c3 = CMADD(SUF, BR, B, c3, data + q3 + p, u, us); \
+            V u = vld_##S(X + (int64_t)indices[qi + p] * k + t), up = vprep_##S(u);                      \
+            c0 = vmadd_##S(c0, data + q0 + p, u, up); c1 = vmadd_##S(c1, data + q1 + p, u, up);          \
+            c2 = vmadd_##S(c2, data + q2 + p, u, up); c3 = vmadd_##S(c3, data + q3 + p, u, up);          \
         }                                                                                                \
-        _mm256_storeu_##SUF((B *)(y0 + t), c0); _mm256_storeu_##SUF((B *)(y1 + t), c1);                  \
-        _mm256_storeu_##SUF((B *)(y2 + t), c2); _mm256_storeu_##SUF((B *)(y3 + t), c3);                  \
+        vst_##S(y0 + t, c0); vst_##S(y1 + t, c1); vst_##S(y2 + t, c2); vst_##S(y3 + t, c3);              \
     }                                                                                                    \
     return t;                                                                                            \
 }
-/* tr_mat's four rows, complex: the rows' blocks of Y and their swaps in registers, a block of W columns. */
-#define CTRA4(S, T, V, SUF, BR, B, W, IS, I)                                                             \
+/* tr_mat's four rows: the rows' blocks of Y (and their preps) in registers, each entry's block of acc
+   read, given the four products in row order, written back.  Blocks of 2W columns where PAIR (the real
+   dtypes), then of W (a complex pair would hold sixteen vectors). */
+#define TRA4(S, T, V, PAIR, IS, I)                                                                       \
 __attribute__((target("avx,fma"))) static int64_t tra4_##S##_##IS(                                       \
     const I *restrict indices, const T *restrict data, T *acc, const T *y0, const T *y1, const T *y2,    \
     const T *y3, int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3, int64_t s0, int64_t s1, int64_t k) \
 {                                                                                                        \
+    const int64_t W = W_##S;                                                                             \
     int64_t t = 0;                                                                                       \
-    for (; t + W <= k; t += W) {                                                                         \
-        V u0 = _mm256_loadu_##SUF((const B *)(y0 + t)), u1 = _mm256_loadu_##SUF((const B *)(y1 + t));    \
-        V u2 = _mm256_loadu_##SUF((const B *)(y2 + t)), u3 = _mm256_loadu_##SUF((const B *)(y3 + t));    \
-        V w0 = cswap_##S(u0), w1 = cswap_##S(u1), w2 = cswap_##S(u2), w3 = cswap_##S(u3);                \
+    for (; PAIR && t + 2 * W <= k; t += 2 * W) {                                                         \
+        V u0 = vld_##S(y0 + t), v0 = vld_##S(y0 + t + W), u1 = vld_##S(y1 + t), v1 = vld_##S(y1 + t + W); \
+        V u2 = vld_##S(y2 + t), v2 = vld_##S(y2 + t + W), u3 = vld_##S(y3 + t), v3 = vld_##S(y3 + t + W); \
+        V e0 = vprep_##S(u0), f0 = vprep_##S(v0), e1 = vprep_##S(u1), f1 = vprep_##S(v1);                \
+        V e2 = vprep_##S(u2), f2 = vprep_##S(v2), e3 = vprep_##S(u3), f3 = vprep_##S(v3);                \
         for (int64_t p = s0; p < s1; p++) {                                                              \
-            B *z = (B *)(acc + (int64_t)indices[qi + p] * k + t);                                        \
-            V c = _mm256_loadu_##SUF(z);                                                                 \
-            c = CMADD(SUF, BR, B, c, data + q0 + p, u0, w0); c = CMADD(SUF, BR, B, c, data + q1 + p, u1, w1); \
-            c = CMADD(SUF, BR, B, c, data + q2 + p, u2, w2); c = CMADD(SUF, BR, B, c, data + q3 + p, u3, w3); \
-            _mm256_storeu_##SUF(z, c);                                                                   \
+            T *z = acc + (int64_t)indices[qi + p] * k + t;                                               \
+            V c = vld_##S(z), d = vld_##S(z + W);                                                        \
+            c = vmadd_##S(c, data + q0 + p, u0, e0); d = vmadd_##S(d, data + q0 + p, v0, f0);            \
+            c = vmadd_##S(c, data + q1 + p, u1, e1); d = vmadd_##S(d, data + q1 + p, v1, f1);            \
+            c = vmadd_##S(c, data + q2 + p, u2, e2); d = vmadd_##S(d, data + q2 + p, v2, f2);            \
+            c = vmadd_##S(c, data + q3 + p, u3, e3); d = vmadd_##S(d, data + q3 + p, v3, f3);            \
+            vst_##S(z, c); vst_##S(z + W, d);                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+    for (; t + W <= k; t += W) {                                                                         \
+        V u0 = vld_##S(y0 + t), u1 = vld_##S(y1 + t), u2 = vld_##S(y2 + t), u3 = vld_##S(y3 + t);        \
+        V e0 = vprep_##S(u0), e1 = vprep_##S(u1), e2 = vprep_##S(u2), e3 = vprep_##S(u3);                \
+        for (int64_t p = s0; p < s1; p++) {                                                              \
+            T *z = acc + (int64_t)indices[qi + p] * k + t;                                               \
+            V c = vld_##S(z);                                                                            \
+            c = vmadd_##S(c, data + q0 + p, u0, e0); c = vmadd_##S(c, data + q1 + p, u1, e1);            \
+            c = vmadd_##S(c, data + q2 + p, u2, e2); c = vmadd_##S(c, data + q3 + p, u3, e3);            \
+            vst_##S(z, c);                                                                               \
         }                                                                                                \
     }                                                                                                    \
     return t;                                                                                            \
 }
-CFMA4(c8, c8, __m256, ps, ss, float, 4, i4, int32_t)
-CFMA4(c8, c8, __m256, ps, ss, float, 4, i8, int64_t)
-CFMA4(c16, c16, __m256d, pd, sd, double, 2, i4, int32_t)
-CFMA4(c16, c16, __m256d, pd, sd, double, 2, i8, int64_t)
-CTRA4(c8, c8, __m256, ps, ss, float, 4, i4, int32_t)
-CTRA4(c8, c8, __m256, ps, ss, float, 4, i8, int64_t)
-CTRA4(c16, c16, __m256d, pd, sd, double, 2, i4, int32_t)
-CTRA4(c16, c16, __m256d, pd, sd, double, 2, i8, int64_t)
+#define VEC_BLOCKS(S, T, V, PAIR)                                                                        \
+FMA4(S, T, V, i4, int32_t) FMA4(S, T, V, i8, int64_t) TRA4(S, T, V, PAIR, i4, int32_t) TRA4(S, T, V, PAIR, i8, int64_t)
+VEC_BLOCKS(f4, float, __m256, 1)
+VEC_BLOCKS(f8, double, __m256d, 1)
+VEC_BLOCKS(c8, c8, __m256, 0)
+VEC_BLOCKS(c16, c16, __m256d, 0)
 #endif
-/* The first column fwd4's plain loops start from: after the intrinsics' blocks when the processor has FMA. */
+/* The first column the plain loops of fwd4 and tr_mat start from: after the intrinsics' blocks when the
+   processor has FMA. */
 #ifdef HAVE_FMA4
-#define FMA4_START_f4(IS, args) (__builtin_cpu_supports("fma") ? fma4_f4_##IS args : 0)
-#define FMA4_START_f8(IS, args) (__builtin_cpu_supports("fma") ? fma4_f8_##IS args : 0)
-#define TRA4_START_f4(IS, args) (__builtin_cpu_supports("fma") ? tra4_f4_##IS args : 0)
-#define TRA4_START_f8(IS, args) (__builtin_cpu_supports("fma") ? tra4_f8_##IS args : 0)
-#define FMA4_START_c8(IS, args) (__builtin_cpu_supports("fma") ? fma4_c8_##IS args : 0)
-#define FMA4_START_c16(IS, args) (__builtin_cpu_supports("fma") ? fma4_c16_##IS args : 0)
-#define TRA4_START_c8(IS, args) (__builtin_cpu_supports("fma") ? tra4_c8_##IS args : 0)
-#define TRA4_START_c16(IS, args) (__builtin_cpu_supports("fma") ? tra4_c16_##IS args : 0)
+#define FMA4_START(S, IS, args) (__builtin_cpu_supports("fma") ? fma4_##S##_##IS args : 0)
+#define TRA4_START(S, IS, args) (__builtin_cpu_supports("fma") ? tra4_##S##_##IS args : 0)
 #else
-#define FMA4_START_f4(IS, args) 0
-#define FMA4_START_f8(IS, args) 0
-#define TRA4_START_f4(IS, args) 0
-#define TRA4_START_f8(IS, args) 0
-#define FMA4_START_c8(IS, args) 0
-#define FMA4_START_c16(IS, args) 0
-#define TRA4_START_c8(IS, args) 0
-#define TRA4_START_c16(IS, args) 0
+#define FMA4_START(S, IS, args) 0
+#define TRA4_START(S, IS, args) 0
 #endif
 
 /* Columns of four rows of a run that fwd4's plain loop keeps in local arrays (processors without FMA;
@@ -424,7 +375,7 @@ static inline __attribute__((always_inline)) void fwd4_##S##_##IS(const I *restr
                                    int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3,           \
                                    int64_t s0, int64_t s1, int64_t k)                                    \
 {                                                                                                        \
-    int64_t t = FMA4_START_##S(IS, (indices, data, X, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k));   \
+    int64_t t = FMA4_START(S, IS, (indices, data, X, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k));   \
     for (; t + BLOCK_##S <= k; t += BLOCK_##S) {                                                         \
         T c0[BLOCK_##S], c1[BLOCK_##S], c2[BLOCK_##S], c3[BLOCK_##S];                                    \
         memcpy(c0, y0 + t, sizeof c0); memcpy(c1, y1 + t, sizeof c1);                                    \
@@ -519,7 +470,7 @@ CLONES_FMA void tr_mat_##S##_##IS(const I *restrict indptr, const I *restrict in
                 int64_t i0 = order[r + g], i1 = order[r + g + 1], i2 = order[r + g + 2], i3 = order[r + g + 3]; \
                 const T *y0 = Y + i0 * k, *y1 = Y + i1 * k, *y2 = Y + i2 * k, *y3 = Y + i3 * k;          \
                 int64_t q0 = (int64_t)indptr[i0], q1 = (int64_t)indptr[i1], q2 = (int64_t)indptr[i2], q3 = (int64_t)indptr[i3]; \
-                int64_t t0 = TRA4_START_##S(IS, (indices, data, acc, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k)); \
+                int64_t t0 = TRA4_START(S, IS, (indices, data, acc, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k)); \
                 for (int64_t p = s0; t0 < k && p < s1; p++) { /* the columns the intrinsics left */      \
                     T *restrict z = acc + (int64_t)indices[qi + p] * k;                                  \
                     T a0 = data[q0 + p], a1 = data[q1 + p], a2 = data[q2 + p], a3 = data[q3 + p];        \
