@@ -375,7 +375,7 @@ static inline __attribute__((always_inline)) void fwd4_##S##_##IS(const I *restr
                                    int64_t qi, int64_t q0, int64_t q1, int64_t q2, int64_t q3,           \
                                    int64_t s0, int64_t s1, int64_t k)                                    \
 {                                                                                                        \
-    int64_t t = FMA4_START(S, IS, (indices, data, X, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k));   \
+    int64_t t = FMA4_START(S, IS, (indices, data, X, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k));    \
     for (; t + BLOCK_##S <= k; t += BLOCK_##S) {                                                         \
         T c0[BLOCK_##S], c1[BLOCK_##S], c2[BLOCK_##S], c3[BLOCK_##S];                                    \
         memcpy(c0, y0 + t, sizeof c0); memcpy(c1, y1 + t, sizeof c1);                                    \
@@ -470,7 +470,7 @@ CLONES_FMA void tr_mat_##S##_##IS(const I *restrict indptr, const I *restrict in
                 int64_t i0 = order[r + g], i1 = order[r + g + 1], i2 = order[r + g + 2], i3 = order[r + g + 3]; \
                 const T *y0 = Y + i0 * k, *y1 = Y + i1 * k, *y2 = Y + i2 * k, *y3 = Y + i3 * k;          \
                 int64_t q0 = (int64_t)indptr[i0], q1 = (int64_t)indptr[i1], q2 = (int64_t)indptr[i2], q3 = (int64_t)indptr[i3]; \
-                int64_t t0 = TRA4_START(S, IS, (indices, data, acc, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k)); \
+                int64_t t0 = TRA4_START(S, IS, (indices, data, acc, y0, y1, y2, y3, qi, q0, q1, q2, q3, s0, s1, k));  \
                 for (int64_t p = s0; t0 < k && p < s1; p++) { /* the columns the intrinsics left */      \
                     T *restrict z = acc + (int64_t)indices[qi + p] * k;                                  \
                     T a0 = data[q0 + p], a1 = data[q1 + p], a2 = data[q2 + p], a3 = data[q3 + p];        \

@@ -12,10 +12,10 @@ them in the same blocks: the same bits as the Numba kernels
 (``tests/test_spmm_native.py``), in the first milliseconds of a process
 (loading the library takes about a millisecond, importing Numba about
 0.3 s, compiling the batch kernels seconds).  Against the Numba kernels'
-time (float32 and float64 on this project's layers): one vector 1.05-1.2
-times, several columns 0.8-1.1 times for float32 and float64 and 0.44-1.04
-times for complex64 and complex128 (their column blocks are written with AVX
-and FMA intrinsics).
+time on this project's layers: one vector 1.05-1.2 times (float32 and
+float64), several columns 0.8-1.1 times for float32 and float64 and
+0.44-1.04 times for complex64 and complex128 (their column blocks are
+written with AVX and FMA intrinsics).
 
 ``fwd_vec4`` (float32 and float64, :data:`VEC4_DTYPES`) has no Numba twin:
 ``fwd_vec`` for the four quarters of the rows at once where they share
@@ -32,9 +32,8 @@ result of one dtype of :data:`convmat.spmm.KERNEL_DTYPES`, ``indptr`` and
 products until Numba's kernels of the product's signature are loaded,
 products of several columns always (Numba is not loaded for them); other
 products use the Numba kernels, or for one vector the NumPy twins until
-those are loaded.  Set the
-environment variable ``CONVMAT_NATIVE=0`` (read once, at the first product)
-to leave the library unused.
+those are loaded.  Set the environment variable ``CONVMAT_NATIVE=0`` (read
+once, at the first product) to leave the library unused.
 """
 
 from __future__ import annotations
