@@ -11,9 +11,9 @@ ahead of time in C (``_native.c``, built when convmat is installed), or,
 for one vector where there was no C compiler, by their NumPy twins
 (``_twins.py``); they perform the same operations in the same order, so
 they give the same bits.  The first product in a process does not wait for
-Numba's import (about 0.3 s); products of several columns of float32 and
-float64 stay on the compiled kernels (as fast as Numba's); without the
-library, products of several columns wait for Numba.  Without Numba,
+Numba's import (about 0.3 s); products of several columns stay on the
+compiled kernels (as fast as Numba's, every dtype); without the library,
+products of several columns wait for Numba.  Without Numba,
 products stay on the compiled kernels or the twins, or are SciPy's own
 product (one thread); :func:`available` says whether Numba loads.
 
@@ -466,11 +466,10 @@ def csr_matmul(A, X, *, transpose=False, conjugate=False, threads=None, out=None
     included, computed in the result dtype without copying ``A``.  While Numba
     is loading (the first products in a process, see :func:`prefetch`) and
     when it does not import (:func:`available`), products come from the
-    same kernels compiled in C (products of several columns of float32 and
-    float64 always do), or for one vector from their NumPy twins, the same
-    bits; without the library, products of several columns wait for Numba,
-    or without it are SciPy's ``A @ X`` on one thread, as are other numeric
-    results (integers).
+    same kernels compiled in C (products of several columns always do), or
+    for one vector from their NumPy twins, the same bits; without the
+    library, products of several columns wait for Numba, or without it are
+    SciPy's ``A @ X`` on one thread, as are other numeric results (integers).
 
     Extra memory: ``A.T @ X`` on several threads allocates
     ``TRANSPOSE_BLOCKS_PER_THREAD * default_threads() - 1`` partial results of the
